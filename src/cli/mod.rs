@@ -1,0 +1,114 @@
+//! Command-line interface: subcommands and their options. Each subcommand lives in its own
+//! module and returns an exit code; `main.rs` only prints errors.
+
+mod parse;
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::ecs::{Options, Profile};
+use crate::parse::time::Zone;
+
+/// Imperva WAF logs (SecureSphere CEF over syslog, Cloud WAF CEF/LEEF/W3C files) to Elastic
+/// Common Schema documents.
+#[derive(Debug, Parser)]
+#[command(name = "wafstream", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// One-shot: read lines or whole Imperva log files (gzip/zlib/encrypted containers are
+    /// detected) and write one ECS JSON document per input event to stdout, in input order.
+    ///
+    /// Events that cannot be parsed are written as dead-letter records (`event.kind:
+    /// pipeline_error`, `error.message`, the original text) to stdout, or to `--dlq FILE`.
+    /// Exit status: 0 when every event mapped, 1 when any went to the dead-letter output,
+    /// 2 on a usage or I/O error.
+    Parse(ParseArgs),
+}
+
+/// Mapping options shared by every subcommand that produces documents.
+#[derive(Debug, Clone, Args)]
+pub struct MappingArgs {
+    /// Output profile: `elastic` (Elastic integration pipelines) or `sekoia` (SEKOIA.IO intake).
+    #[arg(long, default_value = "elastic", env = "WAFSTREAM_PROFILE")]
+    pub profile: Profile,
+    /// Time zone for device times without one (IANA name like `Europe/Paris`, or `+0200`).
+    #[arg(long = "tz", value_name = "ZONE", env = "WAFSTREAM_TZ")]
+    pub tz: Option<String>,
+    /// Keep the raw line in `event.original`.
+    #[arg(long, env = "WAFSTREAM_PRESERVE_ORIGINAL_EVENT")]
+    pub preserve_original_event: bool,
+    /// Also keep the vendor copies of fields already mapped to ECS (Elastic's option).
+    #[arg(long, env = "WAFSTREAM_PRESERVE_DUPLICATE_CUSTOM_FIELDS")]
+    pub preserve_duplicate_custom_fields: bool,
+    /// Extra tag for every document (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Data stream namespace (`logs-<dataset>-<namespace>`).
+    #[arg(long, default_value = "default", env = "WAFSTREAM_NAMESPACE")]
+    pub namespace: String,
+    /// Write the syslog envelope's facts to `log.syslog.*`.
+    #[arg(long)]
+    pub syslog_fields: bool,
+    /// Write each document's deterministic `_id` as its first key.
+    #[arg(long)]
+    pub emit_id: bool,
+}
+
+impl MappingArgs {
+    /// Validate into mapping options.
+    pub fn options(&self) -> anyhow::Result<Options> {
+        let zone = match &self.tz {
+            Some(z) => Zone::parse(z).ok_or_else(|| anyhow::anyhow!("--tz {z:?}: not an IANA zone or ±HHMM offset"))?,
+            None => Zone::Utc,
+        };
+        if self.namespace.is_empty() || self.namespace.contains(['-', ' ', '*', '\\', '/', '?', '"', '<', '>', '|', ','])
+        {
+            anyhow::bail!("--namespace {:?}: must be non-empty, without '-' or spaces", self.namespace);
+        }
+        Ok(Options {
+            profile: self.profile,
+            zone,
+            tz_name: self.tz.clone(),
+            preserve_original_event: self.preserve_original_event,
+            preserve_duplicate_custom_fields: self.preserve_duplicate_custom_fields,
+            tags: self.tags.clone(),
+            namespace: self.namespace.clone(),
+            syslog_fields: self.syslog_fields,
+            emit_id: self.emit_id,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ParseArgs {
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+    /// Directory of Cloud WAF private keys, laid out as `<DIR>/<publicKeyId>/Private.key`.
+    #[arg(long, value_name = "DIR", env = "WAFSTREAM_KEYS_DIR")]
+    pub keys_dir: Option<std::path::PathBuf>,
+    /// Write dead-letter records here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub dlq: Option<std::path::PathBuf>,
+    /// Longest line accepted; longer ones are dead-lettered (cut at the limit, with the reason).
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub max_line_bytes: usize,
+    /// Largest body a compressed file may inflate to.
+    #[arg(long, default_value_t = 512 * 1024 * 1024, value_name = "BYTES")]
+    pub max_decompressed_bytes: usize,
+    /// Input files; `-` or none reads stdin.
+    #[arg(value_name = "FILE")]
+    pub files: Vec<String>,
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Parse(args) => parse::run(args),
+    }
+}

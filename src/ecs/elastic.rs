@@ -1,0 +1,875 @@
+//! Profile `elastic`: Elastic's agent-side CEF decoder and its two ingest pipelines in one pass.
+//!
+//! - `imperva.securesphere`: ECS 8.17.0 fields, plus `imperva.securesphere.*` keeping the custom
+//!   strings by number with their labels; copies of ECS fields only with
+//!   `preserve_duplicate_custom_fields`.
+//! - `imperva_cloud_waf.event`: ECS 8.11.0 fields, Imperva's port semantics (`spt` is the origin
+//!   server's port, `cpt` the client's), user-agent parsing, URL parts, and the rest under
+//!   `imperva_cloud_waf.event.extensions.*`.
+//!
+//! Where Elastic's pipelines would drop a key they do not know, wafstream keeps it under
+//! `<dataset>.extensions.<key>` (never lose a fact); the conformance cases have none.
+
+use std::borrow::Cow;
+
+use super::doc::{Doc, TsStyle, Val};
+use super::{Ctx, extension_path, parse_ip};
+use crate::parse::Key;
+use crate::parse::time::{parse_device_time, parse_epoch_ms};
+
+/// Common tail of both datasets: data stream, input facts, tags, original, syslog, errors.
+fn finish<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: &'static str, kind_on_error: KindOnError) {
+    let o = ctx.opts;
+    d.str("data_stream.type", "logs");
+    d.str("data_stream.dataset", dataset);
+    d.str("data_stream.namespace", o.namespace.clone());
+    d.str("event.dataset", dataset);
+    if !ctx.meta.input.is_empty() {
+        d.str("input.type", ctx.meta.input.to_string());
+    }
+    if let Some(p) = ctx.meta.peer {
+        d.str("log.source.address", p.to_string());
+    }
+    if let Some(s) = ctx.meta.source {
+        d.str("log.file.path", s.to_string());
+    }
+    if let Some(off) = ctx.meta.offset {
+        d.put("log.offset", Val::UInt(off));
+    }
+    if o.preserve_original_event {
+        d.put("event.original", Val::Str(Cow::Borrowed(ctx.original)));
+    }
+    if o.syslog_fields {
+        if let Some(s) = &ctx.rec.syslog {
+            if let Some(p) = s.priority {
+                d.int("log.syslog.priority", i64::from(p));
+                d.int("log.syslog.facility.code", i64::from(p >> 3));
+                d.int("log.syslog.severity.code", i64::from(p & 7));
+            }
+            if let Some(h) = s.hostname {
+                d.str("log.syslog.hostname", h);
+            }
+            if let Some(a) = s.app_name {
+                d.str("log.syslog.appname", a);
+            }
+            if let Some(p) = s.proc_id {
+                d.str("log.syslog.procid", p);
+            }
+            if let Some(m) = s.msg_id {
+                d.str("log.syslog.msgid", m);
+            }
+            if let Some(v) = s.version {
+                d.str("log.syslog.version", v.to_string());
+            }
+        }
+    }
+    let mut tags: Vec<Cow<'r, str>> = Vec::new();
+    if o.preserve_original_event {
+        tags.push("preserve_original_event".into());
+    }
+    if o.preserve_duplicate_custom_fields {
+        tags.push("preserve_duplicate_custom_fields".into());
+    }
+    tags.extend(o.tags.iter().map(|t| Cow::Owned(t.clone())));
+    if !ctx.errors.is_empty() {
+        match kind_on_error {
+            KindOnError::Set => d.str("event.kind", "pipeline_error"),
+            KindOnError::Append => {
+                let prev = match d.get("event.kind") {
+                    Some(Val::Str(s)) => Some(s.clone()),
+                    _ => None,
+                };
+                let mut kinds: Vec<Cow<'r, str>> = prev.into_iter().collect();
+                kinds.push("pipeline_error".into());
+                d.put("event.kind", Val::Strs(kinds));
+                if !tags.iter().any(|t| t == "preserve_original_event") {
+                    tags.push("preserve_original_event".into());
+                    d.put("event.original", Val::Str(Cow::Borrowed(ctx.original)));
+                }
+            }
+        }
+        let errs: Vec<Cow<'r, str>> = ctx.errors.iter().map(|e| Cow::Owned(e.clone())).collect();
+        if errs.len() == 1 {
+            d.put("error.message", Val::Str(errs.into_iter().next().unwrap_or_default()));
+        } else {
+            d.put("error.message", Val::Strs(errs));
+        }
+    }
+    if !tags.is_empty() {
+        d.put("tags", Val::Strs(tags));
+    }
+}
+
+#[derive(Clone, Copy)]
+enum KindOnError {
+    /// SecureSphere's pipeline sets `event.kind: pipeline_error`.
+    Set,
+    /// Cloud WAF's appends it to `event.kind`.
+    Append,
+}
+
+/// CEF severity → `event.severity` as Elastic's decoder maps it.
+fn severity_number(s: &str) -> Option<i64> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i64>() {
+        return Some(n);
+    }
+    match t.to_ascii_lowercase().as_str() {
+        "low" => Some(0),
+        "medium" => Some(4),
+        "high" => Some(7),
+        "very-high" | "very high" => Some(9),
+        _ => None,
+    }
+}
+
+fn push_unique<'r>(list: &mut Vec<Cow<'r, str>>, v: Cow<'r, str>) {
+    if !v.is_empty() && !list.contains(&v) {
+        list.push(v);
+    }
+}
+
+fn parse_port(ctx: &mut Ctx<'_, '_>, k: Key, name: &str) -> Option<i64> {
+    let v = ctx.val_ne(k)?;
+    match v.trim().parse::<i64>() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            ctx.error(format!("error in field '{name}': value {v:?} is not an integer"));
+            None
+        }
+    }
+}
+
+fn parse_ip_field<'r>(ctx: &mut Ctx<'r, '_>, k: Key, name: &str) -> Option<Cow<'r, str>> {
+    let v = ctx.val_ne(k)?;
+    match parse_ip(&v) {
+        Some(ip) => Some(Cow::Owned(ip.to_string())),
+        None => {
+            ctx.error(format!("error in field '{name}': value {v:?} is not an IP address"));
+            None
+        }
+    }
+}
+
+/// Keys no rule consumed, under `<prefix>.<key>`.
+fn keep_unused<'r>(ctx: &Ctx<'r, '_>, d: &mut Doc<'r>, prefix: &str) {
+    for f in ctx.unused() {
+        let v = f.value().into_owned();
+        if !v.is_empty() {
+            d.put_owned(extension_path(prefix, f.key), Val::Str(Cow::Owned(v)));
+        }
+    }
+}
+
+/// `imperva.securesphere`.
+pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    let dup = ctx.opts.preserve_duplicate_custom_fields;
+    let rec = ctx.rec;
+    let h = &rec.header;
+    d.str("ecs.version", "8.17.0");
+    d.str("observer.vendor", h.vendor.clone());
+    d.str("observer.product", h.product.clone());
+    d.str("observer.version", h.device_version.clone());
+    d.str("event.code", h.class_id.clone());
+    d.str("message", h.name.clone());
+    if let Some(n) = severity_number(&h.severity) {
+        d.int("event.severity", n);
+    }
+    d.str("imperva.securesphere.severity", h.severity.clone());
+    d.str("imperva.securesphere.version", h.version.clone());
+    if dup {
+        d.str("imperva.securesphere.name", h.name.clone());
+        d.str("imperva.securesphere.device.event.class_id", h.class_id.clone());
+        d.str("imperva.securesphere.device.product", h.product.clone());
+        d.str("imperva.securesphere.device.vendor", h.vendor.clone());
+        d.str("imperva.securesphere.device.version", h.device_version.clone());
+    }
+    let now = ctx.meta.received_ms;
+    let mut ts = None;
+    if let Some(rt) = ctx.val_ne(Key::Rt) {
+        match parse_device_time(&rt, &ctx.opts.zone, now) {
+            Some(ms) => ts = Some(ms),
+            None => ctx.error(format!("error in field 'deviceReceiptTime': value {rt:?} is not a known time layout")),
+        }
+    }
+    if let Some(ms) = ts {
+        d.put("@timestamp", Val::Ts(ms, TsStyle::Millis));
+        if dup {
+            d.put("imperva.securesphere.device.receipt_time", Val::Ts(ms, TsStyle::Millis));
+        }
+    } else {
+        d.put("@timestamp", Val::Ts(envelope_or_received(ctx), TsStyle::Millis));
+    }
+    if let Some(tz) = &ctx.opts.tz_name {
+        d.str("event.timezone", tz.clone());
+    }
+    if let Some(cat) = ctx.val_ne(Key::Cat) {
+        let lower = cat.to_ascii_lowercase();
+        if lower.contains("alert") {
+            d.str("event.kind", "alert");
+        } else if lower.contains("event") {
+            d.str("event.kind", "event");
+        }
+        d.str("imperva.securesphere.device.event.category", cat);
+    }
+    if let Some(act) = ctx.val_ne(Key::Act) {
+        if dup {
+            d.str("imperva.securesphere.device.action", act.clone());
+        }
+        d.str("event.action", act);
+    }
+    let mut related_ip: Vec<Cow<'r, str>> = Vec::new();
+    let mut related_user: Vec<Cow<'r, str>> = Vec::new();
+    if let Some(ip) = parse_ip_field(ctx, Key::Dst, "destinationAddress") {
+        if dup {
+            d.str("imperva.securesphere.destination.address", ip.clone());
+        }
+        push_unique(&mut related_ip, ip.clone());
+        d.str("destination.ip", ip);
+    }
+    if let Some(p) = parse_port(ctx, Key::Dpt, "destinationPort") {
+        d.int("destination.port", p);
+        if dup {
+            d.int("imperva.securesphere.destination.port", p);
+        }
+    }
+    if let Some(u) = ctx.val_ne(Key::Duser) {
+        if dup {
+            d.str("imperva.securesphere.destination.user_name", u.clone());
+        }
+        push_unique(&mut related_user, u.clone());
+        d.str("destination.user.name", u);
+    }
+    if let Some(ip) = parse_ip_field(ctx, Key::Src, "sourceAddress") {
+        if dup {
+            d.str("imperva.securesphere.source.address", ip.clone());
+        }
+        push_unique(&mut related_ip, ip.clone());
+        d.str("source.ip", ip);
+    }
+    if let Some(p) = parse_port(ctx, Key::Spt, "sourcePort") {
+        d.int("source.port", p);
+        if dup {
+            d.int("imperva.securesphere.source.port", p);
+        }
+    }
+    if let Some(u) = ctx.val_ne(Key::Suser) {
+        if dup {
+            d.str("imperva.securesphere.source.user_name", u.clone());
+        }
+        push_unique(&mut related_user, u.clone());
+        d.str("source.user.name", u);
+    }
+    if let Some(p) = ctx.val_ne(Key::Proto) {
+        d.str("network.transport", p.to_ascii_lowercase());
+        if dup {
+            d.str("imperva.securesphere.transport_protocol", p);
+        }
+    }
+    // Custom strings: 1..=6 always, 7.. while contiguous (DAM audit goes to cs21).
+    for n in 1..=crate::parse::record::MAX_CUSTOM {
+        let has = ctx.idx.has(Key::Cs(n)) || ctx.idx.has(Key::CsLabel(n));
+        if n > 6 && !has {
+            break;
+        }
+        if n > 21 {
+            break;
+        }
+        if let Some(label) = ctx.val_ne(Key::CsLabel(n)) {
+            d.put_owned(format!("imperva.securesphere.device.custom_string{n}.label"), Val::Str(label));
+        }
+        if let Some(v) = ctx.val_ne(Key::Cs(n)) {
+            if n == 3 {
+                d.str("service.name", v.clone());
+                if !dup {
+                    continue;
+                }
+            }
+            d.put_owned(format!("imperva.securesphere.device.custom_string{n}.value"), Val::Str(v));
+        } else {
+            // Mark an empty value consumed: empty values are dropped, not "unknown".
+            let _ = ctx.raw(Key::Cs(n));
+        }
+    }
+    if !related_ip.is_empty() {
+        d.put("related.ip", Val::Strs(related_ip));
+    }
+    if !related_user.is_empty() {
+        d.put("related.user", Val::Strs(related_user));
+    }
+    keep_unused(ctx, d, "imperva.securesphere.extensions");
+    finish(ctx, d, "imperva.securesphere", KindOnError::Set);
+}
+
+/// The envelope's time when the payload has none, else the receive time.
+fn envelope_or_received(ctx: &Ctx<'_, '_>) -> i64 {
+    let now = ctx.meta.received_ms;
+    ctx.rec
+        .syslog
+        .as_ref()
+        .and_then(|s| s.timestamp)
+        .and_then(|t| parse_device_time(t, &ctx.opts.zone, now))
+        .unwrap_or(now)
+}
+
+/// Parse JSON text for a `json` processor: compact it, dropping empty values like the
+/// pipeline's final clean-up does.
+fn json_value(text: &str) -> Result<String, String> {
+    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    prune(&mut v);
+    serde_json::to_string(&v).map_err(|e| e.to_string())
+}
+
+/// Elastic's "drop null/empty values recursively".
+fn prune(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => {
+            a.retain_mut(|x| !prune(x));
+            a.is_empty()
+        }
+        Value::Object(o) => {
+            o.retain(|_, x| !prune(x));
+            o.is_empty()
+        }
+        _ => false,
+    }
+}
+
+/// `imperva_cloud_waf.event`.
+pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    let dup = ctx.opts.preserve_duplicate_custom_fields;
+    const X: &str = "imperva_cloud_waf.event.extensions";
+    let rec = ctx.rec;
+    let h = &rec.header;
+    d.str("ecs.version", "8.11.0");
+    d.str("event.kind", if h.name == "Normal" { "event" } else { "alert" });
+    d.put("event.category", Val::Strs(vec!["web".into()]));
+    d.put("event.type", Val::Strs(vec!["info".into()]));
+    d.str("observer.vendor", h.vendor.clone());
+    d.str("observer.product", h.product.clone());
+    d.str("observer.version", h.device_version.clone());
+    d.str("event.code", h.class_id.clone());
+    d.str("message", h.name.trim().to_string());
+    d.str("imperva_cloud_waf.event.name", h.name.trim().to_string());
+    d.str("imperva_cloud_waf.event.version", h.version.clone());
+    let sev = severity_number(&h.severity);
+    if let Some(n) = sev {
+        d.int("event.severity", n);
+    }
+    if dup {
+        d.str("imperva_cloud_waf.event.device.event_class_id", h.class_id.clone());
+        d.str("imperva_cloud_waf.event.device.product", h.product.clone());
+        d.str("imperva_cloud_waf.event.device.vendor", h.vendor.clone());
+        d.str("imperva_cloud_waf.event.device.version", h.device_version.clone());
+        if let Some(n) = h.severity.trim().parse::<i64>().ok() {
+            d.int("imperva_cloud_waf.event.severity", n);
+        }
+    }
+
+    // Times.
+    let start = ctx.val_ne(Key::Start);
+    let start_ms = match start.as_deref().map(|s| (s, parse_epoch_ms(s))) {
+        Some((_, Some(ms))) => Some(ms),
+        Some((s, None)) => {
+            let s = s.to_string();
+            ctx.error(format!("error in field 'startTime': value {s:?} is not epoch milliseconds"));
+            None
+        }
+        None => None,
+    };
+    let end = ctx.val_ne(Key::End);
+    let end_ms = match end.as_deref().map(|s| (s, parse_epoch_ms(s))) {
+        Some((_, Some(ms))) => Some(ms),
+        Some((s, None)) => {
+            let s = s.to_string();
+            ctx.error(format!("error in field 'endTime': value {s:?} is not epoch milliseconds"));
+            None
+        }
+        None => None,
+    };
+    if let Some(ms) = start_ms {
+        d.put("event.start", Val::Ts(ms, TsStyle::Millis));
+        if dup {
+            d.put("imperva_cloud_waf.event.extensions.start_time", Val::Ts(ms, TsStyle::Millis));
+        }
+    }
+    if let Some(ms) = end_ms {
+        d.put("event.end", Val::Ts(ms, TsStyle::Millis));
+        if dup {
+            d.put("imperva_cloud_waf.event.extensions.end_time", Val::Ts(ms, TsStyle::Millis));
+        }
+    }
+    // Elastic's pipeline leaves @timestamp at ingest time; the request's start is the event's
+    // time, so it is used when present (the conformance suite excludes @timestamp here).
+    let ts = start_ms.unwrap_or_else(|| envelope_or_received(ctx));
+    d.put("@timestamp", Val::Ts(ts, TsStyle::Millis));
+    if let Some(rt) = ctx.val_ne(Key::Rt) {
+        if let Some(ms) = parse_device_time(&rt, &ctx.opts.zone, ctx.meta.received_ms) {
+            d.put("@timestamp", Val::Ts(ms, TsStyle::Millis));
+        }
+    }
+
+    if let Some(act) = ctx.val_ne(Key::Act) {
+        d.str("event.action", act.to_ascii_lowercase().replace('_', "-"));
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.action", act);
+        }
+    }
+
+    // Addresses and ports (Imperva: sip/spt = origin server, src/cpt = client).
+    let mut related_ip: Vec<Cow<'r, str>> = Vec::new();
+    let dst = parse_ip_field(ctx, Key::Dst, "destinationAddress");
+    let sip = parse_ip_field(ctx, Key::Sip, "sip");
+    if let Some(ip) = sip.clone().or(dst) {
+        d.str("destination.ip", ip.clone());
+        push_unique(&mut related_ip, ip);
+    }
+    if dup {
+        if let Some(ip) = sip {
+            d.str("imperva_cloud_waf.event.extensions.sip", ip);
+        }
+    }
+    if let Some(ip) = parse_ip_field(ctx, Key::Src, "sourceAddress") {
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.source.address", ip.clone());
+        }
+        push_unique(&mut related_ip, ip.clone());
+        d.str("source.ip", ip);
+    }
+    let spt = parse_port(ctx, Key::Spt, "sourcePort");
+    let dpt = parse_port(ctx, Key::Dpt, "destinationPort");
+    if let Some(p) = spt.or(dpt) {
+        d.int("destination.port", p);
+    }
+    if let (Some(p), true) = (spt, dup) {
+        d.int("imperva_cloud_waf.event.extensions.source.port", p);
+    }
+    if let Some(p) = parse_port(ctx, Key::Cpt, "cpt") {
+        d.int("source.port", p);
+        if dup {
+            d.int("imperva_cloud_waf.event.extensions.cpt", p);
+        }
+    }
+    if let Some(xff) = ctx.val_ne(Key::Xff) {
+        let mut ips: Vec<Cow<'r, str>> = Vec::new();
+        for part in split_xff(&xff) {
+            match parse_ip(part) {
+                Some(ip) => ips.push(Cow::Owned(ip.to_string())),
+                None => ctx.error(format!("error in field 'xff': value {part:?} is not an IP address")),
+            }
+        }
+        for ip in &ips {
+            push_unique(&mut related_ip, ip.clone());
+        }
+        let v = if ips.len() == 1 { ips.pop().map(Val::Str) } else if ips.is_empty() { None } else { Some(Val::Strs(ips)) };
+        if let Some(v) = v {
+            if dup {
+                d.put("imperva_cloud_waf.event.extensions.xff", v.clone());
+            }
+            d.put("network.forwarded_ip", v);
+        }
+    }
+    if !related_ip.is_empty() {
+        d.put("related.ip", Val::Strs(related_ip));
+    }
+    if let Some(u) = ctx.val_ne(Key::Suid) {
+        d.str("source.user.id", u.clone());
+        d.put("related.user", Val::Strs(vec![u.clone()]));
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.source.user_id", u);
+        }
+    }
+    if let Some(v) = ctx.val_ne(Key::SourceServiceName) {
+        d.str("source.service.name", v.clone());
+        d.str("imperva_cloud_waf.event.extensions.source.service_name", v);
+    }
+    if let Some(v) = ctx.val_ne(Key::Dhost) {
+        d.str("destination.domain", v);
+    }
+
+    // Counts and codes.
+    if let Some(v) = ctx.val_ne(Key::In) {
+        match v.trim().parse::<i64>() {
+            Ok(n) => {
+                d.int("source.bytes", n);
+                if dup {
+                    d.int("imperva_cloud_waf.event.extensions.bytes_in", n);
+                }
+            }
+            Err(_) => ctx.error(format!("error in field 'bytesIn': value {v:?} is not an integer")),
+        }
+    }
+    if let Some(v) = ctx.val_ne(Key::Cn(1)) {
+        match v.trim().parse::<i64>() {
+            Ok(n) => {
+                d.int("http.response.status_code", n);
+                if dup {
+                    d.int("imperva_cloud_waf.event.extensions.device.custom_number1", n);
+                }
+            }
+            Err(_) => ctx.error(format!("error in field 'deviceCustomNumber1': value {v:?} is not an integer")),
+        }
+    }
+    if let Some(v) = ctx.val_ne(Key::CnLabel(1)) {
+        d.str("imperva_cloud_waf.event.extensions.device.custom_number1_label", v);
+    }
+
+    // Geo.
+    if let Some(cc) = ctx.val_ne(Key::Ccode) {
+        d.str("source.geo.country_iso_code", cc.clone());
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.ccode", cc);
+        }
+    }
+    if let Some(v) = ctx.val_ne(Key::Cicode) {
+        d.str("imperva_cloud_waf.event.extensions.cicode", v);
+    }
+    for (n, geo, label_path) in [
+        (7u8, "source.geo.location.lat", "imperva_cloud_waf.event.extensions.cs7Label"),
+        (8u8, "source.geo.location.lon", "imperva_cloud_waf.event.extensions.cs8Label"),
+    ] {
+        if let Some(v) = ctx.val_ne(Key::Cs(n)) {
+            match v.trim().parse::<f64>() {
+                Ok(f) if f.is_finite() => {
+                    d.put(geo, Val::Float(f));
+                    if dup {
+                        d.put_owned(format!("{X}.cs{n}"), Val::Float(f));
+                    }
+                }
+                _ => ctx.error(format!("error in field 'cs{n}': value {v:?} is not a number")),
+            }
+        }
+        if let Some(l) = ctx.val_ne(Key::CsLabel(n)) {
+            d.str(label_path, l);
+        }
+    }
+
+    // HTTP.
+    if let Some(m) = ctx.val_ne(Key::RequestMethod) {
+        d.str("http.request.method", m.clone());
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.request.method", m);
+        }
+    }
+    if let Some(app) = ctx.val_ne(Key::App) {
+        d.str("network.application", app.to_ascii_lowercase());
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.application_protocol", app);
+        }
+    }
+    if let Some(body) = ctx.val_ne(Key::Postbody) {
+        d.str("http.request.body.content", body.clone());
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.postbody", body);
+        }
+    }
+    if let Some(req) = ctx.val_ne(Key::Request) {
+        d.str("url.original", req.clone());
+        match uri_parts(&req) {
+            Ok(parts) => parts.write(d),
+            Err(e) => ctx.error(format!("uri_parts on url.original failed: {e}")),
+        }
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.request.url", req);
+        }
+    }
+    if let Some(q) = ctx.val_ne(Key::Qstr) {
+        d.str("url.query", q.clone());
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.qstr", q);
+        }
+    }
+    if let Some(r) = ctx.val_ne(Key::Ref) {
+        d.str("imperva_cloud_waf.event.extensions.ref", r);
+    }
+    if let Some(ua) = ctx.val_ne(Key::RequestClientApplication) {
+        if let Some(p) = ctx.user_agent(&ua) {
+            d.str("user_agent.name", p.name.clone());
+            if let Some(v) = &p.version {
+                d.str("user_agent.version", v.clone());
+            }
+            d.str("user_agent.os.name", p.os_name.clone());
+            if let Some(v) = &p.os_version {
+                d.str("user_agent.os.version", v.clone());
+            }
+            if let Some(v) = &p.os_full {
+                d.str("user_agent.os.full", v.clone());
+            }
+            d.str("user_agent.device.name", p.device_name.clone());
+        }
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.request.client_application", ua.clone());
+        }
+        d.str("user_agent.original", ua);
+    }
+    for (k, path, name) in [
+        (Key::AdditionalReqHeaders, "imperva_cloud_waf.event.extensions.additional.req_headers", "additionalReqHeaders"),
+        (Key::AdditionalResHeaders, "imperva_cloud_waf.event.extensions.additional.res_headers", "additionalResHeaders"),
+        (Key::Cs(10), "imperva_cloud_waf.event.extensions.cs10", "cs10"),
+        (Key::Cs(11), "imperva_cloud_waf.event.extensions.cs11", "cs11"),
+    ] {
+        if let Some(v) = ctx.val_ne(k) {
+            match json_value(&v) {
+                Ok(j) => d.put(path, Val::Json(Cow::Owned(j))),
+                Err(e) => ctx.error(format!("json processor on {name} failed: {e}")),
+            }
+        }
+    }
+    for (n, path) in [
+        (10u8, "imperva_cloud_waf.event.extensions.cs10Label"),
+        (11u8, "imperva_cloud_waf.event.extensions.cs11Label"),
+        (9u8, "imperva_cloud_waf.event.extensions.cs9Label"),
+    ] {
+        if let Some(v) = ctx.val_ne(Key::CsLabel(n)) {
+            d.str(path, v);
+        }
+    }
+    if let Some(v) = ctx.val_ne(Key::Cs(9)) {
+        d.str("rule.name", v.clone());
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.cs9", v);
+        }
+    }
+
+    // Device custom strings 1..6 (2 and 3 are booleans).
+    for n in 1..=6u8 {
+        let base = ["", "custom_string1", "custom_string2", "custom_string3", "custom_string4", "custom_string5", "custom_string6"][n as usize];
+        if let Some(v) = ctx.val_ne(Key::Cs(n)) {
+            let path = format!("{X}.device.{base}");
+            if n == 2 || n == 3 {
+                match v.trim().to_ascii_lowercase().as_str() {
+                    "true" => d.put_owned(path, Val::Bool(true)),
+                    "false" => d.put_owned(path, Val::Bool(false)),
+                    _ => ctx.error(format!("error in field 'cs{n}': value {v:?} is not a boolean")),
+                }
+            } else {
+                d.put_owned(path, Val::Str(v));
+            }
+        }
+        if let Some(l) = ctx.val_ne(Key::CsLabel(n)) {
+            d.put_owned(format!("{X}.device.{base}_label"), Val::Str(l));
+        }
+    }
+    if let Some(v) = ctx.val_ne(Key::DeviceExternalId) {
+        d.str("imperva_cloud_waf.event.extensions.device.externalId", v);
+    }
+    if let Some(v) = ctx.val_ne(Key::DeviceFacility) {
+        d.str("imperva_cloud_waf.event.extensions.device.facility", v);
+    }
+    if let Some(v) = ctx.val_ne(Key::Dproc) {
+        d.str("destination.process.name", v.clone());
+        d.str("imperva_cloud_waf.event.extensions.destination_process_name", v);
+    }
+    if let Some(v) = ctx.val_ne(Key::FileId) {
+        d.str("file.inode", v.clone());
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.file_id", v);
+        }
+    }
+    if let Some(v) = ctx.val_ne(Key::FileType) {
+        d.str("file.type", v.clone());
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.file.type", v);
+        }
+    }
+    if let Some(v) = ctx.val_ne(Key::FilePermission) {
+        d.str("file.group", v.clone());
+        if dup {
+            d.str("imperva_cloud_waf.event.extensions.file.permission", v);
+        }
+    }
+    if let Some(v) = ctx.val_ne(Key::Customer) {
+        d.str("imperva_cloud_waf.event.extensions.customer", v);
+    }
+    if let Some(v) = ctx.val_ne(Key::SiteId) {
+        d.str("imperva_cloud_waf.event.extensions.site.id", v);
+    }
+    if let Some(v) = ctx.val_ne(Key::SiteTag) {
+        d.str("imperva_cloud_waf.event.extensions.site.tag", v);
+    }
+    if let Some(v) = ctx.val_ne(Key::Tag) {
+        d.str("imperva_cloud_waf.event.extensions.tag", v);
+    }
+    if let Some(v) = ctx.val_ne(Key::Ver) {
+        if let Some(rest) = v.strip_prefix("TLSv") {
+            if let Some((ver, cipher)) = rest.rsplit_once(' ') {
+                d.str("tls.version", ver.to_string());
+                d.str("tls.cipher", cipher.to_string());
+            }
+        }
+        d.str("imperva_cloud_waf.event.extensions.ver", v);
+    }
+    // Mark consumed-but-empty keys so they are not reported as unknown.
+    for k in [Key::Cs(7), Key::Cs(8), Key::Cs(9), Key::Cs(10), Key::Cs(11)] {
+        let _ = ctx.raw(k);
+    }
+    keep_unused(ctx, d, X);
+    finish(ctx, d, "imperva_cloud_waf.event", KindOnError::Append);
+}
+
+/// Elastic splits `xff` on `,\s?`.
+fn split_xff(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(|p| p.strip_prefix(' ').unwrap_or(p)).filter(|p| !p.is_empty())
+}
+
+/// What Elasticsearch's `uri_parts` processor extracts.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct UriParts {
+    pub scheme: Option<String>,
+    pub domain: Option<String>,
+    pub port: Option<i64>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub path: String,
+    pub query: Option<String>,
+    pub fragment: Option<String>,
+    pub extension: Option<String>,
+}
+
+impl UriParts {
+    fn write<'r>(self, d: &mut Doc<'r>) {
+        if let Some(s) = self.scheme {
+            d.str("url.scheme", s);
+        }
+        if let Some(s) = self.domain {
+            d.str("url.domain", s);
+        }
+        if let Some(p) = self.port {
+            d.int("url.port", p);
+        }
+        if let Some(s) = self.username {
+            d.str("url.username", s);
+        }
+        if let Some(s) = self.password {
+            d.str("url.password", s);
+        }
+        d.str("url.path", self.path);
+        if let Some(s) = self.query {
+            d.str("url.query", s);
+        }
+        if let Some(s) = self.fragment {
+            d.str("url.fragment", s);
+        }
+        if let Some(s) = self.extension {
+            d.str("url.extension", s);
+        }
+    }
+}
+
+/// RFC 3986 parse as `java.net.URI` does it: characters outside the URI grammar (spaces, `|`,
+/// `"`, `<`, `>`, `\`, `^`, `` ` ``, `{`, `}`) or a bad `%` escape make it fail. A reference
+/// without a scheme (`site.com/a.css`, Imperva's form) is all path.
+pub(crate) fn uri_parts(s: &str) -> Result<UriParts, String> {
+    let b = s.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        let bad = c <= b' '
+            || matches!(c, b'|' | b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'}' | 0x7f);
+        if bad {
+            return Err(format!("Illegal character in URI at index {i}: {s}"));
+        }
+        if c == b'%' && !(i + 2 < b.len() + 0 && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)) {
+            return Err(format!("Malformed escape pair at index {i}: {s}"));
+        }
+    }
+    let mut p = UriParts::default();
+    let (before_frag, frag) = match s.split_once('#') {
+        Some((a, f)) => (a, Some(f)),
+        None => (s, None),
+    };
+    let (before_q, query) = match before_frag.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (before_frag, None),
+    };
+    let scheme_end = before_q.find("://").filter(|&i| {
+        i > 0 && before_q[..i].bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+    });
+    let path = if let Some(i) = scheme_end {
+        p.scheme = Some(before_q[..i].to_string());
+        let rest = &before_q[i + 3..];
+        let (auth, path) = match rest.find('/') {
+            Some(j) => (&rest[..j], &rest[j..]),
+            None => (rest, ""),
+        };
+        let host_port = match auth.rsplit_once('@') {
+            Some((ui, hp)) => {
+                let (u, pw) = match ui.split_once(':') {
+                    Some((u, pw)) => (u, Some(pw)),
+                    None => (ui, None),
+                };
+                p.username = Some(u.to_string());
+                p.password = pw.map(str::to_string);
+                hp
+            }
+            None => auth,
+        };
+        let (host, port) = if host_port.starts_with('[') {
+            match host_port.find(']') {
+                Some(e) => (&host_port[..=e], host_port[e + 1..].strip_prefix(':')),
+                None => (host_port, None),
+            }
+        } else {
+            match host_port.rsplit_once(':') {
+                Some((h, pt)) => (h, Some(pt)),
+                None => (host_port, None),
+            }
+        };
+        p.domain = Some(host.to_string()).filter(|h| !h.is_empty());
+        if let Some(pt) = port.filter(|pt| !pt.is_empty()) {
+            p.port = Some(pt.parse().map_err(|_| format!("invalid port in {s}"))?);
+        }
+        path
+    } else {
+        before_q
+    };
+    p.path = path.to_string();
+    p.query = query.map(str::to_string);
+    p.fragment = frag.map(str::to_string);
+    if let Some(dot) = p.path.rfind('.') {
+        let ext = &p.path[dot + 1..];
+        if !ext.is_empty() {
+            p.extension = Some(ext.to_string());
+        }
+    }
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_parts_like_elasticsearch() {
+        let p = uri_parts("site123.abcd.info/").unwrap();
+        assert_eq!(p.path, "site123.abcd.info/");
+        assert_eq!(p.extension.as_deref(), Some("info/"));
+        let p = uri_parts("site123.abcd.info/main.css?a=b#f").unwrap();
+        assert_eq!((p.path.as_str(), p.extension.as_deref(), p.query.as_deref(), p.fragment.as_deref()), ("site123.abcd.info/main.css", Some("css"), Some("a=b"), Some("f")));
+        let p = uri_parts("https://u:pw@www.x.com:8443/a/b.php?q=1").unwrap();
+        assert_eq!(p.scheme.as_deref(), Some("https"));
+        assert_eq!(p.domain.as_deref(), Some("www.x.com"));
+        assert_eq!(p.port, Some(8443));
+        assert_eq!(p.username.as_deref(), Some("u"));
+        assert_eq!(p.password.as_deref(), Some("pw"));
+        assert_eq!(p.path, "/a/b.php");
+        let p = uri_parts("http://[2001:db8::1]:8080/x").unwrap();
+        assert_eq!((p.domain.as_deref(), p.port), (Some("[2001:db8::1]"), Some(8080)));
+        assert!(uri_parts("a.com/x?y=1 | cat /etc/passwd").is_err());
+        assert!(uri_parts("a.com/%zz").is_err());
+    }
+
+    #[test]
+    fn severities() {
+        assert_eq!(severity_number("High"), Some(7));
+        assert_eq!(severity_number("Informative"), None);
+        assert_eq!(severity_number("-1"), Some(-1));
+        assert_eq!(severity_number("MAJOR"), None);
+    }
+
+    #[test]
+    fn prune_drops_empties() {
+        assert_eq!(json_value(r#"[{"a":""},{"b":null,"c":"x"},[]]"#).unwrap(), r#"[{"c":"x"}]"#);
+    }
+}

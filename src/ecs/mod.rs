@@ -1,0 +1,364 @@
+//! From a parsed [`Record`] to an Elastic Common Schema document, per output profile.
+//!
+//! - [`elastic`]: what Elastic's agent decoder plus its `imperva` / `imperva_cloud_waf` ingest
+//!   pipelines produce (the default profile).
+//! - [`sekoia`]: what SEKOIA.IO's `imperva-waf` intake format produces.
+//!
+//! [`Mapper::map`] is the one entry point: frame bytes in, one NDJSON line out (the document,
+//! or its dead-letter record), plus the dataset and a deterministic `_id`.
+
+pub mod doc;
+pub mod domain;
+mod elastic;
+mod sekoia;
+pub mod user_agent;
+
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::net::IpAddr;
+
+use base64::Engine;
+
+use crate::parse::time::Zone;
+use crate::parse::{Key, KeyIndex, Record, W3cFields, parse_event};
+use doc::{Doc, TsStyle, Val};
+
+/// Output profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    #[default]
+    Elastic,
+    Sekoia,
+}
+
+impl std::str::FromStr for Profile {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "elastic" => Ok(Profile::Elastic),
+            "sekoia" => Ok(Profile::Sekoia),
+            other => Err(format!("unknown profile {other:?} (expected elastic or sekoia)")),
+        }
+    }
+}
+
+/// The two datasets, named as Elastic names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dataset {
+    SecureSphere,
+    CloudWaf,
+}
+
+impl Dataset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dataset::SecureSphere => "imperva.securesphere",
+            Dataset::CloudWaf => "imperva_cloud_waf.event",
+        }
+    }
+
+    /// Which dataset a record belongs to, from its header.
+    pub fn of(rec: &Record<'_>) -> Option<Dataset> {
+        let vendor = rec.header.vendor.to_ascii_lowercase();
+        let product = rec.header.product.to_ascii_lowercase();
+        if vendor.contains("incapsula") || product.contains("attack analytics") || product.contains("siemintegration") {
+            return Some(Dataset::CloudWaf);
+        }
+        if vendor.contains("imperva") {
+            return Some(Dataset::SecureSphere);
+        }
+        None
+    }
+}
+
+/// Mapping options (validated once; shared by every frame).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub profile: Profile,
+    /// Zone for device times that carry none (`rt`).
+    pub zone: Zone,
+    /// The zone as configured, written to `event.timezone` (Elastic's `tz_offset`).
+    pub tz_name: Option<String>,
+    pub preserve_original_event: bool,
+    pub preserve_duplicate_custom_fields: bool,
+    /// Extra tags appended to every document.
+    pub tags: Vec<String>,
+    /// Data stream namespace (`logs-<dataset>-<namespace>`).
+    pub namespace: String,
+    /// Write the syslog envelope's facts to `log.syslog.*`.
+    pub syslog_fields: bool,
+    /// Write `_id` as the document's first key (NDJSON for humans and scripts).
+    pub emit_id: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            profile: Profile::Elastic,
+            zone: Zone::Utc,
+            tz_name: None,
+            preserve_original_event: false,
+            preserve_duplicate_custom_fields: false,
+            tags: Vec::new(),
+            namespace: "default".into(),
+            syslog_fields: false,
+            emit_id: false,
+        }
+    }
+}
+
+/// What the frame's transport knows (the raw-topic headers).
+#[derive(Debug, Clone, Default)]
+pub struct FrameMeta<'a> {
+    /// Receive time, epoch ms.
+    pub received_ms: i64,
+    /// `tcp`, `udp`, `tls`, `file`, `pull`, `s3`, `stdin`.
+    pub input: &'a str,
+    /// File path, object key or pull file name.
+    pub source: Option<&'a str>,
+    /// Sender address (`ip:port`).
+    pub peer: Option<&'a str>,
+    /// Line number (files) or offset, when the input has one.
+    pub offset: Option<u64>,
+}
+
+/// Result of mapping one frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapped {
+    /// `None` for a dead-letter record.
+    pub dataset: Option<Dataset>,
+    /// Deterministic document id (32 hex digits).
+    pub id: String,
+    /// Why the frame went to the dead-letter output.
+    pub error: Option<String>,
+}
+
+impl Mapped {
+    pub fn is_dead(&self) -> bool {
+        self.dataset.is_none()
+    }
+}
+
+/// Counters a mapper keeps (read by telemetry and the CLI summary).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub events: Cell<u64>,
+    pub dead: Cell<u64>,
+    pub invalid_utf8: Cell<u64>,
+    pub field_errors: Cell<u64>,
+}
+
+/// Maps frames to documents. One per worker thread (it caches user agents).
+pub struct Mapper {
+    opts: Options,
+    ua: RefCell<user_agent::Cache>,
+    pub counters: Counters,
+}
+
+impl Mapper {
+    pub fn new(opts: Options) -> Self {
+        let flavor = match opts.profile {
+            Profile::Elastic => user_agent::Flavor::Elastic,
+            Profile::Sekoia => user_agent::Flavor::Python,
+        };
+        Mapper { opts, ua: RefCell::new(user_agent::Cache::new(flavor)), counters: Counters::default() }
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// Map one frame, appending one JSON document (no newline) to `out`: the ECS document, or
+    /// the dead-letter record when the frame cannot be parsed. Never panics on input.
+    pub fn map(&self, frame: &[u8], meta: &FrameMeta<'_>, w3c: Option<&W3cFields>, out: &mut Vec<u8>) -> Mapped {
+        self.counters.events.set(self.counters.events.get() + 1);
+        let text = String::from_utf8_lossy(frame);
+        if matches!(text, Cow::Owned(_)) {
+            self.counters.invalid_utf8.set(self.counters.invalid_utf8.get() + 1);
+        }
+        let rec = match parse_event(&text, w3c) {
+            Ok(r) => r,
+            Err(e) => return self.dead_letter(frame, meta, &e.to_string(), out),
+        };
+        let Some(dataset) = Dataset::of(&rec) else {
+            let reason = format!(
+                "unsupported source: vendor {:?} product {:?} is neither SecureSphere nor Cloud WAF",
+                rec.header.vendor, rec.header.product
+            );
+            return self.dead_letter(frame, meta, &reason, out);
+        };
+        let original = text.trim_end_matches(['\r', '\n', '\0']);
+        let mut ctx = Ctx::new(&rec, original, meta, &self.opts, &self.ua);
+        let mut d = Doc::with_capacity(96);
+        match self.opts.profile {
+            Profile::Elastic => match dataset {
+                Dataset::SecureSphere => elastic::securesphere(&mut ctx, &mut d),
+                Dataset::CloudWaf => elastic::cloud_waf(&mut ctx, &mut d),
+            },
+            Profile::Sekoia => sekoia::map(&mut ctx, &mut d, dataset),
+        }
+        if !ctx.errors.is_empty() {
+            self.counters.field_errors.set(self.counters.field_errors.get() + 1);
+        }
+        let id = document_id(dataset, &ctx, frame, meta);
+        let prefix = [("_id", id.as_str())];
+        d.write(out, if self.opts.emit_id { &prefix } else { &[] });
+        Mapped { dataset: Some(dataset), id, error: None }
+    }
+
+    /// Write the dead-letter record for a frame: original text (and base64 when it is not valid
+    /// UTF-8), the reason, `event.kind: pipeline_error`, and the input metadata.
+    pub fn dead_letter(&self, frame: &[u8], meta: &FrameMeta<'_>, reason: &str, out: &mut Vec<u8>) -> Mapped {
+        self.counters.dead.set(self.counters.dead.get() + 1);
+        let text = String::from_utf8_lossy(frame);
+        let mut d = Doc::with_capacity(16);
+        d.put("@timestamp", Val::Ts(meta.received_ms, TsStyle::Millis));
+        d.str("event.kind", "pipeline_error");
+        d.put("event.original", Val::Str(text.clone()));
+        if matches!(text, Cow::Owned(_)) {
+            d.put(
+                "wafstream.original_base64",
+                Val::Str(base64::engine::general_purpose::STANDARD.encode(frame).into()),
+            );
+        }
+        d.str("error.message", reason.to_string());
+        d.str("error.type", "parse");
+        d.str("input.type", meta.input.to_string());
+        if let Some(p) = meta.peer {
+            d.str("log.source.address", p.to_string());
+        }
+        if let Some(s) = meta.source {
+            d.str("log.file.path", s.to_string());
+        }
+        if let Some(o) = meta.offset {
+            d.put("log.offset", Val::UInt(o));
+        }
+        let mut tags: Vec<Cow<'_, str>> = vec!["wafstream_dead_letter".into()];
+        tags.extend(self.opts.tags.iter().map(|t| Cow::Owned(t.clone())));
+        d.put("tags", Val::Strs(tags));
+        let id = hex128(xxhash_rust::xxh3::xxh3_128(frame) ^ source_hash(meta));
+        let prefix = [("_id", id.as_str())];
+        d.write(out, if self.opts.emit_id { &prefix } else { &[] });
+        Mapped { dataset: None, id, error: Some(reason.to_string()) }
+    }
+}
+
+fn hex128(v: u128) -> String {
+    format!("{v:032x}")
+}
+
+fn source_hash(meta: &FrameMeta<'_>) -> u128 {
+    match (meta.source, meta.offset) {
+        (Some(s), Some(o)) => xxhash_rust::xxh3::xxh3_128(format!("{s}\u{0}{o}").as_bytes()),
+        _ => 0,
+    }
+}
+
+/// Deterministic `_id`: Cloud WAF events by `fileId` + `start` + `end` (what Elastic's
+/// pipeline fingerprints, so the same event pulled and pushed is stored once); anything else by
+/// its bytes and, for files, its position.
+fn document_id(dataset: Dataset, ctx: &Ctx<'_, '_>, frame: &[u8], meta: &FrameMeta<'_>) -> String {
+    if dataset == Dataset::CloudWaf {
+        if let (Some(f), Some(s)) = (ctx.raw_peek(Key::FileId), ctx.raw_peek(Key::Start)) {
+            let e = ctx.raw_peek(Key::End).unwrap_or("");
+            let key = format!("{}\u{0}{f}\u{0}{s}\u{0}{e}", dataset.name());
+            return hex128(xxhash_rust::xxh3::xxh3_128(key.as_bytes()));
+        }
+    }
+    hex128(xxhash_rust::xxh3::xxh3_128(frame) ^ source_hash(meta) ^ u128::from(dataset == Dataset::CloudWaf))
+}
+
+/// What a mapper works with: the record, its key index, which fields it consumed, errors.
+pub(crate) struct Ctx<'r, 'a> {
+    pub rec: &'r Record<'a>,
+    pub idx: KeyIndex,
+    pub original: &'r str,
+    pub meta: &'r FrameMeta<'r>,
+    pub opts: &'r Options,
+    ua: &'r RefCell<user_agent::Cache>,
+    used: Vec<bool>,
+    pub errors: Vec<String>,
+}
+
+impl<'r, 'a> Ctx<'r, 'a> {
+    fn new(
+        rec: &'r Record<'a>,
+        original: &'r str,
+        meta: &'r FrameMeta<'r>,
+        opts: &'r Options,
+        ua: &'r RefCell<user_agent::Cache>,
+    ) -> Self {
+        Ctx { idx: rec.index(), used: vec![false; rec.fields.len()], rec, original, meta, opts, ua, errors: Vec::new() }
+    }
+
+    fn pos(&mut self, k: Key) -> Option<usize> {
+        let p = self.idx.pos(k)?;
+        self.used[p] = true;
+        // Earlier duplicates with the same value are the same fact.
+        let last = &self.rec.fields[p];
+        for (i, f) in self.rec.fields[..p].iter().enumerate() {
+            if !self.used[i] && f.raw == last.raw && Key::lookup(self.rec.format, f.key) == Some(k) {
+                self.used[i] = true;
+            }
+        }
+        Some(p)
+    }
+
+    /// Raw (still escaped) value of `k`, marking it consumed.
+    pub fn raw(&mut self, k: Key) -> Option<&'r str> {
+        let p = self.pos(k)?;
+        Some(&self.rec.fields[p].raw)
+    }
+
+    /// Raw value without marking it consumed.
+    pub fn raw_peek(&self, k: Key) -> Option<&'r str> {
+        self.idx.pos(k).map(|p| &*self.rec.fields[p].raw)
+    }
+
+    /// Exact-case key of `k`'s field (SEKOIA reads some keys case-sensitively).
+    pub fn key_of(&self, k: Key) -> Option<&'r str> {
+        self.idx.pos(k).map(|p| self.rec.fields[p].key)
+    }
+
+    /// Unescaped value of `k`, marking it consumed.
+    pub fn val(&mut self, k: Key) -> Option<Cow<'r, str>> {
+        let p = self.pos(k)?;
+        let f = &self.rec.fields[p];
+        Some(match f.escape {
+            crate::parse::Escape::None => Cow::Borrowed(&*f.raw),
+            crate::parse::Escape::Cef => Cow::Owned(crate::parse::record::unescape_cef_value(&f.raw).into_owned()),
+        })
+    }
+
+    /// Unescaped, non-empty value.
+    pub fn val_ne(&mut self, k: Key) -> Option<Cow<'r, str>> {
+        self.val(k).filter(|v| !v.is_empty())
+    }
+
+    /// Fields no mapper rule consumed, in order.
+    pub fn unused(&self) -> impl Iterator<Item = &'r crate::parse::Field<'a>> + '_ {
+        self.rec.fields.iter().enumerate().filter(|(i, _)| !self.used[*i]).map(|(_, f)| f)
+    }
+
+    pub fn user_agent(&self, ua: &str) -> Option<std::sync::Arc<user_agent::UserAgent>> {
+        self.ua.borrow_mut().get(ua)
+    }
+
+    pub fn error(&mut self, msg: String) {
+        self.errors.push(msg);
+    }
+}
+
+/// Parse an IP, accepting brackets around IPv6 and a `%zone` suffix.
+pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
+    let s = s.trim();
+    let s = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
+    let s = s.split('%').next().unwrap_or(s);
+    s.parse().ok()
+}
+
+/// Unknown keys land under `<prefix>.<key>` with dots made safe, so nothing is lost.
+pub(crate) fn extension_path(prefix: &str, key: &str) -> String {
+    let key = if key.is_empty() { "_unparsed".to_string() } else { key.replace('.', "_") };
+    format!("{prefix}.{key}")
+}

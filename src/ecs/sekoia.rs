@@ -1,0 +1,440 @@
+//! Profile `sekoia`: what SEKOIA.IO's `imperva-waf` intake format produces. SEKOIA reads raw
+//! values (backslash escapes stay), a few keys case-sensitively (`filetype`, `filepermission`),
+//! renders dates as Python's `isoformat()`, sorts list fields, and enriches user agents with
+//! Python's ua-parser. SecureSphere lines, which SEKOIA's format does not cover, get the same
+//! constants plus their addresses, users and times.
+
+use std::borrow::Cow;
+
+use super::doc::{Doc, TsStyle, Val};
+use super::{Ctx, Dataset, domain, parse_ip};
+use crate::parse::Key;
+use crate::parse::time::parse_device_time;
+
+/// Reasons SEKOIA attaches to Cloud WAF action codes.
+const REASONS: &[(&str, &str)] = &[
+    ("REQ_BAD_PARSE_ERROR", "The HTTP request was malformated"),
+    ("REQ_BAD_TIMEOUT", "The HTTP request reached the idle timeout"),
+    ("REQ_BAD_RESP_PARSE_ERROR", "The HTTP response was malformated"),
+    ("REQ_BAD_CONNECTION_TO_SERVER", "The destination server reset the connection"),
+    ("REQ_BAD_CLIENT_CLOSED_CONNECTION", "The client closed the connection before receiving the full response"),
+    ("REQ_BLOCKED_SESSION", "The request was blocked based on WAF settings"),
+    ("REQ_BLOCKED_SECURITY", "The request was blocked based on Security settings"),
+    ("REQ_BLOCKED_ACL", "The request was blocked based on Security settings"),
+    ("REQ_BLOCKED_VISITOR", "The request was blocked based on WAF settings"),
+    ("REQ_BLOCKED_DDOS", "The request was blocked due to a DDoS attack"),
+    ("REQ_BAD_TIMEOUT_CONNECTION_TO_SERVER", "The proxy failed to connect the destination"),
+    ("REQ_UNRESOLVED_SITE_UNKNOWN", "The proxy failed to resolve the destination"),
+    ("REQ_UNRESOLVED_SITE_DUPLICATE", "The proxy failed to resolve the destination"),
+    ("REQ_UNRESOLVED_SITE_INVALID_CNAME", "The proxy failed to resolve the destination"),
+    ("REQ_BAD_CONNECTION_TO_SERVER_SSL_FAILURE", "The proxy failed to connect the destination"),
+    ("REQ_SSL_NOT_SUPPORTED", "SSL connections are disabled"),
+    ("REQ_NO_IP_FOUND", "The proxy failed to resolve the destination"),
+    ("REQ_ILLEGAL_PORT", "Unsupported destination port"),
+    ("REQ_ALL_IPS_DOWN", "The destination is unavailable"),
+    ("REQ_POST_TIMEOUT", "The HTTP request reached the timeout"),
+    ("REQ_BAD_SERVER_CERTIFICATE", "The certifcate of the destination is invalid"),
+    ("REQ_IPV6_NOT_SUPPORTED", "The destination doesn't support IPv6 addresses"),
+    ("REQ_LOCKED_IP_VIOLATION", "The request was blocked based on Security settings"),
+    ("REQ_DOMAIN_BLACKLISTED", "The destination was blacklisted"),
+    ("REQ_ILLEGAL_IP_VIOLATION", "The proxy failed to resolve the destination"),
+    ("REQ_SSL_CERT_HOST_MISMATCH", "The certifcate of the destination is invalid"),
+    ("REQ_NON_SNI_FORBIDDEN", "The certificate of the destination doesn't support SNI"),
+    ("REQ_CLIENT_CERT_REQUIRED", "The request was blocked as a client certificat is required"),
+    ("REQ_TOO_MANY_CONNECTIONS_TO_ORIGIN", "Too many connections on the destination"),
+];
+
+/// Action codes SEKOIA types by name before the prefix rules apply.
+const TYPES: &[(&str, &str)] = &[
+    ("REQ_SSL_NOT_SUPPORTED", "denied"),
+    ("REQ_NO_IP_FOUND", "denied"),
+    ("REQ_ILLEGAL_PORT", "denied"),
+    ("REQ_ALL_IPS_DOWN", "error"),
+    ("REQ_POST_TIMEOUT", "error"),
+    ("REQ_IPV6_NOT_SUPPORTED", "error"),
+    ("REQ_LOCKED_IP_VIOLATION", "denied"),
+    ("REQ_DOMAIN_BLACKLISTED", "denied"),
+    ("REQ_ILLEGAL_IP_VIOLATION", "denied"),
+    ("REQ_SSL_CERT_HOST_MISMATCH", "denied"),
+    ("REQ_NON_SNI_FORBIDDEN", "denied"),
+    ("REQ_CLIENT_CERT_REQUIRED", "denied"),
+    ("REQ_TOO_MANY_CONNECTIONS_TO_ORIGIN", "denied"),
+];
+
+/// `event.type`, `event.action` override and `event.reason` for an action code.
+pub(crate) fn classify(act: &str) -> (&'static str, Option<&'static str>, Option<&'static str>) {
+    let mut ty = TYPES.iter().find(|(a, _)| *a == act).map(|(_, t)| *t).unwrap_or("access");
+    let mut action = None;
+    let mut reason = REASONS.iter().find(|(a, _)| *a == act).map(|(_, r)| *r);
+    if act == "REQ_PASSED" || act.starts_with("REQ_CACHED") {
+        ty = "allowed";
+    } else if act.starts_with("REQ_BLOCKED") {
+        ty = "denied";
+        action = Some("block");
+        reason = Some("The connection was blocked");
+    } else if act.starts_with("REQ_CHALLENGED") {
+        ty = "denied";
+        reason = Some("A challenge was submitted to the client");
+    } else if act.starts_with("REQ_BAD") || act.starts_with("REQ_UNRESOLVED") {
+        ty = "error";
+    }
+    (ty, action, reason)
+}
+
+/// SEKOIA's date parser on an epoch number: 13 digits are milliseconds, 10 seconds; shorter
+/// numbers are read as seconds scaled up to 10 digits (its published tests show `123456789` as
+/// `2009-02-13T23:31:30Z`).
+pub(crate) fn epoch_ms(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let v: i64 = s.parse().ok()?;
+    Some(match s.len() {
+        0..=10 => v.checked_mul(10i64.pow(10 - s.len() as u32))?.checked_mul(1000)?,
+        11 | 12 => v / 10i64.pow(s.len() as u32 - 10) * 1000,
+        13..=15 => v / 10i64.pow(s.len() as u32 - 13),
+        _ => v / 10i64.pow(s.len() as u32 - 13),
+    })
+}
+
+/// Make JSON with CEF escapes (`\=`) parseable the way SEKOIA reads it: a backslash that
+/// starts no JSON escape is a literal backslash.
+fn lenient_json(raw: &str) -> Option<String> {
+    let mut fixed = String::with_capacity(raw.len() + 8);
+    let mut chars = raw.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            match chars.peek() {
+                Some('"' | '\\' | '/' | 'b' | 'f' | 'n' | 'r' | 't' | 'u') => {
+                    fixed.push('\\');
+                    fixed.push(chars.next().unwrap_or('\\'));
+                }
+                _ => fixed.push_str("\\\\"),
+            }
+        } else {
+            fixed.push(c);
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(&fixed).ok()?;
+    serde_json::to_string(&v).ok()
+}
+
+fn put_domain<'r>(d: &mut Doc<'r>, host: &'r str, base: Which) {
+    let (dom, reg, sub, tld) = match base {
+        Which::Destination => (
+            "destination.domain",
+            "destination.registered_domain",
+            "destination.subdomain",
+            "destination.top_level_domain",
+        ),
+        Which::Source => ("source.domain", "source.registered_domain", "source.subdomain", "source.top_level_domain"),
+    };
+    d.str(dom, host);
+    if let Some(p) = domain::split(host) {
+        d.str(reg, p.registered_domain);
+        if let Some(s) = p.subdomain {
+            d.str(sub, s);
+        }
+        d.str(tld, p.top_level_domain);
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Destination,
+    Source,
+}
+
+fn sorted_unique<'r>(mut v: Vec<Cow<'r, str>>) -> Vec<Cow<'r, str>> {
+    v.retain(|s| !s.is_empty());
+    v.sort();
+    v.dedup();
+    v
+}
+
+pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) {
+    let rec = ctx.rec;
+    let h = &rec.header;
+    d.put("message", Val::Str(Cow::Borrowed(ctx.original)));
+    d.str("observer.vendor", "Imperva");
+    d.str("observer.product", "Web Application Firewall");
+    d.str("observer.type", "firewall");
+    d.put("event.category", Val::Strs(vec!["network".into()]));
+    d.str("event.dataset", "imperva-waf");
+    d.str("event.module", "imperva.waf");
+    if let Ok(n) = h.severity.trim().parse::<i64>() {
+        d.int("event.severity", n);
+    }
+    d.str("imperva.event.class_id", h.name.trim().to_string());
+
+    // Times.
+    let start_raw = ctx.raw(Key::Start);
+    let end_raw = ctx.raw(Key::End);
+    let start = start_raw.and_then(epoch_ms);
+    let end = end_raw.and_then(epoch_ms);
+    if let Some(ms) = start {
+        d.put("@timestamp", Val::Ts(ms, TsStyle::Python));
+        d.put("event.start", Val::Ts(ms, TsStyle::Python));
+    }
+    if let Some(ms) = end {
+        d.put("event.end", Val::Ts(ms, TsStyle::Python));
+    }
+    if let (Some(s), Some(e)) = (start_raw.and_then(|s| s.trim().parse::<i64>().ok()), end_raw.and_then(|e| e.trim().parse::<i64>().ok())) {
+        d.put("event.duration", Val::FloatDecimal((e - s) as f64));
+    }
+    if start.is_none() {
+        let now = ctx.meta.received_ms;
+        let rt = ctx.raw(Key::Rt).and_then(|rt| parse_device_time(rt, &ctx.opts.zone, now));
+        d.put("@timestamp", Val::Ts(rt.unwrap_or(now), TsStyle::Python));
+    }
+
+    // Action → type, reason.
+    let mut types: Vec<Cow<'r, str>> = vec!["connection".into(), "access".into()];
+    if let Some(act) = ctx.raw(Key::Act).filter(|a| !a.is_empty()) {
+        let (ty, action, reason) = classify(act);
+        types = vec!["connection".into(), ty.into()];
+        d.str("event.action", action.unwrap_or(act));
+        if let Some(r) = reason {
+            d.str("event.reason", r);
+        }
+    }
+    d.put("event.type", Val::Strs(sorted_unique(types)));
+
+    // Client and source.
+    let mut related_ip: Vec<Cow<'r, str>> = Vec::new();
+    let mut related_hosts: Vec<Cow<'r, str>> = Vec::new();
+    if let Some(c) = ctx.raw(Key::Cicode) {
+        d.str("client.geo.city_name", c);
+    }
+    let lat = ctx.raw(Key::Cs(7));
+    let lon = ctx.raw(Key::Cs(8));
+    let geo_labels = ctx.raw(Key::CsLabel(7)).is_none_or(|l| l.eq_ignore_ascii_case("latitude"))
+        && ctx.raw(Key::CsLabel(8)).is_none_or(|l| l.eq_ignore_ascii_case("longitude"));
+    if let (Some(Ok(lat)), Some(Ok(lon)), true) =
+        (lat.map(|v| v.trim().parse::<f64>()), lon.map(|v| v.trim().parse::<f64>()), geo_labels)
+    {
+        d.put("client.geo.location.lat", Val::Float(lat));
+        d.put("client.geo.location.lon", Val::Float(lon));
+    }
+    if ctx.raw(Key::CsLabel(3)) == Some("ImpervaAACountry") {
+        if let Some(c) = ctx.raw(Key::Cs(3)) {
+            d.str("client.geo.country_name", c);
+        }
+    }
+    if let Some(ip) = ctx.raw(Key::Src).and_then(parse_ip) {
+        let ip: Cow<'r, str> = Cow::Owned(ip.to_string());
+        d.str("source.ip", ip.clone());
+        d.str("source.address", ip.clone());
+        related_ip.push(ip);
+    }
+    if let Some(host) = ctx.raw(Key::Dhost).filter(|h| !h.is_empty()) {
+        put_domain(d, host, Which::Source);
+        d.str("source.address", host);
+        related_hosts.push(host.into());
+    }
+    if let Some(p) = ctx.raw(Key::Cpt).and_then(|p| p.trim().parse::<i64>().ok()) {
+        d.int("source.port", p);
+    }
+    if let Some(host) = ctx.raw(Key::SourceServiceName).filter(|h| !h.is_empty()) {
+        put_domain(d, host, Which::Destination);
+        d.str("destination.address", host);
+        related_hosts.push(host.into());
+    }
+
+    // URL and HTTP.
+    if let Some(req) = ctx.raw(Key::Request).filter(|r| !r.is_empty()) {
+        d.str("url.full", req);
+        d.str("url.original", req);
+        let (before_q, q) = match req.split_once('?') {
+            Some((a, q)) => (a, Some(q)),
+            None => (req, None),
+        };
+        d.str("url.path", before_q);
+        if let Some(q) = q {
+            d.str("url.query", q);
+        }
+        let host_part = before_q.split_once("://").map_or(before_q, |(_, r)| r);
+        let host = host_part.split('/').next().unwrap_or("");
+        d.str("url.domain", host);
+        related_hosts.push(host.into());
+    }
+    if let Some(q) = ctx.raw(Key::Qstr).filter(|q| !q.is_empty()) {
+        d.str("url.query", q);
+    }
+    if let Some(r) = ctx.raw(Key::Ref) {
+        d.str("http.request.referrer", r);
+    }
+    if let Some(m) = ctx.raw(Key::RequestMethod) {
+        d.str("http.request.method", m);
+    }
+    if let Some(n) = ctx.raw(Key::Cn(1)).and_then(|v| v.trim().parse::<i64>().ok()) {
+        d.int("http.response.status_code", n);
+    }
+    if let Some(n) = ctx.raw(Key::In).and_then(|v| v.trim().parse::<i64>().ok()) {
+        d.int("http.request.bytes", n);
+    }
+    if let Some(id) = ctx.raw(Key::DeviceExternalId) {
+        d.str("http.request.id", id);
+    }
+    if let Some(app) = ctx.raw(Key::App) {
+        d.str("network.protocol", app.to_ascii_lowercase());
+    }
+    if let Some(xff) = ctx.raw(Key::Xff).filter(|x| !x.is_empty()) {
+        d.str("network.forwarded_ip", xff);
+        d.str("imperva.request.x_forwarded_for", xff);
+    }
+    if let Some(ua) = ctx.raw(Key::RequestClientApplication).filter(|u| !u.is_empty()) {
+        d.str("user_agent.original", ua);
+        if let Some(p) = ctx.user_agent(ua) {
+            d.str("user_agent.name", p.name.clone());
+            if let Some(v) = &p.version {
+                d.str("user_agent.version", v.clone());
+            }
+            d.str("user_agent.os.name", p.os_name.clone());
+            if let Some(v) = &p.os_version {
+                d.str("user_agent.os.version", v.clone());
+            }
+            d.str("user_agent.device.name", p.device_name.clone());
+        }
+    }
+    if let Some(v) = ctx.raw(Key::Ver) {
+        if let (Some((proto, _)), Some((_, cipher))) = (v.split_once('v'), v.split_once(' ')) {
+            let version = v.split_once('v').map(|(_, r)| r.split(' ').next().unwrap_or("")).unwrap_or("");
+            d.str("tls.version", version);
+            d.str("tls.version_protocol", proto.to_ascii_lowercase());
+            d.str("tls.cipher", cipher.split(' ').next().unwrap_or(""));
+        }
+    }
+    if let Some(c) = ctx.raw(Key::Customer) {
+        d.str("organization.name", c);
+    }
+    if let Some(rule) = ctx.raw(Key::Cs(9)).filter(|r| !r.is_empty()) {
+        d.str("rule.name", rule);
+        let names: Vec<Cow<'r, str>> = rule.split(',').filter(|s| !s.is_empty()).map(Cow::Borrowed).collect();
+        if !names.is_empty() {
+            d.put("imperva.rule.names", Val::Strs(names));
+        }
+    }
+
+    // Imperva-specific.
+    if let Some(p) = ctx.raw(Key::DeviceFacility) {
+        d.str("imperva.pop", p);
+    }
+    for (k, path) in [(Key::AdditionalReqHeaders, "imperva.request.headers"), (Key::AdditionalResHeaders, "imperva.response.headers")] {
+        if let Some(raw) = ctx.raw(k).filter(|r| !r.is_empty()) {
+            match lenient_json(raw) {
+                Some(j) => d.put(path, Val::Json(Cow::Owned(j))),
+                None => d.str(path, raw),
+            }
+        }
+    }
+    if let Some(id) = ctx.raw(Key::FileId).filter(|r| !r.is_empty()) {
+        match id.trim().parse::<u64>() {
+            Ok(n) => d.put("imperva.session.id", Val::UInt(n)),
+            Err(_) => d.str("imperva.session.id", id),
+        }
+    }
+    for (n, path) in [(2u8, "imperva.client.js_support"), (3u8, "imperva.client.cookie_support")] {
+        if let Some(v) = ctx.raw(Key::Cs(n)).filter(|v| !v.is_empty()) {
+            d.put(path, Val::Bool(v.trim().eq_ignore_ascii_case("true")));
+        }
+    }
+    if let Some(v) = ctx.raw(Key::Cs(1)) {
+        d.str("imperva.client.captcha_support", v);
+    }
+    if let Some(v) = ctx.raw(Key::Cs(4)) {
+        d.str("imperva.visitor.id", v);
+    }
+    if let Some(v) = ctx.raw(Key::Dproc) {
+        d.str("imperva.user_agent.type", v);
+    }
+    // SEKOIA reads these two keys in lower case only.
+    if ctx.key_of(Key::FileType) == Some("filetype") {
+        if let Some(v) = ctx.raw(Key::FileType) {
+            d.str("imperva.attack.type", v);
+        }
+    }
+    if ctx.key_of(Key::FilePermission) == Some("filepermission") {
+        if let Some(v) = ctx.raw(Key::FilePermission) {
+            d.str("imperva.attack.id", v);
+        }
+    }
+    if let Some(v) = ctx.raw(Key::Cs(11)) {
+        d.str("imperva.rule.additional_info", v);
+    }
+
+    if dataset == Dataset::SecureSphere {
+        securesphere_extras(ctx, d, &mut related_ip);
+    }
+    let related_ip = sorted_unique(related_ip);
+    if !related_ip.is_empty() {
+        d.put("related.ip", Val::Strs(related_ip));
+    }
+    let related_hosts = sorted_unique(related_hosts);
+    if !related_hosts.is_empty() {
+        d.put("related.hosts", Val::Strs(related_hosts));
+    }
+    let o = ctx.opts;
+    if !o.tags.is_empty() {
+        d.put("tags", Val::Strs(o.tags.iter().map(|t| Cow::Owned(t.clone())).collect()));
+    }
+}
+
+/// SecureSphere's own facts for the SEKOIA shape.
+fn securesphere_extras<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, related_ip: &mut Vec<Cow<'r, str>>) {
+    if let Some(ip) = ctx.raw(Key::Dst).and_then(parse_ip) {
+        let ip: Cow<'r, str> = Cow::Owned(ip.to_string());
+        d.str("destination.ip", ip.clone());
+        d.str("destination.address", ip.clone());
+        related_ip.push(ip);
+    }
+    if let Some(p) = ctx.raw(Key::Dpt).and_then(|p| p.trim().parse::<i64>().ok()) {
+        d.int("destination.port", p);
+    }
+    if let Some(p) = ctx.raw(Key::Spt).and_then(|p| p.trim().parse::<i64>().ok()) {
+        d.int("source.port", p);
+    }
+    if let Some(u) = ctx.raw(Key::Duser) {
+        d.str("destination.user.name", u);
+    }
+    if let Some(u) = ctx.raw(Key::Suser) {
+        d.str("source.user.name", u);
+    }
+    if let Some(p) = ctx.raw(Key::Proto) {
+        d.str("network.transport", p.to_ascii_lowercase());
+    }
+    if let Some(c) = ctx.raw(Key::Cat) {
+        d.str("imperva.event.category", c);
+    }
+    d.str("observer.product", "SecureSphere");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_codes() {
+        assert_eq!(classify("REQ_PASSED"), ("allowed", None, None));
+        assert_eq!(classify("REQ_CACHED_FRESH"), ("allowed", None, None));
+        assert_eq!(classify("REQ_BLOCKED_VISITOR"), ("denied", Some("block"), Some("The connection was blocked")));
+        assert_eq!(classify("REQ_DOMAIN_BLACKLISTED"), ("denied", None, Some("The destination was blacklisted")));
+        assert_eq!(classify("REQ_BAD_PARSE_ERROR"), ("error", None, Some("The HTTP request was malformated")));
+        assert_eq!(classify("REQ_SOMETHING_NEW"), ("access", None, None));
+    }
+
+    #[test]
+    fn epochs() {
+        assert_eq!(epoch_ms("1649772598763"), Some(1_649_772_598_763));
+        assert_eq!(epoch_ms("1649772598"), Some(1_649_772_598_000));
+        assert_eq!(epoch_ms("123456789"), Some(1_234_567_890_000));
+        assert_eq!(epoch_ms("x"), None);
+    }
+
+    #[test]
+    fn lenient_json_keeps_cef_backslashes() {
+        assert_eq!(lenient_json(r#"[{"a":"x\=y"}]"#).unwrap(), r#"[{"a":"x\\=y"}]"#);
+        assert!(lenient_json("not json").is_none());
+    }
+}

@@ -1,0 +1,267 @@
+//! CEF: the seven-field header (`\|` and `\\` escapes) and the extension, whose pairs are found
+//! by `key=` boundaries, never by splitting: Imperva values hold spaces, raw `|`, JSON, `\=`
+//! and attack payloads. A key is a run of `[A-Za-z0-9_.,\[\]]` preceded by a space (or the
+//! start of the extension) and followed by an unescaped `=`; a value runs to the space before
+//! the next key. Everything is borrowed; values are unescaped only when a mapper asks.
+
+use std::borrow::Cow;
+
+use memchr::memchr_iter;
+
+use super::ParseError;
+use super::record::{Escape, Field, Format, Header, Record, unescape_cef_header};
+
+/// Cap on extension pairs per event: a frame full of `a=` cannot make us allocate without end.
+pub const MAX_FIELDS: usize = 1024;
+
+/// Parse a CEF payload. `text` may carry anything before `CEF:` (it is ignored here; the
+/// syslog envelope is split off by the caller).
+pub fn parse(text: &str) -> Result<Record<'_>, ParseError> {
+    let start = memchr::memmem::find(text.as_bytes(), b"CEF:").ok_or(ParseError::NotCef)?;
+    let body = &text[start + 4..];
+    let (fields, ext) = split_header::<7>(body).ok_or_else(|| ParseError::Header {
+        format: "CEF",
+        found: count_unescaped_pipes(body),
+        wanted: 7,
+    })?;
+    let header = Header {
+        version: unescape_cef_header(fields[0]),
+        vendor: unescape_cef_header(fields[1]),
+        product: unescape_cef_header(fields[2]),
+        device_version: unescape_cef_header(fields[3]),
+        class_id: unescape_cef_header(fields[4]),
+        name: unescape_cef_header(fields[5]),
+        severity: unescape_cef_header(fields[6]),
+    };
+    let mut out = Vec::with_capacity(48);
+    scan_extension(ext, &mut out)?;
+    Ok(Record { format: Format::Cef, syslog: None, header, fields: out })
+}
+
+/// Split the first `N` `|`-terminated header fields (honouring `\|` and `\\`) from the rest.
+pub(crate) fn split_header<const N: usize>(s: &str) -> Option<([&str; N], &str)> {
+    let b = s.as_bytes();
+    let mut fields = [""; N];
+    let mut n = 0;
+    let mut field_start = 0;
+    let mut i = 0;
+    while i < b.len() && n < N {
+        match b[i] {
+            b'\\' => i += 2,
+            b'|' => {
+                fields[n] = &s[field_start..i];
+                n += 1;
+                i += 1;
+                field_start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    if n < N {
+        return None;
+    }
+    Some((fields, &s[field_start..]))
+}
+
+fn count_unescaped_pipes(s: &str) -> usize {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut n = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'|' => {
+                n += 1;
+                i += 1
+            }
+            _ => i += 1,
+        }
+    }
+    n
+}
+
+#[inline]
+pub(crate) fn is_key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b',' | b'[' | b']')
+}
+
+/// Find the `key=value` pairs of a CEF-style extension (space separated, `key=` boundaries).
+pub(crate) fn scan_extension<'a>(ext: &'a str, out: &mut Vec<Field<'a>>) -> Result<(), ParseError> {
+    let b = ext.as_bytes();
+    // (key start, key end, value start) of the pair being read.
+    let mut cur: Option<(usize, usize, usize)> = None;
+    for eq in memchr_iter(b'=', b) {
+        // An odd run of backslashes before `=` escapes it.
+        let mut bs = 0;
+        while eq > bs && b[eq - 1 - bs] == b'\\' {
+            bs += 1;
+        }
+        if bs % 2 == 1 {
+            continue;
+        }
+        let mut ks = eq;
+        while ks > 0 && is_key_byte(b[ks - 1]) {
+            ks -= 1;
+        }
+        if ks == eq {
+            continue;
+        }
+        if ks > 0 && b[ks - 1] != b' ' {
+            continue;
+        }
+        if let Some((pks, pke, pvs)) = cur {
+            // The previous value ends at the space(s) before this key.
+            let mut ve = ks;
+            while ve > pvs && b[ve - 1] == b' ' {
+                ve -= 1;
+            }
+            push(out, ext, pks, pke, pvs, ve.max(pvs))?;
+        } else if ext[..ks].trim() != "" {
+            // Text before the first key is not a pair; keep it so nothing is lost.
+            push_raw(out, "", ext[..ks].trim())?;
+        }
+        cur = Some((ks, eq, eq + 1));
+    }
+    match cur {
+        Some((ks, ke, vs)) => {
+            let mut ve = b.len();
+            while ve > vs && matches!(b[ve - 1], b' ' | b'\t' | b'\r' | b'\n') {
+                ve -= 1;
+            }
+            push(out, ext, ks, ke, vs, ve)?;
+        }
+        None => {
+            let t = ext.trim();
+            if !t.is_empty() {
+                push_raw(out, "", t)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn push<'a>(
+    out: &mut Vec<Field<'a>>,
+    ext: &'a str,
+    ks: usize,
+    ke: usize,
+    vs: usize,
+    ve: usize,
+) -> Result<(), ParseError> {
+    push_raw(out, &ext[ks..ke], &ext[vs..ve])
+}
+
+fn push_raw<'a>(out: &mut Vec<Field<'a>>, key: &'a str, raw: &'a str) -> Result<(), ParseError> {
+    if out.len() >= MAX_FIELDS {
+        return Err(ParseError::TooManyFields(MAX_FIELDS));
+    }
+    let escape = if raw.as_bytes().contains(&b'\\') { Escape::Cef } else { Escape::None };
+    out.push(Field { key, raw: Cow::Borrowed(raw), escape });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(line: &str) -> Vec<(String, String)> {
+        parse(line)
+            .unwrap()
+            .fields
+            .iter()
+            .map(|f| (f.key.to_string(), f.value().into_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn header_fields() {
+        let r = parse("CEF:0|Imperva Inc.|SecureSphere|15.1.0|User logged in|User admin logged in.|High|suser=admin").unwrap();
+        assert_eq!(r.header.version, "0");
+        assert_eq!(r.header.vendor, "Imperva Inc.");
+        assert_eq!(r.header.class_id, "User logged in");
+        assert_eq!(r.header.severity, "High");
+        assert_eq!(r.fields.len(), 1);
+    }
+
+    #[test]
+    fn cef_header_with_escaped_pipe_and_backslash() {
+        let r = parse(r"CEF:0|Imp\|erva|Secure\\Sphere|1|c|na\|me|Low|a=b").unwrap();
+        assert_eq!(r.header.vendor, "Imp|erva");
+        assert_eq!(r.header.product, r"Secure\Sphere");
+        assert_eq!(r.header.name, "na|me");
+        assert_eq!(pairs(r"CEF:0|Imp\|erva|Secure\\Sphere|1|c|na\|me|Low|a=b"), vec![("a".into(), "b".into())]);
+    }
+
+    #[test]
+    fn cef_value_with_spaces_pipes_and_escaped_equals() {
+        let p = pairs(r"CEF:0|v|p|1|c|n|3| request=site/a.htm?Sip\=1.1.1.1 | cat /etc/passwd requestMethod=GET");
+        assert_eq!(p[0], ("request".into(), "site/a.htm?Sip=1.1.1.1 | cat /etc/passwd".into()));
+        assert_eq!(p[1], ("requestMethod".into(), "GET".into()));
+    }
+
+    #[test]
+    fn cef_value_with_double_backslash_before_equals() {
+        // `\\=` is an escaped backslash followed by a real `=`... inside a value (no key before it).
+        let p = pairs(r"CEF:0|v|p|1|c|n|3|a=x\\ b=y\\\=z");
+        assert_eq!(p, vec![("a".into(), r"x\".into()), ("b".into(), r"y\=z".into())]);
+    }
+
+    #[test]
+    fn cef_empty_values_and_duplicate_keys() {
+        let p = pairs("CEF:0|v|p|1|c|n|3|cs7= cs7Label=UserGroup ccode=IL ccode=FR x=");
+        assert_eq!(
+            p,
+            vec![
+                ("cs7".into(), "".into()),
+                ("cs7Label".into(), "UserGroup".into()),
+                ("ccode".into(), "IL".into()),
+                ("ccode".into(), "FR".into()),
+                ("x".into(), "".into())
+            ]
+        );
+        let r = parse("CEF:0|v|p|1|c|n|3|ccode=IL ccode=FR").unwrap();
+        let idx = r.index();
+        assert_eq!(r.fields[idx.pos(crate::parse::Key::Ccode).unwrap()].raw, "FR");
+    }
+
+    #[test]
+    fn cef_json_value_and_raw_equals_inside_value() {
+        let p = pairs(r#"CEF:0|v|p|1|c|n|3|additionalResHeaders=[{"Content-Type":"text/html; charset\=UTF-8"}] cs5Label=clappsigdproc=Browser"#);
+        assert_eq!(p[0].1, r#"[{"Content-Type":"text/html; charset=UTF-8"}]"#);
+        assert_eq!(p[1], ("cs5Label".into(), "clappsigdproc=Browser".into()));
+    }
+
+    #[test]
+    fn cef_empty_extension() {
+        assert!(parse("CEF:0|v|p|1|c|n|3|").unwrap().fields.is_empty());
+        assert!(parse("CEF:0|v|p|1|c|n|3|   ").unwrap().fields.is_empty());
+    }
+
+    #[test]
+    fn cef_keys_with_dots_and_brackets() {
+        let p = pairs("CEF:0|v|p|1|c|n|3|ad.user.name=bob flex[0]=1 a,b=2");
+        assert_eq!(p[0], ("ad.user.name".into(), "bob".into()));
+        assert_eq!(p[1], ("flex[0]".into(), "1".into()));
+        assert_eq!(p[2], ("a,b".into(), "2".into()));
+    }
+
+    #[test]
+    fn cef_short_header_is_an_error() {
+        let e = parse("CEF:0|v|p|1").unwrap_err();
+        assert!(e.to_string().contains("3 of 7"), "{e}");
+        assert!(matches!(parse("hello"), Err(ParseError::NotCef)));
+    }
+
+    #[test]
+    fn text_before_first_key_is_kept() {
+        let p = pairs("CEF:0|v|p|1|c|n|3|junk here a=1");
+        assert_eq!(p[0], ("".into(), "junk here".into()));
+        assert_eq!(p[1], ("a".into(), "1".into()));
+    }
+
+    #[test]
+    fn too_many_fields_is_an_error() {
+        let line = format!("CEF:0|v|p|1|c|n|3|{}", "a=1 ".repeat(MAX_FIELDS + 1));
+        assert!(matches!(parse(&line), Err(ParseError::TooManyFields(_))));
+    }
+}
