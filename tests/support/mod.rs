@@ -1,0 +1,108 @@
+//! Builders for test inputs: Imperva containers (plain, compressed, encrypted with a key made
+//! here), CEF lines. Shared by the integration tests.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::Path;
+
+use aes::cipher::{BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::{Pkcs1v15Encrypt, RsaPrivateKey, RsaPublicKey};
+
+pub const KEY_ID: &str = "7";
+
+/// A 2048-bit key from a fixed seed, so runs are reproducible.
+pub fn rsa_key(seed: u64) -> RsaPrivateKey {
+    let mut rng = StdRng::seed_from_u64(seed);
+    RsaPrivateKey::new(&mut rng, 2048).expect("rsa keygen")
+}
+
+/// Write `key` as `<dir>/<id>/Private.key` (PKCS#1 PEM, as Imperva's tooling writes it).
+pub fn write_key(dir: &Path, id: &str, key: &RsaPrivateKey) {
+    let d = dir.join(id);
+    std::fs::create_dir_all(&d).expect("mkdir");
+    let pem = key.to_pkcs1_pem(rsa::pkcs1::LineEnding::LF).expect("pem");
+    std::fs::write(d.join("Private.key"), pem.as_bytes()).expect("write key");
+}
+
+pub fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("zlib");
+    e.finish().expect("zlib")
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+pub fn md5_hex(data: &[u8]) -> String {
+    wafstream::container::md5_hex(data)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Comp {
+    None,
+    Zlib,
+    Gzip,
+}
+
+/// Build a container file around `plaintext` (the event lines).
+pub fn container(plaintext: &[u8], comp: Comp, encrypt_with: Option<(&RsaPublicKey, usize)>, checksum: Option<&str>) -> Vec<u8> {
+    let compressed = match comp {
+        Comp::None => plaintext.to_vec(),
+        Comp::Zlib => zlib(plaintext),
+        Comp::Gzip => gzip(plaintext),
+    };
+    let mut header = String::from("accountId:123456\nconfigId:12345\n");
+    let sum = checksum.map(str::to_string).unwrap_or_else(|| md5_hex(plaintext));
+    header.push_str(&format!("checksum:{sum}\nformat:CEF\nstartTime:1705705619206\nendTime:1705705805378\n"));
+    let body = match encrypt_with {
+        None => compressed,
+        Some((public, key_len)) => {
+            let mut rng = StdRng::seed_from_u64(99);
+            let aes_key: Vec<u8> = (0..key_len).map(|i| (i as u8).wrapping_mul(37).wrapping_add(11)).collect();
+            let wrapped = public
+                .encrypt(&mut rng, Pkcs1v15Encrypt, STANDARD.encode(&aes_key).as_bytes())
+                .expect("rsa encrypt");
+            header.push_str(&format!("publicKeyId:{KEY_ID}\nkey:{}\n", STANDARD.encode(wrapped)));
+            let iv = [0u8; 16];
+            match key_len {
+                16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(&aes_key, &iv).expect("aes").encrypt_padded_vec_mut::<Pkcs7>(&compressed),
+                24 => cbc::Encryptor::<aes::Aes192>::new_from_slices(&aes_key, &iv).expect("aes").encrypt_padded_vec_mut::<Pkcs7>(&compressed),
+                32 => cbc::Encryptor::<aes::Aes256>::new_from_slices(&aes_key, &iv).expect("aes").encrypt_padded_vec_mut::<Pkcs7>(&compressed),
+                n => panic!("aes key length {n}"),
+            }
+        }
+    };
+    let mut file = header.into_bytes();
+    file.extend_from_slice(b"|==|\n");
+    file.extend_from_slice(&body);
+    file
+}
+
+/// Cloud WAF CEF lines written for these tests (not copied from any peer).
+pub fn cloud_lines(n: usize) -> String {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(&format!(
+            "CEF:0|Incapsula|SIEMintegration|1|1|Normal|0| fileId={} sourceServiceName=shop.example.net siteid=42 suid=7 \
+requestClientApplication=Mozilla/5.0 (X11; Linux x86_64; rv:99.0) Gecko/20100101 Firefox/99.0 deviceFacility=fra \
+cs2=true cs2Label=Javascript Support ccode=DE cicode=Frankfurt cs7=50.11 cs7Label=latitude cs8=8.68 cs8Label=longitude \
+start={} request=shop.example.net/cart/{i}.html requestMethod=GET cn1=200 app=HTTPS act=REQ_PASSED \
+deviceExternalId={} cpt={} src=203.0.113.{} ver=TLSv1.3 TLS_AES_128_GCM_SHA256 end={}\n",
+            1000 + i,
+            1_700_000_000_000u64 + i as u64,
+            5000 + i,
+            40000 + i,
+            i % 250 + 1,
+            1_700_000_000_100u64 + i as u64,
+        ));
+    }
+    s
+}
