@@ -139,7 +139,7 @@ fn map_line(mapper: &Mapper, line: &[u8], meta: &FrameMeta<'_>, cols: &mut Optio
     if line.first() == Some(&b'#') {
         if let Ok(text) = std::str::from_utf8(line) {
             if w3c::is_directive(text) {
-                if text.len() >= 8 && text[..8].eq_ignore_ascii_case("#fields:") {
+                if text.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("#fields:")) {
                     *cols = W3cFields::from_directive(text);
                 }
                 return Ok(());

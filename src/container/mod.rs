@@ -190,7 +190,7 @@ fn parse_header(head: &[u8]) -> (Vec<(String, String)>, Option<W3cFields>) {
         if line.is_empty() {
             continue;
         }
-        if line.len() >= 8 && line[..8].eq_ignore_ascii_case("#fields:") {
+        if line.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("#fields:")) {
             w3c = W3cFields::from_directive(line);
             continue;
         }

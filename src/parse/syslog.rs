@@ -115,7 +115,7 @@ fn rfc3164_timestamp(s: &str) -> Option<(usize, &str)> {
     if b.len() < 15 {
         return None;
     }
-    time::month_from_abbrev(&s[..3])?;
+    time::month_from_abbrev(s.get(..3)?)?;
     if b[3] != b' ' {
         return None;
     }
@@ -253,6 +253,16 @@ mod tests {
         assert_eq!(env.hostname, None);
         assert_eq!(env.structured_data, None);
         assert_eq!(rest, "CEF:0|v|");
+    }
+
+    #[test]
+    fn multibyte_text_after_pri_is_payload() {
+        // Found by proptest: a month check must not slice inside a character.
+        let (env, rest) = split_envelope("<14>|\u{fffd}qRe 12 00:00:00 h x");
+        assert_eq!(env.and_then(|e| e.priority), Some(14));
+        assert_eq!(rest, "|\u{fffd}qRe 12 00:00:00 h x");
+        let (_, rest) = split_envelope("\u{e9}t\u{e9} 12 00:00:00 h x");
+        assert_eq!(rest, "\u{e9}t\u{e9} 12 00:00:00 h x");
     }
 
     #[test]

@@ -1,0 +1,155 @@
+//! `wafstream parse` as scripts call it: stdout order, dead letters, exit codes, containers.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use support::{Comp, KEY_ID, cloud_lines, container, rsa_key, write_key};
+
+fn wafstream(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wafstream"))
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wafstream");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait")
+}
+
+fn docs(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+const GOOD: &str = "CEF:0|Imperva Inc.|SecureSphere|15.1.0|Signature|n|High|src=1.2.3.4 cat=Alert";
+
+#[test]
+fn one_document_per_event_in_input_order_with_dead_letters_inline() {
+    let input = format!("{GOOD}\nnot an event\n\n{}\r\n", GOOD.replace("1.2.3.4", "5.6.7.8"));
+    let out = wafstream(&["parse", "-"], Some(input.as_bytes()));
+    assert_eq!(out.status.code(), Some(1), "a dead letter makes the exit status 1");
+    let d = docs(&out);
+    assert_eq!(d.len(), 3, "empty lines are not events");
+    assert_eq!(d[0]["source"]["ip"], "1.2.3.4");
+    assert_eq!(d[1]["event"]["kind"], "pipeline_error");
+    assert_eq!(d[1]["event"]["original"], "not an event");
+    assert_eq!(d[1]["log"]["offset"], 2);
+    assert_eq!(d[2]["source"]["ip"], "5.6.7.8");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 documents, 1 dead-lettered"));
+}
+
+#[test]
+fn dlq_file_diverts_failures_and_success_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dlq = dir.path().join("dlq.ndjson");
+    let input = format!("{GOOD}\ngarbage\n");
+    let out = wafstream(&["parse", "--dlq", dlq.to_str().unwrap(), "-"], Some(input.as_bytes()));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(docs(&out).len(), 1);
+    let dead = std::fs::read_to_string(&dlq).expect("dlq");
+    let dead: Value = serde_json::from_str(dead.trim()).expect("dlq json");
+    assert_eq!(dead["event"]["original"], "garbage");
+    let ok = wafstream(&["parse", "-"], Some(GOOD.as_bytes()));
+    assert_eq!(ok.status.code(), Some(0));
+}
+
+#[test]
+fn profile_and_options_flags() {
+    let line = "CEF:0|Incapsula|SIEMintegration|1|1|Normal|0| start=1700000000000 end=1700000000002 src=1.2.3.4 act=REQ_PASSED";
+    let out = wafstream(&["parse", "--profile", "sekoia", "--tag", "x", "-"], Some(line.as_bytes()));
+    let d = docs(&out);
+    assert_eq!(d[0]["event"]["type"], serde_json::json!(["allowed", "connection"]));
+    assert_eq!(d[0]["tags"], serde_json::json!(["x"]));
+    let out = wafstream(&["parse", "--preserve-original-event", "--emit-id", "-"], Some(line.as_bytes()));
+    let d = docs(&out);
+    assert_eq!(d[0]["event"]["original"], line);
+    assert_eq!(d[0]["_id"].as_str().map(str::len), Some(32));
+    let bad = wafstream(&["parse", "--tz", "Mars/Olympus", "-"], Some(line.as_bytes()));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--tz"));
+}
+
+#[test]
+fn help_explains_the_interface() {
+    let out = wafstream(&["parse", "--help"], None);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--profile", "--tz", "--preserve-original-event", "--preserve-duplicate-custom-fields", "--keys-dir", "--dlq"] {
+        assert!(help.contains(flag), "{flag} missing from --help");
+    }
+}
+
+#[test]
+fn encrypted_compressed_file_with_keys_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = rsa_key(3);
+    write_key(&dir.path().join("keys"), KEY_ID, &key);
+    let plain = cloud_lines(25);
+    let file = container(plain.as_bytes(), Comp::Gzip, Some((&key.to_public_key(), 32)), None);
+    let path = dir.path().join("1234_5.log");
+    std::fs::write(&path, &file).expect("write");
+    let keys = dir.path().join("keys");
+    let out = wafstream(&["parse", "--keys-dir", keys.to_str().unwrap(), path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = docs(&out);
+    assert_eq!(d.len(), 25);
+    for (i, doc) in d.iter().enumerate() {
+        assert_eq!(doc["url"]["original"], format!("shop.example.net/cart/{i}.html"));
+        assert_eq!(doc["log"]["file"]["path"], path.to_str().unwrap());
+    }
+    // Without the key: one dead letter for the file, naming the problem, exit 1.
+    let out = wafstream(&["parse", "--keys-dir", dir.path().to_str().unwrap(), path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let d = docs(&out);
+    assert_eq!(d.len(), 1);
+    assert!(d[0]["error"]["message"].as_str().unwrap().contains("Private.key"));
+    assert!(d[0]["wafstream"]["original_base64"].is_string());
+}
+
+#[test]
+fn checksum_mismatch_warns_and_keeps_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("f.log");
+    std::fs::write(&path, container(cloud_lines(2).as_bytes(), Comp::Zlib, None, Some("00"))).expect("write");
+    let out = wafstream(&["parse", path.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(docs(&out).len(), 2);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
+}
+
+#[test]
+fn w3c_file_with_fields_directive_in_body() {
+    let body = "#Version: 1.0\n#Fields: c-ip cs-method cs-uri sc-status\n198.51.100.1 GET a.example.com/ 200\n198.51.100.2 POST a.example.com/login 403\n";
+    let out = wafstream(&["parse", "-"], Some(body.as_bytes()));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = docs(&out);
+    assert_eq!(d.len(), 2, "directives are not events");
+    assert_eq!(d[1]["http"]["response"]["status_code"], 403);
+}
+
+#[test]
+fn overlong_line_is_cut_and_dead_lettered() {
+    let long = format!("{GOOD} cs1={}", "x".repeat(5000));
+    let input = format!("{long}\n{GOOD}\n");
+    let out = wafstream(&["parse", "--max-line-bytes", "1000", "-"], Some(input.as_bytes()));
+    assert_eq!(out.status.code(), Some(1));
+    let d = docs(&out);
+    assert_eq!(d.len(), 2);
+    assert!(d[0]["error"]["message"].as_str().unwrap().contains("exceeds --max-line-bytes 1000"));
+    assert_eq!(d[0]["event"]["original"].as_str().unwrap().len(), 1000);
+    assert_eq!(d[1]["source"]["ip"], "1.2.3.4");
+}
+
+#[test]
+fn missing_input_file_is_a_usage_error() {
+    let out = wafstream(&["parse", "/nonexistent/file.log"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/file.log"));
+}

@@ -1,0 +1,101 @@
+//! Property tests: CEF rendered with proper escaping parses back to the same pairs, and no
+//! input of any shape makes a parser, the mapper or the container reader panic.
+
+use proptest::prelude::*;
+use wafstream::container::{self, KeyStore, Limits};
+use wafstream::ecs::{FrameMeta, Mapper, Options, Profile};
+use wafstream::parse::{self, W3cFields};
+
+fn escape_value(v: &str) -> String {
+    let mut s = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => s.push_str("\\\\"),
+            '=' => s.push_str("\\="),
+            '\n' => s.push_str("\\n"),
+            '\r' => s.push_str("\\r"),
+            c => s.push(c),
+        }
+    }
+    s
+}
+
+fn escape_header(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('|', "\\|")
+}
+
+fn key() -> impl Strategy<Value = String> {
+    "[A-Za-z][A-Za-z0-9_]{0,15}"
+}
+
+/// Values: anything printable (pipes, quotes, JSON, `=`, backslashes, spaces, unicode), not
+/// ending in a space (CEF cannot tell a trailing space from the separator).
+fn value() -> impl Strategy<Value = String> {
+    "[ -~\\n\\r\u{e9}\u{6771}\u{1F600}]{0,40}".prop_filter("no trailing blank", |v| !v.ends_with(' '))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn cef_round_trip(
+        header in proptest::collection::vec("[ -~]{0,12}", 7),
+        pairs in proptest::collection::vec((key(), value()), 0..12),
+    ) {
+        let mut line = String::from("CEF:0");
+        for h in &header[1..] {
+            line.push('|');
+            line.push_str(&escape_header(h));
+        }
+        line.push('|');
+        let ext: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", escape_value(v))).collect();
+        line.push_str(&ext.join(" "));
+        let rec = parse::cef::parse(&line).map_err(|e| TestCaseError::fail(format!("{e}: {line}")))?;
+        prop_assert_eq!(rec.header.vendor.as_ref(), header[1].as_str());
+        prop_assert_eq!(rec.header.severity.as_ref(), header[6].as_str());
+        let got: Vec<(String, String)> = rec.fields.iter().map(|f| (f.key.to_string(), f.value().into_owned())).collect();
+        let want: Vec<(String, String)> = pairs.iter().map(|(k, v)| {
+            // A value of only blanks reads back empty.
+            let v = if v.trim_matches(' ').is_empty() && !v.contains(['\n', '\r']) { String::new() } else { v.clone() };
+            (k.clone(), v)
+        }).collect();
+        prop_assert_eq!(got, want, "line: {}", line);
+    }
+
+    #[test]
+    fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = parse::parse_event(&text, None);
+        let _ = parse::cef::parse(&text);
+        let _ = parse::leef::parse(&text);
+        let cols = W3cFields::from_directive("#Fields: date time c-ip cs-uri");
+        let _ = parse::parse_event(&text, cols.as_ref());
+        let _ = parse::syslog::split_envelope(&text);
+        let _ = parse::time::parse_device_time(&text, &parse::time::Zone::Utc, 1_700_000_000_000);
+    }
+
+    #[test]
+    fn mapper_always_writes_one_valid_json_document(
+        prefix in prop_oneof![Just(""), Just("<14>"), Just("CEF:0|Incapsula|SIEMintegration|1|1|Normal|0| "), Just("CEF:0|Imperva Inc.|SecureSphere|1|c|n|High|"), Just("LEEF:2.0|Incapsula|SIEMintegration|0|x|^|")],
+        tail in proptest::collection::vec(any::<u8>(), 0..300),
+        sekoia in any::<bool>(),
+    ) {
+        let mut frame = prefix.as_bytes().to_vec();
+        frame.extend_from_slice(&tail);
+        let opts = Options { profile: if sekoia { Profile::Sekoia } else { Profile::Elastic }, preserve_original_event: true, ..Options::default() };
+        let m = Mapper::new(opts);
+        let meta = FrameMeta { received_ms: 0, input: "udp", ..FrameMeta::default() };
+        let mut out = Vec::new();
+        m.map(&frame, &meta, None, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&out))))?;
+        prop_assert!(v.is_object());
+    }
+
+    #[test]
+    fn container_reader_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600), with_sep in any::<bool>()) {
+        let mut file = if with_sep { b"checksum:00\nkey:QUJD\npublicKeyId:1\n|==|\n".to_vec() } else { Vec::new() };
+        file.extend_from_slice(&bytes);
+        let _ = container::open(&file, &KeyStore::none(), Limits { max_decompressed_bytes: 1 << 20 });
+        let _ = container::looks_like_container(&file);
+    }
+}
