@@ -12,6 +12,7 @@
 //! - [`ecs`]: a record → an ECS document per profile (`elastic`, `sekoia`), written straight
 //!   into a reused buffer ([`ecs::doc`]); user-agent rules ([`ecs::user_agent`]); dead-letter
 //!   records ([`ecs::Mapper::dead_letter`]).
+//! - [`generate`]: deterministic sample traffic for benchmarks and demos.
 //! - [`cli`]: the `wafstream` subcommands; the binary in `main.rs` only dispatches.
 //!
 //! Parsers are pure functions over `&str` with no I/O, so they are fuzzed (`fuzz/`) and
@@ -20,4 +21,5 @@
 pub mod cli;
 pub mod container;
 pub mod ecs;
+pub mod generate;
 pub mod parse;

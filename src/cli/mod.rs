@@ -29,6 +29,22 @@ pub enum Command {
     /// Exit status: 0 when every event mapped, 1 when any went to the dead-letter output,
     /// 2 on a usage or I/O error.
     Parse(ParseArgs),
+    /// Write deterministic, realistic sample lines (Cloud WAF ~1 KB, SecureSphere ~0.5 KB) to
+    /// stdout, for benchmarks and demos.
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// `cloud-waf`, `securesphere` or `mixed`.
+    #[arg(long, default_value = "mixed")]
+    pub kind: crate::generate::Kind,
+    /// Number of lines.
+    #[arg(long, default_value_t = 1000)]
+    pub count: u64,
+    /// Seed; the same seed gives the same bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// Mapping options shared by every subcommand that produces documents.
@@ -110,5 +126,21 @@ pub struct ParseArgs {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Parse(args) => parse::run(args),
+        Command::Generate(args) => {
+            use std::io::Write;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let chunk = 10_000;
+            let mut done = 0;
+            let mut buf = String::new();
+            while done < args.count {
+                let n = chunk.min(args.count - done);
+                buf.clear();
+                crate::generate::lines(args.kind, n, args.seed.wrapping_add(done), &mut buf);
+                out.write_all(buf.as_bytes())?;
+                done += n;
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -1,13 +1,19 @@
-//! A flat list of `(dotted.path, value)` pairs written straight into a reused byte buffer as
-//! nested JSON. Mappers add fields in any order; [`Doc::write`] sorts by path segments so
-//! siblings meet, then streams the objects. No `serde_json::Value` tree on the hot path.
+//! A document as `(path slot, value)` pairs, written straight into a reused byte buffer as
+//! nested JSON. Mappers set fields in any order; the slots are already in output order (see
+//! [`paths`](super::paths)), so [`Doc::write`] streams the objects without sorting. No
+//! `serde_json::Value` tree on the hot path.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+
+use super::paths::{P, PATHS};
 
 /// A field value.
 #[derive(Debug, Clone)]
 pub enum Val<'a> {
     Str(Cow<'a, str>),
+    /// A shared string (cached user-agent parts): cloning is a reference-count increment.
+    Shared(Arc<str>),
     Int(i64),
     UInt(u64),
     Float(f64),
@@ -16,7 +22,9 @@ pub enum Val<'a> {
     Bool(bool),
     /// A list of strings.
     Strs(Vec<Cow<'a, str>>),
-    /// Already-serialised JSON, written verbatim (must be valid JSON).
+    /// A constant list of strings.
+    StaticStrs(&'static [&'static str]),
+    /// Already-serialised JSON, written verbatim (must be valid JSON on one line).
     Json(Cow<'a, str>),
     /// Epoch milliseconds, rendered per [`TsStyle`].
     Ts(i64, TsStyle),
@@ -30,125 +38,182 @@ pub enum TsStyle {
     Python,
 }
 
-/// Fields of one output document.
-#[derive(Debug, Default)]
+const NONE: u16 = u16::MAX;
+
+/// Fields of one output document: static paths by slot (see [`paths`](super::paths)), run-time
+/// paths in a side list.
 pub struct Doc<'a> {
-    entries: Vec<(Cow<'static, str>, Val<'a>)>,
+    /// Per slot, the index of its value in `vals` (`NONE` when unset).
+    slot_val: [u16; PATHS.len()],
+    vals: Vec<Val<'a>>,
+    dynamic: Vec<(String, Val<'a>)>,
+}
+
+impl Default for Doc<'_> {
+    fn default() -> Self {
+        Doc::with_capacity(16)
+    }
 }
 
 impl<'a> Doc<'a> {
     pub fn with_capacity(n: usize) -> Self {
-        Doc { entries: Vec::with_capacity(n) }
+        Doc { slot_val: [NONE; PATHS.len()], vals: Vec::with_capacity(n), dynamic: Vec::new() }
     }
 
     /// Set a field; a later set of the same path wins.
-    pub fn put(&mut self, path: &'static str, v: Val<'a>) {
-        self.entries.push((Cow::Borrowed(path), v));
+    pub fn put(&mut self, p: P, v: Val<'a>) {
+        let slot = &mut self.slot_val[p.0 as usize];
+        if *slot == NONE {
+            *slot = self.vals.len() as u16;
+            self.vals.push(v);
+        } else {
+            self.vals[*slot as usize] = v;
+        }
     }
 
+    /// Set a field whose path is only known at run time (unknown extension keys).
     pub fn put_owned(&mut self, path: String, v: Val<'a>) {
-        self.entries.push((Cow::Owned(path), v));
+        if let Some(e) = self.dynamic.iter_mut().find(|(p, _)| *p == path) {
+            e.1 = v;
+        } else {
+            self.dynamic.push((path, v));
+        }
     }
 
     /// Set a string field unless it is empty (both profiles drop empty values).
-    pub fn str(&mut self, path: &'static str, s: impl Into<Cow<'a, str>>) {
+    pub fn str(&mut self, p: P, s: impl Into<Cow<'a, str>>) {
         let s = s.into();
         if !s.is_empty() {
-            self.put(path, Val::Str(s));
+            self.put(p, Val::Str(s));
         }
     }
 
-    pub fn int(&mut self, path: &'static str, v: i64) {
-        self.put(path, Val::Int(v));
+    pub fn int(&mut self, p: P, v: i64) {
+        self.put(p, Val::Int(v));
     }
 
-    pub fn remove(&mut self, path: &str) {
-        self.entries.retain(|(p, _)| p != path);
+    pub fn remove(&mut self, p: P) {
+        self.slot_val[p.0 as usize] = NONE;
     }
 
-    pub fn get(&self, path: &str) -> Option<&Val<'a>> {
-        self.entries.iter().rev().find(|(p, _)| p == path).map(|(_, v)| v)
+    pub fn get(&self, p: P) -> Option<&Val<'a>> {
+        match self.slot_val[p.0 as usize] {
+            NONE => None,
+            i => self.vals.get(i as usize),
+        }
     }
 
-    pub fn has(&self, path: &str) -> bool {
-        self.entries.iter().any(|(p, _)| p == path)
+    pub fn has(&self, p: P) -> bool {
+        self.slot_val[p.0 as usize] != NONE
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slot_val.iter().filter(|s| **s != NONE).count() + self.dynamic.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// Write the document as one JSON object (no trailing newline). `prefix` fields (e.g. `_id`)
-    /// are written first, verbatim.
-    pub fn write(mut self, out: &mut Vec<u8>, prefix: &[(&str, &str)]) {
-        // Stable sort by segments keeps insertion order among equal paths: the last one wins.
-        self.entries.sort_by(|a, b| cmp_segments(&a.0, &b.0));
+    /// Write the document as one JSON object (no trailing newline).
+    pub fn write(mut self, out: &mut Vec<u8>) {
+        self.dynamic.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let mut w = Nester { open: Vec::with_capacity(8), has_member: Vec::with_capacity(8) };
+        w.has_member.push(false);
         out.push(b'{');
-        let mut first_top = true;
-        for (k, v) in prefix {
-            if !first_top {
-                out.push(b',');
+        let mut dyn_iter = self.dynamic.iter().peekable();
+        for (slot, &vi) in self.slot_val.iter().enumerate() {
+            if vi == NONE {
+                continue;
             }
-            first_top = false;
-            write_str(out, k);
-            out.push(b':');
-            write_str(out, v);
-        }
-        // Open object path and whether each open level already has a member.
-        let mut open: Vec<&str> = Vec::with_capacity(8);
-        let mut has_member: Vec<bool> = vec![!first_top];
-        let n = self.entries.len();
-        for i in 0..n {
-            let path: &str = &self.entries[i].0;
-            if i + 1 < n && self.entries[i + 1].0 == self.entries[i].0 {
-                continue; // superseded by a later set
-            }
-            let segs: Vec<&str> = path.split('.').collect();
-            let (parents, leaf) = segs.split_at(segs.len() - 1);
-            let common = open.iter().zip(parents.iter()).take_while(|(a, b)| a == b).count();
-            while open.len() > common {
-                open.pop();
-                has_member.pop();
-                out.push(b'}');
-            }
-            for p in &parents[common..] {
-                let level = has_member.last_mut().expect("root level");
-                if *level {
-                    out.push(b',');
+            let path = PATHS[slot];
+            while let Some((dp, _)) = dyn_iter.peek() {
+                if dp.as_bytes() >= path.as_bytes() {
+                    break;
                 }
-                *level = true;
-                write_str(out, p);
-                out.extend_from_slice(b":{");
-                open.push(p);
-                has_member.push(false);
+                if let Some((dp, dv)) = dyn_iter.next() {
+                    w.field(out, dp, dv);
+                }
             }
-            let level = has_member.last_mut().expect("root level");
-            if *level {
-                out.push(b',');
-            }
-            *level = true;
-            write_str(out, leaf[0]);
-            out.push(b':');
-            write_val(out, &self.entries[i].1);
+            w.field(out, path, &self.vals[vi as usize]);
         }
-        for _ in 0..open.len() {
+        for (dp, dv) in dyn_iter {
+            w.field(out, dp, dv);
+        }
+        for _ in 0..w.open.len() {
             out.push(b'}');
         }
         out.push(b'}');
     }
 }
 
-fn cmp_segments(a: &str, b: &str) -> std::cmp::Ordering {
-    a.split('.').cmp(b.split('.'))
+/// Opens and closes nested objects as sorted dotted paths go by.
+struct Nester<'p> {
+    open: Vec<&'p str>,
+    has_member: Vec<bool>,
+}
+
+impl<'p> Nester<'p> {
+    fn field(&mut self, out: &mut Vec<u8>, path: &'p str, v: &Val<'_>) {
+        let (parents, leaf) = match path.rfind('.') {
+            Some(p) => (&path[..p], &path[p + 1..]),
+            None => ("", path),
+        };
+        let mut common = 0;
+        let mut rest = parents;
+        if !parents.is_empty() {
+            for seg in parents.split('.') {
+                if common >= self.open.len() || self.open[common] != seg {
+                    break;
+                }
+                common += 1;
+                rest = rest.get(seg.len() + 1..).unwrap_or("");
+            }
+        }
+        while self.open.len() > common {
+            self.open.pop();
+            self.has_member.pop();
+            out.push(b'}');
+        }
+        if !parents.is_empty() && !rest.is_empty() {
+            for seg in rest.split('.') {
+                self.sep(out);
+                write_str(out, seg);
+                out.extend_from_slice(b":{");
+                self.open.push(seg);
+                self.has_member.push(false);
+            }
+        }
+        self.sep(out);
+        write_str(out, leaf);
+        out.push(b':');
+        write_val(out, v);
+    }
+
+    fn sep(&mut self, out: &mut Vec<u8>) {
+        if let Some(level) = self.has_member.last_mut() {
+            if *level {
+                out.push(b',');
+            }
+            *level = true;
+        }
+    }
 }
 
 fn write_val(out: &mut Vec<u8>, v: &Val<'_>) {
     match v {
         Val::Str(s) => write_str(out, s),
+        Val::Shared(s) => write_str(out, s),
+        Val::StaticStrs(list) => {
+            out.push(b'[');
+            for (i, s) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, s);
+            }
+            out.push(b']');
+        }
         Val::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
         Val::UInt(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
         Val::Float(f) | Val::FloatDecimal(f) if !f.is_finite() => out.extend_from_slice(b"null"),
@@ -192,13 +257,36 @@ fn write_val(out: &mut Vec<u8>, v: &Val<'_>) {
     }
 }
 
-/// Write `s` as a JSON string.
+/// Whether any of 8 bytes (little-endian word) is `"`, `\\` or a control character (< 0x20).
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let quote = has_zero(w ^ (ONES * b'"' as u64));
+    let backslash = has_zero(w ^ (ONES * b'\\' as u64));
+    // Bytes below 0x20: (b - 0x20) borrows into the high bit for b < 0x20 (ASCII range).
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    (quote | backslash | control) != 0
+}
+
+/// Write `s` as a JSON string. Runs of plain text are copied eight bytes at a time.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(s.len() + 2);
     out.push(b'"');
     let b = s.as_bytes();
     let mut start = 0;
-    for (i, &c) in b.iter().enumerate() {
+    let mut i = 0;
+    while i < b.len() {
+        if i + 8 <= b.len() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            if !word_needs_escape(u64::from_le_bytes(w)) {
+                i += 8;
+                continue;
+            }
+        }
+        let c = b[i];
         let esc: &[u8] = match c {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -211,14 +299,19 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
                 out.extend_from_slice(b"\\u00");
                 out.push(H[(c >> 4) as usize]);
                 out.push(H[(c & 15) as usize]);
-                start = i + 1;
+                i += 1;
+                start = i;
                 continue;
             }
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.extend_from_slice(&b[start..i]);
         out.extend_from_slice(esc);
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&b[start..]);
     out.push(b'"');
@@ -227,23 +320,24 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::p;
 
     fn render(doc: Doc<'_>) -> serde_json::Value {
         let mut out = vec![];
-        doc.write(&mut out, &[]);
+        doc.write(&mut out);
         serde_json::from_slice(&out).expect("valid JSON")
     }
 
     #[test]
     fn nests_and_orders() {
         let mut d = Doc::default();
-        d.str("source.ip", "1.2.3.4");
-        d.int("source.port", 80);
-        d.str("event.kind", "alert");
-        d.str("source.geo.country_iso_code", "IL");
-        d.put("event.type", Val::Strs(vec!["info".into()]));
-        d.str("message", "he said \"hi\"\n\u{1}");
-        d.str("empty", "");
+        d.str(p!("source.ip"), "1.2.3.4");
+        d.int(p!("source.port"), 80);
+        d.str(p!("event.kind"), "alert");
+        d.str(p!("source.geo.country_iso_code"), "IL");
+        d.put(p!("event.type"), Val::StaticStrs(&["info"]));
+        d.str(p!("message"), "he said \"hi\"\n\u{1}");
+        d.str(p!("url.path"), "");
         let v = render(d);
         assert_eq!(
             v,
@@ -256,32 +350,62 @@ mod tests {
     }
 
     #[test]
-    fn later_set_wins_and_prefix_comes_first() {
+    fn later_set_wins_and_floats_render() {
         let mut d = Doc::default();
-        d.str("a.b", "1");
-        d.str("a.b", "2");
-        d.put("a.c", Val::Json("[{\"x\":1}]".into()));
-        d.put("f", Val::FloatDecimal(2.0));
-        d.put("g", Val::Float(31.8969));
+        d.str(p!("url.path"), "1");
+        d.str(p!("url.path"), "2");
+        d.put(p!("imperva.request.headers"), Val::Json("[{\"x\":1}]".into()));
+        d.put(p!("event.duration"), Val::FloatDecimal(2.0));
+        d.put(p!("source.geo.location.lat"), Val::Float(31.8969));
+        d.str(p!("_id"), "abc");
         let mut out = vec![];
-        d.write(&mut out, &[("_id", "abc")]);
+        d.write(&mut out);
         let s = String::from_utf8(out).unwrap();
-        assert!(s.starts_with("{\"_id\":\"abc\","), "{s}");
-        assert!(s.contains("\"f\":2.0"), "{s}");
+        assert!(s.contains("\"duration\":2.0"), "{s}");
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
-        assert_eq!(v["a"]["b"], "2");
-        assert_eq!(v["a"]["c"][0]["x"], 1);
-        assert_eq!(v["g"], 31.8969);
+        assert_eq!(v["url"]["path"], "2");
+        assert_eq!(v["imperva"]["request"]["headers"][0]["x"], 1);
+        assert_eq!(v["source"]["geo"]["location"]["lat"], 31.8969);
+        assert_eq!(v["_id"], "abc");
     }
 
     #[test]
-    fn dotted_siblings_with_similar_prefixes() {
+    fn dynamic_paths_merge_into_their_objects() {
         let mut d = Doc::default();
-        d.str("a.b", "1");
-        d.str("a-x", "2");
-        d.str("a.c", "3");
-        d.str("ab.c", "4");
+        d.str(p!("imperva.securesphere.severity"), "High");
+        d.str(p!("imperva.securesphere.device.custom_string1.label"), "Policy");
+        d.put_owned("imperva.securesphere.extensions.zz".into(), Val::Str("1".into()));
+        d.put_owned("imperva.securesphere.extensions.aa".into(), Val::Str("2".into()));
+        d.put_owned("imperva.securesphere.extensions.aa".into(), Val::Str("3".into()));
+        d.put_owned("zzz_top".into(), Val::Int(1));
+        d.str(p!("message"), "m");
         let v = render(d);
-        assert_eq!(v, serde_json::json!({"a": {"b": "1", "c": "3"}, "a-x": "2", "ab": {"c": "4"}}));
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "imperva": {"securesphere": {"severity": "High", "device": {"custom_string1": {"label": "Policy"}}, "extensions": {"aa": "3", "zz": "1"}}},
+                "message": "m",
+                "zzz_top": 1
+            })
+        );
+    }
+
+    #[test]
+    fn string_escaping_matches_serde_json() {
+        let samples = [
+            "plain ascii text that is longer than eight bytes",
+            "quote \" in the middle of a long enough string",
+            "back\\slash",
+            "ctrl \u{1}\u{1f} and \t tab\n\r",
+            "unicode caf\u{e9} \u{6771}\u{4eac} \u{1F600} done",
+            "",
+            "\"\"\"\"\"\"\"\"\"",
+        ];
+        for s in samples {
+            let mut out = vec![];
+            write_str(&mut out, s);
+            let back: String = serde_json::from_slice(&out).expect("valid JSON string");
+            assert_eq!(back, s);
+        }
     }
 }

@@ -13,6 +13,8 @@
 use std::borrow::Cow;
 
 use super::doc::{Doc, TsStyle, Val};
+use super::paths::P;
+use crate::p;
 use super::{Ctx, extension_path, parse_ip};
 use crate::parse::Key;
 use crate::parse::time::{parse_device_time, parse_epoch_ms};
@@ -20,46 +22,46 @@ use crate::parse::time::{parse_device_time, parse_epoch_ms};
 /// Common tail of both datasets: data stream, input facts, tags, original, syslog, errors.
 fn finish<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: &'static str, kind_on_error: KindOnError) {
     let o = ctx.opts;
-    d.str("data_stream.type", "logs");
-    d.str("data_stream.dataset", dataset);
-    d.str("data_stream.namespace", o.namespace.clone());
-    d.str("event.dataset", dataset);
+    d.str(p!("data_stream.type"), "logs");
+    d.str(p!("data_stream.dataset"), dataset);
+    d.str(p!("data_stream.namespace"), o.namespace.clone());
+    d.str(p!("event.dataset"), dataset);
     if !ctx.meta.input.is_empty() {
-        d.str("input.type", ctx.meta.input.to_string());
+        d.str(p!("input.type"), ctx.meta.input.to_string());
     }
     if let Some(p) = ctx.meta.peer {
-        d.str("log.source.address", p.to_string());
+        d.str(p!("log.source.address"), p.to_string());
     }
     if let Some(s) = ctx.meta.source {
-        d.str("log.file.path", s.to_string());
+        d.str(p!("log.file.path"), s.to_string());
     }
     if let Some(off) = ctx.meta.offset {
-        d.put("log.offset", Val::UInt(off));
+        d.put(p!("log.offset"), Val::UInt(off));
     }
     if o.preserve_original_event {
-        d.put("event.original", Val::Str(Cow::Borrowed(ctx.original)));
+        d.put(p!("event.original"), Val::Str(Cow::Borrowed(ctx.original)));
     }
     if o.syslog_fields {
         if let Some(s) = &ctx.rec.syslog {
             if let Some(p) = s.priority {
-                d.int("log.syslog.priority", i64::from(p));
-                d.int("log.syslog.facility.code", i64::from(p >> 3));
-                d.int("log.syslog.severity.code", i64::from(p & 7));
+                d.int(p!("log.syslog.priority"), i64::from(p));
+                d.int(p!("log.syslog.facility.code"), i64::from(p >> 3));
+                d.int(p!("log.syslog.severity.code"), i64::from(p & 7));
             }
             if let Some(h) = s.hostname {
-                d.str("log.syslog.hostname", h);
+                d.str(p!("log.syslog.hostname"), h);
             }
             if let Some(a) = s.app_name {
-                d.str("log.syslog.appname", a);
+                d.str(p!("log.syslog.appname"), a);
             }
             if let Some(p) = s.proc_id {
-                d.str("log.syslog.procid", p);
+                d.str(p!("log.syslog.procid"), p);
             }
             if let Some(m) = s.msg_id {
-                d.str("log.syslog.msgid", m);
+                d.str(p!("log.syslog.msgid"), m);
             }
             if let Some(v) = s.version {
-                d.str("log.syslog.version", v.to_string());
+                d.str(p!("log.syslog.version"), v.to_string());
             }
         }
     }
@@ -73,30 +75,30 @@ fn finish<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: &'static str, kin
     tags.extend(o.tags.iter().map(|t| Cow::Owned(t.clone())));
     if !ctx.errors.is_empty() {
         match kind_on_error {
-            KindOnError::Set => d.str("event.kind", "pipeline_error"),
+            KindOnError::Set => d.str(p!("event.kind"), "pipeline_error"),
             KindOnError::Append => {
-                let prev = match d.get("event.kind") {
+                let prev = match d.get(p!("event.kind")) {
                     Some(Val::Str(s)) => Some(s.clone()),
                     _ => None,
                 };
                 let mut kinds: Vec<Cow<'r, str>> = prev.into_iter().collect();
                 kinds.push("pipeline_error".into());
-                d.put("event.kind", Val::Strs(kinds));
+                d.put(p!("event.kind"), Val::Strs(kinds));
                 if !tags.iter().any(|t| t == "preserve_original_event") {
                     tags.push("preserve_original_event".into());
-                    d.put("event.original", Val::Str(Cow::Borrowed(ctx.original)));
+                    d.put(p!("event.original"), Val::Str(Cow::Borrowed(ctx.original)));
                 }
             }
         }
         let errs: Vec<Cow<'r, str>> = ctx.errors.iter().map(|e| Cow::Owned(e.clone())).collect();
         if errs.len() == 1 {
-            d.put("error.message", Val::Str(errs.into_iter().next().unwrap_or_default()));
+            d.put(p!("error.message"), Val::Str(errs.into_iter().next().unwrap_or_default()));
         } else {
-            d.put("error.message", Val::Strs(errs));
+            d.put(p!("error.message"), Val::Strs(errs));
         }
     }
     if !tags.is_empty() {
-        d.put("tags", Val::Strs(tags));
+        d.put(p!("tags"), Val::Strs(tags));
     }
 }
 
@@ -143,6 +145,8 @@ fn parse_port(ctx: &mut Ctx<'_, '_>, k: Key, name: &str) -> Option<i64> {
 fn parse_ip_field<'r>(ctx: &mut Ctx<'r, '_>, k: Key, name: &str) -> Option<Cow<'r, str>> {
     let v = ctx.val_ne(k)?;
     match parse_ip(&v) {
+        // Rust's IPv4 parser accepts only the canonical dotted quad: keep the text as is.
+        Some(std::net::IpAddr::V4(_)) if v.trim() == v.as_ref() => Some(v),
         Some(ip) => Some(Cow::Owned(ip.to_string())),
         None => {
             ctx.error(format!("error in field '{name}': value {v:?} is not an IP address"));
@@ -161,28 +165,50 @@ fn keep_unused<'r>(ctx: &Ctx<'r, '_>, d: &mut Doc<'r>, prefix: &str) {
     }
 }
 
+macro_rules! ss_cs {
+    ($($n:literal),*) => {
+        (
+            [$(p!(concat!("imperva.securesphere.device.custom_string", $n, ".label"))),*],
+            [$(p!(concat!("imperva.securesphere.device.custom_string", $n, ".value"))),*],
+        )
+    };
+}
+const SS_CS: ([P; 21], [P; 21]) = ss_cs!(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21);
+const SS_CS_LABEL: [P; 21] = SS_CS.0;
+const SS_CS_VALUE: [P; 21] = SS_CS.1;
+
+macro_rules! cloud_cs {
+    ($($n:literal),*) => {
+        [$((
+            p!(concat!("imperva_cloud_waf.event.extensions.device.custom_string", $n)),
+            p!(concat!("imperva_cloud_waf.event.extensions.device.custom_string", $n, "_label")),
+        )),*]
+    };
+}
+const CLOUD_CS: [(P, P); 6] = cloud_cs!(1, 2, 3, 4, 5, 6);
+
 /// `imperva.securesphere`.
 pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     let dup = ctx.opts.preserve_duplicate_custom_fields;
     let rec = ctx.rec;
     let h = &rec.header;
-    d.str("ecs.version", "8.17.0");
-    d.str("observer.vendor", h.vendor.clone());
-    d.str("observer.product", h.product.clone());
-    d.str("observer.version", h.device_version.clone());
-    d.str("event.code", h.class_id.clone());
-    d.str("message", h.name.clone());
+    d.str(p!("ecs.version"), "8.17.0");
+    d.str(p!("observer.vendor"), h.vendor.clone());
+    d.str(p!("observer.product"), h.product.clone());
+    d.str(p!("observer.version"), h.device_version.clone());
+    d.str(p!("event.code"), h.class_id.clone());
+    d.str(p!("message"), h.name.clone());
     if let Some(n) = severity_number(&h.severity) {
-        d.int("event.severity", n);
+        d.int(p!("event.severity"), n);
     }
-    d.str("imperva.securesphere.severity", h.severity.clone());
-    d.str("imperva.securesphere.version", h.version.clone());
+    d.str(p!("imperva.securesphere.severity"), h.severity.clone());
+    d.str(p!("imperva.securesphere.version"), h.version.clone());
     if dup {
-        d.str("imperva.securesphere.name", h.name.clone());
-        d.str("imperva.securesphere.device.event.class_id", h.class_id.clone());
-        d.str("imperva.securesphere.device.product", h.product.clone());
-        d.str("imperva.securesphere.device.vendor", h.vendor.clone());
-        d.str("imperva.securesphere.device.version", h.device_version.clone());
+        d.str(p!("imperva.securesphere.name"), h.name.clone());
+        d.str(p!("imperva.securesphere.device.event.class_id"), h.class_id.clone());
+        d.str(p!("imperva.securesphere.device.product"), h.product.clone());
+        d.str(p!("imperva.securesphere.device.vendor"), h.vendor.clone());
+        d.str(p!("imperva.securesphere.device.version"), h.device_version.clone());
     }
     let now = ctx.meta.received_ms;
     let mut ts = None;
@@ -193,77 +219,77 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         }
     }
     if let Some(ms) = ts {
-        d.put("@timestamp", Val::Ts(ms, TsStyle::Millis));
+        d.put(p!("@timestamp"), Val::Ts(ms, TsStyle::Millis));
         if dup {
-            d.put("imperva.securesphere.device.receipt_time", Val::Ts(ms, TsStyle::Millis));
+            d.put(p!("imperva.securesphere.device.receipt_time"), Val::Ts(ms, TsStyle::Millis));
         }
     } else {
-        d.put("@timestamp", Val::Ts(envelope_or_received(ctx), TsStyle::Millis));
+        d.put(p!("@timestamp"), Val::Ts(envelope_or_received(ctx), TsStyle::Millis));
     }
     if let Some(tz) = &ctx.opts.tz_name {
-        d.str("event.timezone", tz.clone());
+        d.str(p!("event.timezone"), tz.clone());
     }
     if let Some(cat) = ctx.val_ne(Key::Cat) {
         let lower = cat.to_ascii_lowercase();
         if lower.contains("alert") {
-            d.str("event.kind", "alert");
+            d.str(p!("event.kind"), "alert");
         } else if lower.contains("event") {
-            d.str("event.kind", "event");
+            d.str(p!("event.kind"), "event");
         }
-        d.str("imperva.securesphere.device.event.category", cat);
+        d.str(p!("imperva.securesphere.device.event.category"), cat);
     }
     if let Some(act) = ctx.val_ne(Key::Act) {
         if dup {
-            d.str("imperva.securesphere.device.action", act.clone());
+            d.str(p!("imperva.securesphere.device.action"), act.clone());
         }
-        d.str("event.action", act);
+        d.str(p!("event.action"), act);
     }
     let mut related_ip: Vec<Cow<'r, str>> = Vec::new();
     let mut related_user: Vec<Cow<'r, str>> = Vec::new();
     if let Some(ip) = parse_ip_field(ctx, Key::Dst, "destinationAddress") {
         if dup {
-            d.str("imperva.securesphere.destination.address", ip.clone());
+            d.str(p!("imperva.securesphere.destination.address"), ip.clone());
         }
         push_unique(&mut related_ip, ip.clone());
-        d.str("destination.ip", ip);
+        d.str(p!("destination.ip"), ip);
     }
     if let Some(p) = parse_port(ctx, Key::Dpt, "destinationPort") {
-        d.int("destination.port", p);
+        d.int(p!("destination.port"), p);
         if dup {
-            d.int("imperva.securesphere.destination.port", p);
+            d.int(p!("imperva.securesphere.destination.port"), p);
         }
     }
     if let Some(u) = ctx.val_ne(Key::Duser) {
         if dup {
-            d.str("imperva.securesphere.destination.user_name", u.clone());
+            d.str(p!("imperva.securesphere.destination.user_name"), u.clone());
         }
         push_unique(&mut related_user, u.clone());
-        d.str("destination.user.name", u);
+        d.str(p!("destination.user.name"), u);
     }
     if let Some(ip) = parse_ip_field(ctx, Key::Src, "sourceAddress") {
         if dup {
-            d.str("imperva.securesphere.source.address", ip.clone());
+            d.str(p!("imperva.securesphere.source.address"), ip.clone());
         }
         push_unique(&mut related_ip, ip.clone());
-        d.str("source.ip", ip);
+        d.str(p!("source.ip"), ip);
     }
     if let Some(p) = parse_port(ctx, Key::Spt, "sourcePort") {
-        d.int("source.port", p);
+        d.int(p!("source.port"), p);
         if dup {
-            d.int("imperva.securesphere.source.port", p);
+            d.int(p!("imperva.securesphere.source.port"), p);
         }
     }
     if let Some(u) = ctx.val_ne(Key::Suser) {
         if dup {
-            d.str("imperva.securesphere.source.user_name", u.clone());
+            d.str(p!("imperva.securesphere.source.user_name"), u.clone());
         }
         push_unique(&mut related_user, u.clone());
-        d.str("source.user.name", u);
+        d.str(p!("source.user.name"), u);
     }
     if let Some(p) = ctx.val_ne(Key::Proto) {
-        d.str("network.transport", p.to_ascii_lowercase());
+        d.str(p!("network.transport"), p.to_ascii_lowercase());
         if dup {
-            d.str("imperva.securesphere.transport_protocol", p);
+            d.str(p!("imperva.securesphere.transport_protocol"), p);
         }
     }
     // Custom strings: 1..=6 always, 7.. while contiguous (DAM audit goes to cs21).
@@ -276,26 +302,26 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
             break;
         }
         if let Some(label) = ctx.val_ne(Key::CsLabel(n)) {
-            d.put_owned(format!("imperva.securesphere.device.custom_string{n}.label"), Val::Str(label));
+            d.put(SS_CS_LABEL[n as usize - 1], Val::Str(label));
         }
         if let Some(v) = ctx.val_ne(Key::Cs(n)) {
             if n == 3 {
-                d.str("service.name", v.clone());
+                d.str(p!("service.name"), v.clone());
                 if !dup {
                     continue;
                 }
             }
-            d.put_owned(format!("imperva.securesphere.device.custom_string{n}.value"), Val::Str(v));
+            d.put(SS_CS_VALUE[n as usize - 1], Val::Str(v));
         } else {
             // Mark an empty value consumed: empty values are dropped, not "unknown".
             let _ = ctx.raw(Key::Cs(n));
         }
     }
     if !related_ip.is_empty() {
-        d.put("related.ip", Val::Strs(related_ip));
+        d.put(p!("related.ip"), Val::Strs(related_ip));
     }
     if !related_user.is_empty() {
-        d.put("related.user", Val::Strs(related_user));
+        d.put(p!("related.user"), Val::Strs(related_user));
     }
     keep_unused(ctx, d, "imperva.securesphere.extensions");
     finish(ctx, d, "imperva.securesphere", KindOnError::Set);
@@ -312,12 +338,18 @@ fn envelope_or_received(ctx: &Ctx<'_, '_>) -> i64 {
         .unwrap_or(now)
 }
 
-/// Parse JSON text for a `json` processor: compact it, dropping empty values like the
-/// pipeline's final clean-up does.
-fn json_value(text: &str) -> Result<String, String> {
-    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+/// Parse JSON text for a `json` processor, dropping empty values like the pipeline's final
+/// clean-up does. Valid JSON with nothing to drop is written as sent (no tree is built).
+fn json_value(text: &str) -> Result<Cow<'_, str>, String> {
+    let raw: &serde_json::value::RawValue = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let t = raw.get();
+    let may_prune = t.contains("\"\"") || t.contains("null") || t.contains("[]") || t.contains("{}") || t.contains(['\n', '\r']);
+    if !may_prune {
+        return Ok(Cow::Borrowed(t));
+    }
+    let mut v: serde_json::Value = serde_json::from_str(t).map_err(|e| e.to_string())?;
     prune(&mut v);
-    serde_json::to_string(&v).map_err(|e| e.to_string())
+    serde_json::to_string(&v).map(Cow::Owned).map_err(|e| e.to_string())
 }
 
 /// Elastic's "drop null/empty values recursively".
@@ -344,28 +376,28 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     const X: &str = "imperva_cloud_waf.event.extensions";
     let rec = ctx.rec;
     let h = &rec.header;
-    d.str("ecs.version", "8.11.0");
-    d.str("event.kind", if h.name == "Normal" { "event" } else { "alert" });
-    d.put("event.category", Val::Strs(vec!["web".into()]));
-    d.put("event.type", Val::Strs(vec!["info".into()]));
-    d.str("observer.vendor", h.vendor.clone());
-    d.str("observer.product", h.product.clone());
-    d.str("observer.version", h.device_version.clone());
-    d.str("event.code", h.class_id.clone());
-    d.str("message", h.name.trim().to_string());
-    d.str("imperva_cloud_waf.event.name", h.name.trim().to_string());
-    d.str("imperva_cloud_waf.event.version", h.version.clone());
+    d.str(p!("ecs.version"), "8.11.0");
+    d.str(p!("event.kind"), if h.name == "Normal" { "event" } else { "alert" });
+    d.put(p!("event.category"), Val::Strs(vec!["web".into()]));
+    d.put(p!("event.type"), Val::Strs(vec!["info".into()]));
+    d.str(p!("observer.vendor"), h.vendor.clone());
+    d.str(p!("observer.product"), h.product.clone());
+    d.str(p!("observer.version"), h.device_version.clone());
+    d.str(p!("event.code"), h.class_id.clone());
+    d.str(p!("message"), h.name.trim().to_string());
+    d.str(p!("imperva_cloud_waf.event.name"), h.name.trim().to_string());
+    d.str(p!("imperva_cloud_waf.event.version"), h.version.clone());
     let sev = severity_number(&h.severity);
     if let Some(n) = sev {
-        d.int("event.severity", n);
+        d.int(p!("event.severity"), n);
     }
     if dup {
-        d.str("imperva_cloud_waf.event.device.event_class_id", h.class_id.clone());
-        d.str("imperva_cloud_waf.event.device.product", h.product.clone());
-        d.str("imperva_cloud_waf.event.device.vendor", h.vendor.clone());
-        d.str("imperva_cloud_waf.event.device.version", h.device_version.clone());
+        d.str(p!("imperva_cloud_waf.event.device.event_class_id"), h.class_id.clone());
+        d.str(p!("imperva_cloud_waf.event.device.product"), h.product.clone());
+        d.str(p!("imperva_cloud_waf.event.device.vendor"), h.vendor.clone());
+        d.str(p!("imperva_cloud_waf.event.device.version"), h.device_version.clone());
         if let Some(n) = h.severity.trim().parse::<i64>().ok() {
-            d.int("imperva_cloud_waf.event.severity", n);
+            d.int(p!("imperva_cloud_waf.event.severity"), n);
         }
     }
 
@@ -391,31 +423,31 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         None => None,
     };
     if let Some(ms) = start_ms {
-        d.put("event.start", Val::Ts(ms, TsStyle::Millis));
+        d.put(p!("event.start"), Val::Ts(ms, TsStyle::Millis));
         if dup {
-            d.put("imperva_cloud_waf.event.extensions.start_time", Val::Ts(ms, TsStyle::Millis));
+            d.put(p!("imperva_cloud_waf.event.extensions.start_time"), Val::Ts(ms, TsStyle::Millis));
         }
     }
     if let Some(ms) = end_ms {
-        d.put("event.end", Val::Ts(ms, TsStyle::Millis));
+        d.put(p!("event.end"), Val::Ts(ms, TsStyle::Millis));
         if dup {
-            d.put("imperva_cloud_waf.event.extensions.end_time", Val::Ts(ms, TsStyle::Millis));
+            d.put(p!("imperva_cloud_waf.event.extensions.end_time"), Val::Ts(ms, TsStyle::Millis));
         }
     }
     // Elastic's pipeline leaves @timestamp at ingest time; the request's start is the event's
     // time, so it is used when present (the conformance suite excludes @timestamp here).
     let ts = start_ms.unwrap_or_else(|| envelope_or_received(ctx));
-    d.put("@timestamp", Val::Ts(ts, TsStyle::Millis));
+    d.put(p!("@timestamp"), Val::Ts(ts, TsStyle::Millis));
     if let Some(rt) = ctx.val_ne(Key::Rt) {
         if let Some(ms) = parse_device_time(&rt, &ctx.opts.zone, ctx.meta.received_ms) {
-            d.put("@timestamp", Val::Ts(ms, TsStyle::Millis));
+            d.put(p!("@timestamp"), Val::Ts(ms, TsStyle::Millis));
         }
     }
 
     if let Some(act) = ctx.val_ne(Key::Act) {
-        d.str("event.action", act.to_ascii_lowercase().replace('_', "-"));
+        d.str(p!("event.action"), act.to_ascii_lowercase().replace('_', "-"));
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.action", act);
+            d.str(p!("imperva_cloud_waf.event.extensions.action"), act);
         }
     }
 
@@ -424,33 +456,33 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     let dst = parse_ip_field(ctx, Key::Dst, "destinationAddress");
     let sip = parse_ip_field(ctx, Key::Sip, "sip");
     if let Some(ip) = sip.clone().or(dst) {
-        d.str("destination.ip", ip.clone());
+        d.str(p!("destination.ip"), ip.clone());
         push_unique(&mut related_ip, ip);
     }
     if dup {
         if let Some(ip) = sip {
-            d.str("imperva_cloud_waf.event.extensions.sip", ip);
+            d.str(p!("imperva_cloud_waf.event.extensions.sip"), ip);
         }
     }
     if let Some(ip) = parse_ip_field(ctx, Key::Src, "sourceAddress") {
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.source.address", ip.clone());
+            d.str(p!("imperva_cloud_waf.event.extensions.source.address"), ip.clone());
         }
         push_unique(&mut related_ip, ip.clone());
-        d.str("source.ip", ip);
+        d.str(p!("source.ip"), ip);
     }
     let spt = parse_port(ctx, Key::Spt, "sourcePort");
     let dpt = parse_port(ctx, Key::Dpt, "destinationPort");
     if let Some(p) = spt.or(dpt) {
-        d.int("destination.port", p);
+        d.int(p!("destination.port"), p);
     }
     if let (Some(p), true) = (spt, dup) {
-        d.int("imperva_cloud_waf.event.extensions.source.port", p);
+        d.int(p!("imperva_cloud_waf.event.extensions.source.port"), p);
     }
     if let Some(p) = parse_port(ctx, Key::Cpt, "cpt") {
-        d.int("source.port", p);
+        d.int(p!("source.port"), p);
         if dup {
-            d.int("imperva_cloud_waf.event.extensions.cpt", p);
+            d.int(p!("imperva_cloud_waf.event.extensions.cpt"), p);
         }
     }
     if let Some(xff) = ctx.val_ne(Key::Xff) {
@@ -467,36 +499,36 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         let v = if ips.len() == 1 { ips.pop().map(Val::Str) } else if ips.is_empty() { None } else { Some(Val::Strs(ips)) };
         if let Some(v) = v {
             if dup {
-                d.put("imperva_cloud_waf.event.extensions.xff", v.clone());
+                d.put(p!("imperva_cloud_waf.event.extensions.xff"), v.clone());
             }
-            d.put("network.forwarded_ip", v);
+            d.put(p!("network.forwarded_ip"), v);
         }
     }
     if !related_ip.is_empty() {
-        d.put("related.ip", Val::Strs(related_ip));
+        d.put(p!("related.ip"), Val::Strs(related_ip));
     }
     if let Some(u) = ctx.val_ne(Key::Suid) {
-        d.str("source.user.id", u.clone());
-        d.put("related.user", Val::Strs(vec![u.clone()]));
+        d.str(p!("source.user.id"), u.clone());
+        d.put(p!("related.user"), Val::Strs(vec![u.clone()]));
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.source.user_id", u);
+            d.str(p!("imperva_cloud_waf.event.extensions.source.user_id"), u);
         }
     }
     if let Some(v) = ctx.val_ne(Key::SourceServiceName) {
-        d.str("source.service.name", v.clone());
-        d.str("imperva_cloud_waf.event.extensions.source.service_name", v);
+        d.str(p!("source.service.name"), v.clone());
+        d.str(p!("imperva_cloud_waf.event.extensions.source.service_name"), v);
     }
     if let Some(v) = ctx.val_ne(Key::Dhost) {
-        d.str("destination.domain", v);
+        d.str(p!("destination.domain"), v);
     }
 
     // Counts and codes.
     if let Some(v) = ctx.val_ne(Key::In) {
         match v.trim().parse::<i64>() {
             Ok(n) => {
-                d.int("source.bytes", n);
+                d.int(p!("source.bytes"), n);
                 if dup {
-                    d.int("imperva_cloud_waf.event.extensions.bytes_in", n);
+                    d.int(p!("imperva_cloud_waf.event.extensions.bytes_in"), n);
                 }
             }
             Err(_) => ctx.error(format!("error in field 'bytesIn': value {v:?} is not an integer")),
@@ -505,38 +537,38 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(v) = ctx.val_ne(Key::Cn(1)) {
         match v.trim().parse::<i64>() {
             Ok(n) => {
-                d.int("http.response.status_code", n);
+                d.int(p!("http.response.status_code"), n);
                 if dup {
-                    d.int("imperva_cloud_waf.event.extensions.device.custom_number1", n);
+                    d.int(p!("imperva_cloud_waf.event.extensions.device.custom_number1"), n);
                 }
             }
             Err(_) => ctx.error(format!("error in field 'deviceCustomNumber1': value {v:?} is not an integer")),
         }
     }
     if let Some(v) = ctx.val_ne(Key::CnLabel(1)) {
-        d.str("imperva_cloud_waf.event.extensions.device.custom_number1_label", v);
+        d.str(p!("imperva_cloud_waf.event.extensions.device.custom_number1_label"), v);
     }
 
     // Geo.
     if let Some(cc) = ctx.val_ne(Key::Ccode) {
-        d.str("source.geo.country_iso_code", cc.clone());
+        d.str(p!("source.geo.country_iso_code"), cc.clone());
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.ccode", cc);
+            d.str(p!("imperva_cloud_waf.event.extensions.ccode"), cc);
         }
     }
     if let Some(v) = ctx.val_ne(Key::Cicode) {
-        d.str("imperva_cloud_waf.event.extensions.cicode", v);
+        d.str(p!("imperva_cloud_waf.event.extensions.cicode"), v);
     }
-    for (n, geo, label_path) in [
-        (7u8, "source.geo.location.lat", "imperva_cloud_waf.event.extensions.cs7Label"),
-        (8u8, "source.geo.location.lon", "imperva_cloud_waf.event.extensions.cs8Label"),
+    for (n, geo, dup_path, label_path) in [
+        (7u8, p!("source.geo.location.lat"), p!("imperva_cloud_waf.event.extensions.cs7"), p!("imperva_cloud_waf.event.extensions.cs7Label")),
+        (8u8, p!("source.geo.location.lon"), p!("imperva_cloud_waf.event.extensions.cs8"), p!("imperva_cloud_waf.event.extensions.cs8Label")),
     ] {
         if let Some(v) = ctx.val_ne(Key::Cs(n)) {
             match v.trim().parse::<f64>() {
                 Ok(f) if f.is_finite() => {
                     d.put(geo, Val::Float(f));
                     if dup {
-                        d.put_owned(format!("{X}.cs{n}"), Val::Float(f));
+                        d.put(dup_path, Val::Float(f));
                     }
                 }
                 _ => ctx.error(format!("error in field 'cs{n}': value {v:?} is not a number")),
@@ -549,158 +581,157 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
 
     // HTTP.
     if let Some(m) = ctx.val_ne(Key::RequestMethod) {
-        d.str("http.request.method", m.clone());
+        d.str(p!("http.request.method"), m.clone());
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.request.method", m);
+            d.str(p!("imperva_cloud_waf.event.extensions.request.method"), m);
         }
     }
     if let Some(app) = ctx.val_ne(Key::App) {
-        d.str("network.application", app.to_ascii_lowercase());
+        d.str(p!("network.application"), app.to_ascii_lowercase());
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.application_protocol", app);
+            d.str(p!("imperva_cloud_waf.event.extensions.application_protocol"), app);
         }
     }
     if let Some(body) = ctx.val_ne(Key::Postbody) {
-        d.str("http.request.body.content", body.clone());
+        d.str(p!("http.request.body.content"), body.clone());
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.postbody", body);
+            d.str(p!("imperva_cloud_waf.event.extensions.postbody"), body);
         }
     }
     if let Some(req) = ctx.val_ne(Key::Request) {
-        d.str("url.original", req.clone());
+        d.str(p!("url.original"), req.clone());
         match uri_parts(&req) {
             Ok(parts) => parts.write(d),
             Err(e) => ctx.error(format!("uri_parts on url.original failed: {e}")),
         }
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.request.url", req);
+            d.str(p!("imperva_cloud_waf.event.extensions.request.url"), req);
         }
     }
     if let Some(q) = ctx.val_ne(Key::Qstr) {
-        d.str("url.query", q.clone());
+        d.str(p!("url.query"), q.clone());
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.qstr", q);
+            d.str(p!("imperva_cloud_waf.event.extensions.qstr"), q);
         }
     }
     if let Some(r) = ctx.val_ne(Key::Ref) {
-        d.str("imperva_cloud_waf.event.extensions.ref", r);
+        d.str(p!("imperva_cloud_waf.event.extensions.ref"), r);
     }
     if let Some(ua) = ctx.val_ne(Key::RequestClientApplication) {
         if let Some(p) = ctx.user_agent(&ua) {
-            d.str("user_agent.name", p.name.clone());
+            d.str(p!("user_agent.name"), p.name.clone());
             if let Some(v) = &p.version {
-                d.str("user_agent.version", v.clone());
+                d.str(p!("user_agent.version"), v.clone());
             }
-            d.str("user_agent.os.name", p.os_name.clone());
+            d.str(p!("user_agent.os.name"), p.os_name.clone());
             if let Some(v) = &p.os_version {
-                d.str("user_agent.os.version", v.clone());
+                d.str(p!("user_agent.os.version"), v.clone());
             }
             if let Some(v) = &p.os_full {
-                d.str("user_agent.os.full", v.clone());
+                d.str(p!("user_agent.os.full"), v.clone());
             }
-            d.str("user_agent.device.name", p.device_name.clone());
+            d.str(p!("user_agent.device.name"), p.device_name.clone());
         }
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.request.client_application", ua.clone());
+            d.str(p!("imperva_cloud_waf.event.extensions.request.client_application"), ua.clone());
         }
-        d.str("user_agent.original", ua);
+        d.str(p!("user_agent.original"), ua);
     }
     for (k, path, name) in [
-        (Key::AdditionalReqHeaders, "imperva_cloud_waf.event.extensions.additional.req_headers", "additionalReqHeaders"),
-        (Key::AdditionalResHeaders, "imperva_cloud_waf.event.extensions.additional.res_headers", "additionalResHeaders"),
-        (Key::Cs(10), "imperva_cloud_waf.event.extensions.cs10", "cs10"),
-        (Key::Cs(11), "imperva_cloud_waf.event.extensions.cs11", "cs11"),
+        (Key::AdditionalReqHeaders, p!("imperva_cloud_waf.event.extensions.additional.req_headers"), "additionalReqHeaders"),
+        (Key::AdditionalResHeaders, p!("imperva_cloud_waf.event.extensions.additional.res_headers"), "additionalResHeaders"),
+        (Key::Cs(10), p!("imperva_cloud_waf.event.extensions.cs10"), "cs10"),
+        (Key::Cs(11), p!("imperva_cloud_waf.event.extensions.cs11"), "cs11"),
     ] {
         if let Some(v) = ctx.val_ne(k) {
             match json_value(&v) {
-                Ok(j) => d.put(path, Val::Json(Cow::Owned(j))),
+                Ok(j) => d.put(path, Val::Json(Cow::Owned(j.into_owned()))),
                 Err(e) => ctx.error(format!("json processor on {name} failed: {e}")),
             }
         }
     }
     for (n, path) in [
-        (10u8, "imperva_cloud_waf.event.extensions.cs10Label"),
-        (11u8, "imperva_cloud_waf.event.extensions.cs11Label"),
-        (9u8, "imperva_cloud_waf.event.extensions.cs9Label"),
+        (10u8, p!("imperva_cloud_waf.event.extensions.cs10Label")),
+        (11u8, p!("imperva_cloud_waf.event.extensions.cs11Label")),
+        (9u8, p!("imperva_cloud_waf.event.extensions.cs9Label")),
     ] {
         if let Some(v) = ctx.val_ne(Key::CsLabel(n)) {
             d.str(path, v);
         }
     }
     if let Some(v) = ctx.val_ne(Key::Cs(9)) {
-        d.str("rule.name", v.clone());
+        d.str(p!("rule.name"), v.clone());
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.cs9", v);
+            d.str(p!("imperva_cloud_waf.event.extensions.cs9"), v);
         }
     }
 
     // Device custom strings 1..6 (2 and 3 are booleans).
     for n in 1..=6u8 {
-        let base = ["", "custom_string1", "custom_string2", "custom_string3", "custom_string4", "custom_string5", "custom_string6"][n as usize];
+        let (path, label_path) = CLOUD_CS[n as usize - 1];
         if let Some(v) = ctx.val_ne(Key::Cs(n)) {
-            let path = format!("{X}.device.{base}");
             if n == 2 || n == 3 {
                 match v.trim().to_ascii_lowercase().as_str() {
-                    "true" => d.put_owned(path, Val::Bool(true)),
-                    "false" => d.put_owned(path, Val::Bool(false)),
+                    "true" => d.put(path, Val::Bool(true)),
+                    "false" => d.put(path, Val::Bool(false)),
                     _ => ctx.error(format!("error in field 'cs{n}': value {v:?} is not a boolean")),
                 }
             } else {
-                d.put_owned(path, Val::Str(v));
+                d.put(path, Val::Str(v));
             }
         }
         if let Some(l) = ctx.val_ne(Key::CsLabel(n)) {
-            d.put_owned(format!("{X}.device.{base}_label"), Val::Str(l));
+            d.put(label_path, Val::Str(l));
         }
     }
     if let Some(v) = ctx.val_ne(Key::DeviceExternalId) {
-        d.str("imperva_cloud_waf.event.extensions.device.externalId", v);
+        d.str(p!("imperva_cloud_waf.event.extensions.device.externalId"), v);
     }
     if let Some(v) = ctx.val_ne(Key::DeviceFacility) {
-        d.str("imperva_cloud_waf.event.extensions.device.facility", v);
+        d.str(p!("imperva_cloud_waf.event.extensions.device.facility"), v);
     }
     if let Some(v) = ctx.val_ne(Key::Dproc) {
-        d.str("destination.process.name", v.clone());
-        d.str("imperva_cloud_waf.event.extensions.destination_process_name", v);
+        d.str(p!("destination.process.name"), v.clone());
+        d.str(p!("imperva_cloud_waf.event.extensions.destination_process_name"), v);
     }
     if let Some(v) = ctx.val_ne(Key::FileId) {
-        d.str("file.inode", v.clone());
+        d.str(p!("file.inode"), v.clone());
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.file_id", v);
+            d.str(p!("imperva_cloud_waf.event.extensions.file_id"), v);
         }
     }
     if let Some(v) = ctx.val_ne(Key::FileType) {
-        d.str("file.type", v.clone());
+        d.str(p!("file.type"), v.clone());
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.file.type", v);
+            d.str(p!("imperva_cloud_waf.event.extensions.file.type"), v);
         }
     }
     if let Some(v) = ctx.val_ne(Key::FilePermission) {
-        d.str("file.group", v.clone());
+        d.str(p!("file.group"), v.clone());
         if dup {
-            d.str("imperva_cloud_waf.event.extensions.file.permission", v);
+            d.str(p!("imperva_cloud_waf.event.extensions.file.permission"), v);
         }
     }
     if let Some(v) = ctx.val_ne(Key::Customer) {
-        d.str("imperva_cloud_waf.event.extensions.customer", v);
+        d.str(p!("imperva_cloud_waf.event.extensions.customer"), v);
     }
     if let Some(v) = ctx.val_ne(Key::SiteId) {
-        d.str("imperva_cloud_waf.event.extensions.site.id", v);
+        d.str(p!("imperva_cloud_waf.event.extensions.site.id"), v);
     }
     if let Some(v) = ctx.val_ne(Key::SiteTag) {
-        d.str("imperva_cloud_waf.event.extensions.site.tag", v);
+        d.str(p!("imperva_cloud_waf.event.extensions.site.tag"), v);
     }
     if let Some(v) = ctx.val_ne(Key::Tag) {
-        d.str("imperva_cloud_waf.event.extensions.tag", v);
+        d.str(p!("imperva_cloud_waf.event.extensions.tag"), v);
     }
     if let Some(v) = ctx.val_ne(Key::Ver) {
         if let Some(rest) = v.strip_prefix("TLSv") {
             if let Some((ver, cipher)) = rest.rsplit_once(' ') {
-                d.str("tls.version", ver.to_string());
-                d.str("tls.cipher", cipher.to_string());
+                d.str(p!("tls.version"), ver.to_string());
+                d.str(p!("tls.cipher"), cipher.to_string());
             }
         }
-        d.str("imperva_cloud_waf.event.extensions.ver", v);
+        d.str(p!("imperva_cloud_waf.event.extensions.ver"), v);
     }
     // Mark consumed-but-empty keys so they are not reported as unknown.
     for k in [Key::Cs(7), Key::Cs(8), Key::Cs(9), Key::Cs(10), Key::Cs(11)] {
@@ -732,29 +763,29 @@ pub(crate) struct UriParts {
 impl UriParts {
     fn write<'r>(self, d: &mut Doc<'r>) {
         if let Some(s) = self.scheme {
-            d.str("url.scheme", s);
+            d.str(p!("url.scheme"), s);
         }
         if let Some(s) = self.domain {
-            d.str("url.domain", s);
+            d.str(p!("url.domain"), s);
         }
         if let Some(p) = self.port {
-            d.int("url.port", p);
+            d.int(p!("url.port"), p);
         }
         if let Some(s) = self.username {
-            d.str("url.username", s);
+            d.str(p!("url.username"), s);
         }
         if let Some(s) = self.password {
-            d.str("url.password", s);
+            d.str(p!("url.password"), s);
         }
-        d.str("url.path", self.path);
+        d.str(p!("url.path"), self.path);
         if let Some(s) = self.query {
-            d.str("url.query", s);
+            d.str(p!("url.query"), s);
         }
         if let Some(s) = self.fragment {
-            d.str("url.fragment", s);
+            d.str(p!("url.fragment"), s);
         }
         if let Some(s) = self.extension {
-            d.str("url.extension", s);
+            d.str(p!("url.extension"), s);
         }
     }
 }
@@ -871,5 +902,10 @@ mod tests {
     #[test]
     fn prune_drops_empties() {
         assert_eq!(json_value(r#"[{"a":""},{"b":null,"c":"x"},[]]"#).unwrap(), r#"[{"c":"x"}]"#);
+        assert_eq!(json_value(r#"[{"a":"b"}]"#).unwrap(), r#"[{"a":"b"}]"#);
+        assert_eq!(json_value(r#" [ {"a" : "b"} ] "#).unwrap(), r#"[ {"a" : "b"} ]"#);
+        // Newlines between tokens would break NDJSON framing: re-serialised compactly.
+        assert_eq!(json_value("[\n{\"a\":\"b\"}\n]").unwrap(), r#"[{"a":"b"}]"#);
+        assert!(json_value("[{").is_err());
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod doc;
 pub mod domain;
+pub mod paths;
 mod elastic;
 mod sekoia;
 pub mod user_agent;
@@ -19,6 +20,7 @@ use std::net::IpAddr;
 
 use base64::Engine;
 
+use crate::p;
 use crate::parse::time::Zone;
 use crate::parse::{Key, KeyIndex, Record, W3cFields, parse_event};
 use doc::{Doc, TsStyle, Val};
@@ -201,8 +203,10 @@ impl Mapper {
             self.counters.field_errors.set(self.counters.field_errors.get() + 1);
         }
         let id = document_id(dataset, &ctx, frame, meta);
-        let prefix = [("_id", id.as_str())];
-        d.write(out, if self.opts.emit_id { &prefix } else { &[] });
+        if self.opts.emit_id {
+            d.put(p!("_id"), Val::Str(Cow::Owned(id.clone())));
+        }
+        d.write(out);
         Mapped { dataset: Some(dataset), id, error: None }
     }
 
@@ -212,33 +216,35 @@ impl Mapper {
         self.counters.dead.set(self.counters.dead.get() + 1);
         let text = String::from_utf8_lossy(frame);
         let mut d = Doc::with_capacity(16);
-        d.put("@timestamp", Val::Ts(meta.received_ms, TsStyle::Millis));
-        d.str("event.kind", "pipeline_error");
-        d.put("event.original", Val::Str(text.clone()));
+        d.put(p!("@timestamp"), Val::Ts(meta.received_ms, TsStyle::Millis));
+        d.str(p!("event.kind"), "pipeline_error");
+        d.put(p!("event.original"), Val::Str(text.clone()));
         if matches!(text, Cow::Owned(_)) {
             d.put(
-                "wafstream.original_base64",
+                p!("wafstream.original_base64"),
                 Val::Str(base64::engine::general_purpose::STANDARD.encode(frame).into()),
             );
         }
-        d.str("error.message", reason.to_string());
-        d.str("error.type", "parse");
-        d.str("input.type", meta.input.to_string());
+        d.str(p!("error.message"), reason.to_string());
+        d.str(p!("error.type"), "parse");
+        d.str(p!("input.type"), meta.input.to_string());
         if let Some(p) = meta.peer {
-            d.str("log.source.address", p.to_string());
+            d.str(p!("log.source.address"), p.to_string());
         }
         if let Some(s) = meta.source {
-            d.str("log.file.path", s.to_string());
+            d.str(p!("log.file.path"), s.to_string());
         }
         if let Some(o) = meta.offset {
-            d.put("log.offset", Val::UInt(o));
+            d.put(p!("log.offset"), Val::UInt(o));
         }
         let mut tags: Vec<Cow<'_, str>> = vec!["wafstream_dead_letter".into()];
         tags.extend(self.opts.tags.iter().map(|t| Cow::Owned(t.clone())));
-        d.put("tags", Val::Strs(tags));
+        d.put(p!("tags"), Val::Strs(tags));
         let id = hex128(xxhash_rust::xxh3::xxh3_128(frame) ^ source_hash(meta));
-        let prefix = [("_id", id.as_str())];
-        d.write(out, if self.opts.emit_id { &prefix } else { &[] });
+        if self.opts.emit_id {
+            d.put(p!("_id"), Val::Str(Cow::Owned(id.clone())));
+        }
+        d.write(out);
         Mapped { dataset: None, id, error: Some(reason.to_string()) }
     }
 }
@@ -294,13 +300,6 @@ impl<'r, 'a> Ctx<'r, 'a> {
     fn pos(&mut self, k: Key) -> Option<usize> {
         let p = self.idx.pos(k)?;
         self.used[p] = true;
-        // Earlier duplicates with the same value are the same fact.
-        let last = &self.rec.fields[p];
-        for (i, f) in self.rec.fields[..p].iter().enumerate() {
-            if !self.used[i] && f.raw == last.raw && Key::lookup(self.rec.format, f.key) == Some(k) {
-                self.used[i] = true;
-            }
-        }
         Some(p)
     }
 
@@ -335,9 +334,19 @@ impl<'r, 'a> Ctx<'r, 'a> {
         self.val(k).filter(|v| !v.is_empty())
     }
 
-    /// Fields no mapper rule consumed, in order.
+    /// Fields no mapper rule consumed, in order. An earlier duplicate of a consumed key with
+    /// the same value is the same fact and not reported.
     pub fn unused(&self) -> impl Iterator<Item = &'r crate::parse::Field<'a>> + '_ {
-        self.rec.fields.iter().enumerate().filter(|(i, _)| !self.used[*i]).map(|(_, f)| f)
+        let rec = self.rec;
+        rec.fields.iter().enumerate().filter(move |(i, f)| {
+            if self.used[*i] {
+                return false;
+            }
+            match Key::lookup(rec.format, f.key).and_then(|k| self.idx.pos(k)) {
+                Some(p) => !(self.used[p] && rec.fields[p].raw == f.raw),
+                None => true,
+            }
+        }).map(|(_, f)| f)
     }
 
     pub fn user_agent(&self, ua: &str) -> Option<std::sync::Arc<user_agent::UserAgent>> {

@@ -7,6 +7,7 @@
 use std::borrow::Cow;
 
 use super::doc::{Doc, TsStyle, Val};
+use crate::p;
 use super::{Ctx, Dataset, domain, parse_ip};
 use crate::parse::Key;
 use crate::parse::time::parse_device_time;
@@ -123,12 +124,12 @@ fn lenient_json(raw: &str) -> Option<String> {
 fn put_domain<'r>(d: &mut Doc<'r>, host: &'r str, base: Which) {
     let (dom, reg, sub, tld) = match base {
         Which::Destination => (
-            "destination.domain",
-            "destination.registered_domain",
-            "destination.subdomain",
-            "destination.top_level_domain",
+            p!("destination.domain"),
+            p!("destination.registered_domain"),
+            p!("destination.subdomain"),
+            p!("destination.top_level_domain"),
         ),
-        Which::Source => ("source.domain", "source.registered_domain", "source.subdomain", "source.top_level_domain"),
+        Which::Source => (p!("source.domain"), p!("source.registered_domain"), p!("source.subdomain"), p!("source.top_level_domain")),
     };
     d.str(dom, host);
     if let Some(p) = domain::split(host) {
@@ -156,17 +157,17 @@ fn sorted_unique<'r>(mut v: Vec<Cow<'r, str>>) -> Vec<Cow<'r, str>> {
 pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) {
     let rec = ctx.rec;
     let h = &rec.header;
-    d.put("message", Val::Str(Cow::Borrowed(ctx.original)));
-    d.str("observer.vendor", "Imperva");
-    d.str("observer.product", "Web Application Firewall");
-    d.str("observer.type", "firewall");
-    d.put("event.category", Val::Strs(vec!["network".into()]));
-    d.str("event.dataset", "imperva-waf");
-    d.str("event.module", "imperva.waf");
+    d.put(p!("message"), Val::Str(Cow::Borrowed(ctx.original)));
+    d.str(p!("observer.vendor"), "Imperva");
+    d.str(p!("observer.product"), "Web Application Firewall");
+    d.str(p!("observer.type"), "firewall");
+    d.put(p!("event.category"), Val::Strs(vec!["network".into()]));
+    d.str(p!("event.dataset"), "imperva-waf");
+    d.str(p!("event.module"), "imperva.waf");
     if let Ok(n) = h.severity.trim().parse::<i64>() {
-        d.int("event.severity", n);
+        d.int(p!("event.severity"), n);
     }
-    d.str("imperva.event.class_id", h.name.trim().to_string());
+    d.str(p!("imperva.event.class_id"), h.name.trim().to_string());
 
     // Times.
     let start_raw = ctx.raw(Key::Start);
@@ -174,19 +175,19 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     let start = start_raw.and_then(epoch_ms);
     let end = end_raw.and_then(epoch_ms);
     if let Some(ms) = start {
-        d.put("@timestamp", Val::Ts(ms, TsStyle::Python));
-        d.put("event.start", Val::Ts(ms, TsStyle::Python));
+        d.put(p!("@timestamp"), Val::Ts(ms, TsStyle::Python));
+        d.put(p!("event.start"), Val::Ts(ms, TsStyle::Python));
     }
     if let Some(ms) = end {
-        d.put("event.end", Val::Ts(ms, TsStyle::Python));
+        d.put(p!("event.end"), Val::Ts(ms, TsStyle::Python));
     }
     if let (Some(s), Some(e)) = (start_raw.and_then(|s| s.trim().parse::<i64>().ok()), end_raw.and_then(|e| e.trim().parse::<i64>().ok())) {
-        d.put("event.duration", Val::FloatDecimal((e - s) as f64));
+        d.put(p!("event.duration"), Val::FloatDecimal((e - s) as f64));
     }
     if start.is_none() {
         let now = ctx.meta.received_ms;
         let rt = ctx.raw(Key::Rt).and_then(|rt| parse_device_time(rt, &ctx.opts.zone, now));
-        d.put("@timestamp", Val::Ts(rt.unwrap_or(now), TsStyle::Python));
+        d.put(p!("@timestamp"), Val::Ts(rt.unwrap_or(now), TsStyle::Python));
     }
 
     // Action → type, reason.
@@ -194,18 +195,18 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     if let Some(act) = ctx.raw(Key::Act).filter(|a| !a.is_empty()) {
         let (ty, action, reason) = classify(act);
         types = vec!["connection".into(), ty.into()];
-        d.str("event.action", action.unwrap_or(act));
+        d.str(p!("event.action"), action.unwrap_or(act));
         if let Some(r) = reason {
-            d.str("event.reason", r);
+            d.str(p!("event.reason"), r);
         }
     }
-    d.put("event.type", Val::Strs(sorted_unique(types)));
+    d.put(p!("event.type"), Val::Strs(sorted_unique(types)));
 
     // Client and source.
     let mut related_ip: Vec<Cow<'r, str>> = Vec::new();
     let mut related_hosts: Vec<Cow<'r, str>> = Vec::new();
     if let Some(c) = ctx.raw(Key::Cicode) {
-        d.str("client.geo.city_name", c);
+        d.str(p!("client.geo.city_name"), c);
     }
     let lat = ctx.raw(Key::Cs(7));
     let lon = ctx.raw(Key::Cs(8));
@@ -214,114 +215,114 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     if let (Some(Ok(lat)), Some(Ok(lon)), true) =
         (lat.map(|v| v.trim().parse::<f64>()), lon.map(|v| v.trim().parse::<f64>()), geo_labels)
     {
-        d.put("client.geo.location.lat", Val::Float(lat));
-        d.put("client.geo.location.lon", Val::Float(lon));
+        d.put(p!("client.geo.location.lat"), Val::Float(lat));
+        d.put(p!("client.geo.location.lon"), Val::Float(lon));
     }
     if ctx.raw(Key::CsLabel(3)) == Some("ImpervaAACountry") {
         if let Some(c) = ctx.raw(Key::Cs(3)) {
-            d.str("client.geo.country_name", c);
+            d.str(p!("client.geo.country_name"), c);
         }
     }
     if let Some(ip) = ctx.raw(Key::Src).and_then(parse_ip) {
         let ip: Cow<'r, str> = Cow::Owned(ip.to_string());
-        d.str("source.ip", ip.clone());
-        d.str("source.address", ip.clone());
+        d.str(p!("source.ip"), ip.clone());
+        d.str(p!("source.address"), ip.clone());
         related_ip.push(ip);
     }
     if let Some(host) = ctx.raw(Key::Dhost).filter(|h| !h.is_empty()) {
         put_domain(d, host, Which::Source);
-        d.str("source.address", host);
+        d.str(p!("source.address"), host);
         related_hosts.push(host.into());
     }
     if let Some(p) = ctx.raw(Key::Cpt).and_then(|p| p.trim().parse::<i64>().ok()) {
-        d.int("source.port", p);
+        d.int(p!("source.port"), p);
     }
     if let Some(host) = ctx.raw(Key::SourceServiceName).filter(|h| !h.is_empty()) {
         put_domain(d, host, Which::Destination);
-        d.str("destination.address", host);
+        d.str(p!("destination.address"), host);
         related_hosts.push(host.into());
     }
 
     // URL and HTTP.
     if let Some(req) = ctx.raw(Key::Request).filter(|r| !r.is_empty()) {
-        d.str("url.full", req);
-        d.str("url.original", req);
+        d.str(p!("url.full"), req);
+        d.str(p!("url.original"), req);
         let (before_q, q) = match req.split_once('?') {
             Some((a, q)) => (a, Some(q)),
             None => (req, None),
         };
-        d.str("url.path", before_q);
+        d.str(p!("url.path"), before_q);
         if let Some(q) = q {
-            d.str("url.query", q);
+            d.str(p!("url.query"), q);
         }
         let host_part = before_q.split_once("://").map_or(before_q, |(_, r)| r);
         let host = host_part.split('/').next().unwrap_or("");
-        d.str("url.domain", host);
+        d.str(p!("url.domain"), host);
         related_hosts.push(host.into());
     }
     if let Some(q) = ctx.raw(Key::Qstr).filter(|q| !q.is_empty()) {
-        d.str("url.query", q);
+        d.str(p!("url.query"), q);
     }
     if let Some(r) = ctx.raw(Key::Ref) {
-        d.str("http.request.referrer", r);
+        d.str(p!("http.request.referrer"), r);
     }
     if let Some(m) = ctx.raw(Key::RequestMethod) {
-        d.str("http.request.method", m);
+        d.str(p!("http.request.method"), m);
     }
     if let Some(n) = ctx.raw(Key::Cn(1)).and_then(|v| v.trim().parse::<i64>().ok()) {
-        d.int("http.response.status_code", n);
+        d.int(p!("http.response.status_code"), n);
     }
     if let Some(n) = ctx.raw(Key::In).and_then(|v| v.trim().parse::<i64>().ok()) {
-        d.int("http.request.bytes", n);
+        d.int(p!("http.request.bytes"), n);
     }
     if let Some(id) = ctx.raw(Key::DeviceExternalId) {
-        d.str("http.request.id", id);
+        d.str(p!("http.request.id"), id);
     }
     if let Some(app) = ctx.raw(Key::App) {
-        d.str("network.protocol", app.to_ascii_lowercase());
+        d.str(p!("network.protocol"), app.to_ascii_lowercase());
     }
     if let Some(xff) = ctx.raw(Key::Xff).filter(|x| !x.is_empty()) {
-        d.str("network.forwarded_ip", xff);
-        d.str("imperva.request.x_forwarded_for", xff);
+        d.str(p!("network.forwarded_ip"), xff);
+        d.str(p!("imperva.request.x_forwarded_for"), xff);
     }
     if let Some(ua) = ctx.raw(Key::RequestClientApplication).filter(|u| !u.is_empty()) {
-        d.str("user_agent.original", ua);
+        d.str(p!("user_agent.original"), ua);
         if let Some(p) = ctx.user_agent(ua) {
-            d.str("user_agent.name", p.name.clone());
+            d.str(p!("user_agent.name"), p.name.clone());
             if let Some(v) = &p.version {
-                d.str("user_agent.version", v.clone());
+                d.str(p!("user_agent.version"), v.clone());
             }
-            d.str("user_agent.os.name", p.os_name.clone());
+            d.str(p!("user_agent.os.name"), p.os_name.clone());
             if let Some(v) = &p.os_version {
-                d.str("user_agent.os.version", v.clone());
+                d.str(p!("user_agent.os.version"), v.clone());
             }
-            d.str("user_agent.device.name", p.device_name.clone());
+            d.str(p!("user_agent.device.name"), p.device_name.clone());
         }
     }
     if let Some(v) = ctx.raw(Key::Ver) {
         if let (Some((proto, _)), Some((_, cipher))) = (v.split_once('v'), v.split_once(' ')) {
             let version = v.split_once('v').map(|(_, r)| r.split(' ').next().unwrap_or("")).unwrap_or("");
-            d.str("tls.version", version);
-            d.str("tls.version_protocol", proto.to_ascii_lowercase());
-            d.str("tls.cipher", cipher.split(' ').next().unwrap_or(""));
+            d.str(p!("tls.version"), version);
+            d.str(p!("tls.version_protocol"), proto.to_ascii_lowercase());
+            d.str(p!("tls.cipher"), cipher.split(' ').next().unwrap_or(""));
         }
     }
     if let Some(c) = ctx.raw(Key::Customer) {
-        d.str("organization.name", c);
+        d.str(p!("organization.name"), c);
     }
     if let Some(rule) = ctx.raw(Key::Cs(9)).filter(|r| !r.is_empty()) {
-        d.str("rule.name", rule);
+        d.str(p!("rule.name"), rule);
         let names: Vec<Cow<'r, str>> = rule.split(',').filter(|s| !s.is_empty()).map(Cow::Borrowed).collect();
         if !names.is_empty() {
-            d.put("imperva.rule.names", Val::Strs(names));
+            d.put(p!("imperva.rule.names"), Val::Strs(names));
         }
     }
 
     // Imperva-specific.
     if let Some(p) = ctx.raw(Key::DeviceFacility) {
-        d.str("imperva.pop", p);
+        d.str(p!("imperva.pop"), p);
     }
-    for (k, path) in [(Key::AdditionalReqHeaders, "imperva.request.headers"), (Key::AdditionalResHeaders, "imperva.response.headers")] {
+    for (k, path) in [(Key::AdditionalReqHeaders, p!("imperva.request.headers")), (Key::AdditionalResHeaders, p!("imperva.response.headers"))] {
         if let Some(raw) = ctx.raw(k).filter(|r| !r.is_empty()) {
             match lenient_json(raw) {
                 Some(j) => d.put(path, Val::Json(Cow::Owned(j))),
@@ -331,37 +332,37 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     }
     if let Some(id) = ctx.raw(Key::FileId).filter(|r| !r.is_empty()) {
         match id.trim().parse::<u64>() {
-            Ok(n) => d.put("imperva.session.id", Val::UInt(n)),
-            Err(_) => d.str("imperva.session.id", id),
+            Ok(n) => d.put(p!("imperva.session.id"), Val::UInt(n)),
+            Err(_) => d.str(p!("imperva.session.id"), id),
         }
     }
-    for (n, path) in [(2u8, "imperva.client.js_support"), (3u8, "imperva.client.cookie_support")] {
+    for (n, path) in [(2u8, p!("imperva.client.js_support")), (3u8, p!("imperva.client.cookie_support"))] {
         if let Some(v) = ctx.raw(Key::Cs(n)).filter(|v| !v.is_empty()) {
             d.put(path, Val::Bool(v.trim().eq_ignore_ascii_case("true")));
         }
     }
     if let Some(v) = ctx.raw(Key::Cs(1)) {
-        d.str("imperva.client.captcha_support", v);
+        d.str(p!("imperva.client.captcha_support"), v);
     }
     if let Some(v) = ctx.raw(Key::Cs(4)) {
-        d.str("imperva.visitor.id", v);
+        d.str(p!("imperva.visitor.id"), v);
     }
     if let Some(v) = ctx.raw(Key::Dproc) {
-        d.str("imperva.user_agent.type", v);
+        d.str(p!("imperva.user_agent.type"), v);
     }
     // SEKOIA reads these two keys in lower case only.
     if ctx.key_of(Key::FileType) == Some("filetype") {
         if let Some(v) = ctx.raw(Key::FileType) {
-            d.str("imperva.attack.type", v);
+            d.str(p!("imperva.attack.type"), v);
         }
     }
     if ctx.key_of(Key::FilePermission) == Some("filepermission") {
         if let Some(v) = ctx.raw(Key::FilePermission) {
-            d.str("imperva.attack.id", v);
+            d.str(p!("imperva.attack.id"), v);
         }
     }
     if let Some(v) = ctx.raw(Key::Cs(11)) {
-        d.str("imperva.rule.additional_info", v);
+        d.str(p!("imperva.rule.additional_info"), v);
     }
 
     if dataset == Dataset::SecureSphere {
@@ -369,15 +370,15 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     }
     let related_ip = sorted_unique(related_ip);
     if !related_ip.is_empty() {
-        d.put("related.ip", Val::Strs(related_ip));
+        d.put(p!("related.ip"), Val::Strs(related_ip));
     }
     let related_hosts = sorted_unique(related_hosts);
     if !related_hosts.is_empty() {
-        d.put("related.hosts", Val::Strs(related_hosts));
+        d.put(p!("related.hosts"), Val::Strs(related_hosts));
     }
     let o = ctx.opts;
     if !o.tags.is_empty() {
-        d.put("tags", Val::Strs(o.tags.iter().map(|t| Cow::Owned(t.clone())).collect()));
+        d.put(p!("tags"), Val::Strs(o.tags.iter().map(|t| Cow::Owned(t.clone())).collect()));
     }
 }
 
@@ -385,29 +386,29 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
 fn securesphere_extras<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, related_ip: &mut Vec<Cow<'r, str>>) {
     if let Some(ip) = ctx.raw(Key::Dst).and_then(parse_ip) {
         let ip: Cow<'r, str> = Cow::Owned(ip.to_string());
-        d.str("destination.ip", ip.clone());
-        d.str("destination.address", ip.clone());
+        d.str(p!("destination.ip"), ip.clone());
+        d.str(p!("destination.address"), ip.clone());
         related_ip.push(ip);
     }
     if let Some(p) = ctx.raw(Key::Dpt).and_then(|p| p.trim().parse::<i64>().ok()) {
-        d.int("destination.port", p);
+        d.int(p!("destination.port"), p);
     }
     if let Some(p) = ctx.raw(Key::Spt).and_then(|p| p.trim().parse::<i64>().ok()) {
-        d.int("source.port", p);
+        d.int(p!("source.port"), p);
     }
     if let Some(u) = ctx.raw(Key::Duser) {
-        d.str("destination.user.name", u);
+        d.str(p!("destination.user.name"), u);
     }
     if let Some(u) = ctx.raw(Key::Suser) {
-        d.str("source.user.name", u);
+        d.str(p!("source.user.name"), u);
     }
     if let Some(p) = ctx.raw(Key::Proto) {
-        d.str("network.transport", p.to_ascii_lowercase());
+        d.str(p!("network.transport"), p.to_ascii_lowercase());
     }
     if let Some(c) = ctx.raw(Key::Cat) {
-        d.str("imperva.event.category", c);
+        d.str(p!("imperva.event.category"), c);
     }
-    d.str("observer.product", "SecureSphere");
+    d.str(p!("observer.product"), "SecureSphere");
 }
 
 #[cfg(test)]
