@@ -117,6 +117,7 @@ impl<'a> Doc<'a> {
 
     /// Write the document as one JSON object (no trailing newline).
     pub fn write(mut self, out: &mut Vec<u8>) {
+        let table = seg_table();
         self.dynamic.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut w = Nester { open: Vec::with_capacity(8), has_member: Vec::with_capacity(8) };
         w.has_member.push(false);
@@ -126,19 +127,16 @@ impl<'a> Doc<'a> {
             if vi == NONE {
                 continue;
             }
-            let path = PATHS[slot];
-            while let Some((dp, _)) = dyn_iter.peek() {
-                if dp.as_bytes() >= path.as_bytes() {
-                    break;
-                }
-                if let Some((dp, dv)) = dyn_iter.next() {
-                    w.field(out, dp, dv);
+            if dyn_iter.peek().is_some() {
+                let path = PATHS[slot];
+                while let Some((dp, dv)) = dyn_iter.next_if(|(dp, _)| dp.as_bytes() < path.as_bytes()) {
+                    w.field(out, &dynamic_segs(dp, table), dv);
                 }
             }
-            w.field(out, path, &self.vals[vi as usize]);
+            w.field(out, &table.by_slot[slot], &self.vals[vi as usize]);
         }
         for (dp, dv) in dyn_iter {
-            w.field(out, dp, dv);
+            w.field(out, &dynamic_segs(dp, table), dv);
         }
         for _ in 0..w.open.len() {
             out.push(b'}');
@@ -147,45 +145,77 @@ impl<'a> Doc<'a> {
     }
 }
 
+/// A path segment: its text and, for segments of static paths, an interned id, so the writer
+/// compares numbers rather than strings on the hot path.
+#[derive(Clone, Copy)]
+struct Seg<'p> {
+    id: u16,
+    text: &'p str,
+}
+
+const DYNAMIC: u16 = u16::MAX;
+
+impl PartialEq for Seg<'_> {
+    fn eq(&self, o: &Self) -> bool {
+        if self.id != DYNAMIC && o.id != DYNAMIC {
+            self.id == o.id
+        } else {
+            self.text == o.text
+        }
+    }
+}
+
+/// Segments of every static path, interned once per process.
+struct SegTable {
+    by_slot: Vec<Vec<Seg<'static>>>,
+    ids: std::collections::HashMap<&'static str, u16>,
+}
+
+fn seg_table() -> &'static SegTable {
+    static T: std::sync::OnceLock<SegTable> = std::sync::OnceLock::new();
+    T.get_or_init(|| {
+        let mut ids = std::collections::HashMap::new();
+        let by_slot = PATHS
+            .iter()
+            .map(|p| {
+                p.split('.')
+                    .map(|text| {
+                        let next = ids.len() as u16;
+                        let id = *ids.entry(text).or_insert(next);
+                        Seg { id, text }
+                    })
+                    .collect()
+            })
+            .collect();
+        SegTable { by_slot, ids }
+    })
+}
+
 /// Opens and closes nested objects as sorted dotted paths go by.
 struct Nester<'p> {
-    open: Vec<&'p str>,
+    open: Vec<Seg<'p>>,
     has_member: Vec<bool>,
 }
 
 impl<'p> Nester<'p> {
-    fn field(&mut self, out: &mut Vec<u8>, path: &'p str, v: &Val<'_>) {
-        let (parents, leaf) = match path.rfind('.') {
-            Some(p) => (&path[..p], &path[p + 1..]),
-            None => ("", path),
-        };
-        let mut common = 0;
-        let mut rest = parents;
-        if !parents.is_empty() {
-            for seg in parents.split('.') {
-                if common >= self.open.len() || self.open[common] != seg {
-                    break;
-                }
-                common += 1;
-                rest = rest.get(seg.len() + 1..).unwrap_or("");
-            }
-        }
+    /// Write one field given its path segments (parents then leaf).
+    fn field(&mut self, out: &mut Vec<u8>, segs: &[Seg<'p>], v: &Val<'_>) {
+        let Some((leaf, parents)) = segs.split_last() else { return };
+        let common = self.open.iter().zip(parents).take_while(|(a, b)| a == b).count();
         while self.open.len() > common {
             self.open.pop();
             self.has_member.pop();
             out.push(b'}');
         }
-        if !parents.is_empty() && !rest.is_empty() {
-            for seg in rest.split('.') {
-                self.sep(out);
-                write_str(out, seg);
-                out.extend_from_slice(b":{");
-                self.open.push(seg);
-                self.has_member.push(false);
-            }
+        for seg in &parents[common..] {
+            self.sep(out);
+            write_str(out, seg.text);
+            out.extend_from_slice(b":{");
+            self.open.push(*seg);
+            self.has_member.push(false);
         }
         self.sep(out);
-        write_str(out, leaf);
+        write_str(out, leaf.text);
         out.push(b':');
         write_val(out, v);
     }
@@ -198,6 +228,10 @@ impl<'p> Nester<'p> {
             *level = true;
         }
     }
+}
+
+fn dynamic_segs<'p>(path: &'p str, table: &SegTable) -> Vec<Seg<'p>> {
+    path.split('.').map(|text| Seg { id: table.ids.get(text).copied().unwrap_or(DYNAMIC), text }).collect()
 }
 
 fn write_val(out: &mut Vec<u8>, v: &Val<'_>) {

@@ -24,16 +24,16 @@ fn finish<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: &'static str, kin
     let o = ctx.opts;
     d.str(p!("data_stream.type"), "logs");
     d.str(p!("data_stream.dataset"), dataset);
-    d.str(p!("data_stream.namespace"), o.namespace.clone());
+    d.str(p!("data_stream.namespace"), o.namespace.as_str());
     d.str(p!("event.dataset"), dataset);
     if !ctx.meta.input.is_empty() {
-        d.str(p!("input.type"), ctx.meta.input.to_string());
+        d.str(p!("input.type"), ctx.meta.input);
     }
     if let Some(p) = ctx.meta.peer {
-        d.str(p!("log.source.address"), p.to_string());
+        d.str(p!("log.source.address"), p);
     }
     if let Some(s) = ctx.meta.source {
-        d.str(p!("log.file.path"), s.to_string());
+        d.str(p!("log.file.path"), s);
     }
     if let Some(off) = ctx.meta.offset {
         d.put(p!("log.offset"), Val::UInt(off));
@@ -72,7 +72,7 @@ fn finish<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: &'static str, kin
     if o.preserve_duplicate_custom_fields {
         tags.push("preserve_duplicate_custom_fields".into());
     }
-    tags.extend(o.tags.iter().map(|t| Cow::Owned(t.clone())));
+    tags.extend(o.tags.iter().map(|t| Cow::Borrowed(t.as_str())));
     if !ctx.errors.is_empty() {
         match kind_on_error {
             KindOnError::Set => d.str(p!("event.kind"), "pipeline_error"),
@@ -227,7 +227,7 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         d.put(p!("@timestamp"), Val::Ts(envelope_or_received(ctx), TsStyle::Millis));
     }
     if let Some(tz) = &ctx.opts.tz_name {
-        d.str(p!("event.timezone"), tz.clone());
+        d.str(p!("event.timezone"), tz.as_str());
     }
     if let Some(cat) = ctx.val_ne(Key::Cat) {
         let lower = cat.to_ascii_lowercase();
@@ -378,14 +378,14 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     let h = &rec.header;
     d.str(p!("ecs.version"), "8.11.0");
     d.str(p!("event.kind"), if h.name == "Normal" { "event" } else { "alert" });
-    d.put(p!("event.category"), Val::Strs(vec!["web".into()]));
-    d.put(p!("event.type"), Val::Strs(vec!["info".into()]));
+    d.put(p!("event.category"), Val::StaticStrs(&["web"]));
+    d.put(p!("event.type"), Val::StaticStrs(&["info"]));
     d.str(p!("observer.vendor"), h.vendor.clone());
     d.str(p!("observer.product"), h.product.clone());
     d.str(p!("observer.version"), h.device_version.clone());
     d.str(p!("event.code"), h.class_id.clone());
-    d.str(p!("message"), h.name.trim().to_string());
-    d.str(p!("imperva_cloud_waf.event.name"), h.name.trim().to_string());
+    d.str(p!("message"), h.name.trim());
+    d.str(p!("imperva_cloud_waf.event.name"), h.name.trim());
     d.str(p!("imperva_cloud_waf.event.version"), h.version.clone());
     let sev = severity_number(&h.severity);
     if let Some(n) = sev {
@@ -445,7 +445,8 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
 
     if let Some(act) = ctx.val_ne(Key::Act) {
-        d.str(p!("event.action"), act.to_ascii_lowercase().replace('_', "-"));
+        let action: String = act.chars().map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() }).collect();
+        d.str(p!("event.action"), action);
         if dup {
             d.str(p!("imperva_cloud_waf.event.extensions.action"), act);
         }
@@ -487,11 +488,18 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
     if let Some(xff) = ctx.val_ne(Key::Xff) {
         let mut ips: Vec<Cow<'r, str>> = Vec::new();
-        for part in split_xff(&xff) {
-            match parse_ip(part) {
-                Some(ip) => ips.push(Cow::Owned(ip.to_string())),
-                None => ctx.error(format!("error in field 'xff': value {part:?} is not an IP address")),
-            }
+        let mut bad: Vec<String> = Vec::new();
+        let mut take = |part: Cow<'r, str>| match parse_ip(&part) {
+            Some(std::net::IpAddr::V4(_)) if part.trim() == part.as_ref() => ips.push(part),
+            Some(ip) => ips.push(Cow::Owned(ip.to_string())),
+            None => bad.push(part.into_owned()),
+        };
+        match xff {
+            Cow::Borrowed(x) => split_xff(x).for_each(|p| take(Cow::Borrowed(p))),
+            Cow::Owned(x) => split_xff(&x).for_each(|p| take(Cow::Owned(p.to_string()))),
+        }
+        for part in bad {
+            ctx.error(format!("error in field 'xff': value {part:?} is not an IP address"));
         }
         for ip in &ips {
             push_unique(&mut related_ip, ip.clone());
@@ -619,18 +627,18 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
     if let Some(ua) = ctx.val_ne(Key::RequestClientApplication) {
         if let Some(p) = ctx.user_agent(&ua) {
-            d.str(p!("user_agent.name"), p.name.clone());
+            d.put(p!("user_agent.name"), Val::Shared(p.name.clone()));
             if let Some(v) = &p.version {
-                d.str(p!("user_agent.version"), v.clone());
+                d.put(p!("user_agent.version"), Val::Shared(v.clone()));
             }
-            d.str(p!("user_agent.os.name"), p.os_name.clone());
+            d.put(p!("user_agent.os.name"), Val::Shared(p.os_name.clone()));
             if let Some(v) = &p.os_version {
-                d.str(p!("user_agent.os.version"), v.clone());
+                d.put(p!("user_agent.os.version"), Val::Shared(v.clone()));
             }
             if let Some(v) = &p.os_full {
-                d.str(p!("user_agent.os.full"), v.clone());
+                d.put(p!("user_agent.os.full"), Val::Shared(v.clone()));
             }
-            d.str(p!("user_agent.device.name"), p.device_name.clone());
+            d.put(p!("user_agent.device.name"), Val::Shared(p.device_name.clone()));
         }
         if dup {
             d.str(p!("imperva_cloud_waf.event.extensions.request.client_application"), ua.clone());
@@ -644,8 +652,12 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         (Key::Cs(11), p!("imperva_cloud_waf.event.extensions.cs11"), "cs11"),
     ] {
         if let Some(v) = ctx.val_ne(k) {
-            match json_value(&v) {
-                Ok(j) => d.put(path, Val::Json(Cow::Owned(j.into_owned()))),
+            let parsed = match &v {
+                Cow::Borrowed(b) => json_value(b),
+                Cow::Owned(o) => json_value(o).map(|j| Cow::Owned(j.into_owned())),
+            };
+            match parsed {
+                Ok(j) => d.put(path, Val::Json(j)),
                 Err(e) => ctx.error(format!("json processor on {name} failed: {e}")),
             }
         }

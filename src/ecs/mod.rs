@@ -174,10 +174,13 @@ impl Mapper {
     /// the dead-letter record when the frame cannot be parsed. Never panics on input.
     pub fn map(&self, frame: &[u8], meta: &FrameMeta<'_>, w3c: Option<&W3cFields>, out: &mut Vec<u8>) -> Mapped {
         self.counters.events.set(self.counters.events.get() + 1);
-        let text = String::from_utf8_lossy(frame);
-        if matches!(text, Cow::Owned(_)) {
-            self.counters.invalid_utf8.set(self.counters.invalid_utf8.get() + 1);
-        }
+        let text = match std::str::from_utf8(frame) {
+            Ok(t) => Cow::Borrowed(t),
+            Err(_) => {
+                self.counters.invalid_utf8.set(self.counters.invalid_utf8.get() + 1);
+                String::from_utf8_lossy(frame)
+            }
+        };
         let rec = match parse_event(&text, w3c) {
             Ok(r) => r,
             Err(e) => return self.dead_letter(frame, meta, &e.to_string(), out),
@@ -282,7 +285,7 @@ pub(crate) struct Ctx<'r, 'a> {
     pub meta: &'r FrameMeta<'r>,
     pub opts: &'r Options,
     ua: &'r RefCell<user_agent::Cache>,
-    used: Vec<bool>,
+    used: Used,
     pub errors: Vec<String>,
 }
 
@@ -294,12 +297,12 @@ impl<'r, 'a> Ctx<'r, 'a> {
         opts: &'r Options,
         ua: &'r RefCell<user_agent::Cache>,
     ) -> Self {
-        Ctx { idx: rec.index(), used: vec![false; rec.fields.len()], rec, original, meta, opts, ua, errors: Vec::new() }
+        Ctx { idx: rec.index(), used: Used::default(), rec, original, meta, opts, ua, errors: Vec::new() }
     }
 
     fn pos(&mut self, k: Key) -> Option<usize> {
         let p = self.idx.pos(k)?;
-        self.used[p] = true;
+        self.used.set(p);
         Some(p)
     }
 
@@ -339,11 +342,11 @@ impl<'r, 'a> Ctx<'r, 'a> {
     pub fn unused(&self) -> impl Iterator<Item = &'r crate::parse::Field<'a>> + '_ {
         let rec = self.rec;
         rec.fields.iter().enumerate().filter(move |(i, f)| {
-            if self.used[*i] {
+            if self.used.get(*i) {
                 return false;
             }
             match Key::lookup(rec.format, f.key).and_then(|k| self.idx.pos(k)) {
-                Some(p) => !(self.used[p] && rec.fields[p].raw == f.raw),
+                Some(p) => !(self.used.get(p) && rec.fields[p].raw == f.raw),
                 None => true,
             }
         }).map(|(_, f)| f)
@@ -355,6 +358,21 @@ impl<'r, 'a> Ctx<'r, 'a> {
 
     pub fn error(&mut self, msg: String) {
         self.errors.push(msg);
+    }
+}
+
+/// Which fields a mapper consumed (one bit per field; parsers cap fields at `MAX_FIELDS`).
+#[derive(Default)]
+struct Used([u64; crate::parse::cef::MAX_FIELDS / 64]);
+
+impl Used {
+    fn set(&mut self, i: usize) {
+        if let Some(w) = self.0.get_mut(i / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+    fn get(&self, i: usize) -> bool {
+        self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 }
 

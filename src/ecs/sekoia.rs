@@ -288,15 +288,15 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     if let Some(ua) = ctx.raw(Key::RequestClientApplication).filter(|u| !u.is_empty()) {
         d.str(p!("user_agent.original"), ua);
         if let Some(p) = ctx.user_agent(ua) {
-            d.str(p!("user_agent.name"), p.name.clone());
+            d.put(p!("user_agent.name"), Val::Shared(p.name.clone()));
             if let Some(v) = &p.version {
-                d.str(p!("user_agent.version"), v.clone());
+                d.put(p!("user_agent.version"), Val::Shared(v.clone()));
             }
-            d.str(p!("user_agent.os.name"), p.os_name.clone());
+            d.put(p!("user_agent.os.name"), Val::Shared(p.os_name.clone()));
             if let Some(v) = &p.os_version {
-                d.str(p!("user_agent.os.version"), v.clone());
+                d.put(p!("user_agent.os.version"), Val::Shared(v.clone()));
             }
-            d.str(p!("user_agent.device.name"), p.device_name.clone());
+            d.put(p!("user_agent.device.name"), Val::Shared(p.device_name.clone()));
         }
     }
     if let Some(v) = ctx.raw(Key::Ver) {

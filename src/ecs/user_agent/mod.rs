@@ -46,12 +46,12 @@ pub struct Parsed {
 /// The fields a profile writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserAgent {
-    pub name: String,
-    pub version: Option<String>,
-    pub os_name: String,
-    pub os_version: Option<String>,
-    pub os_full: Option<String>,
-    pub device_name: String,
+    pub name: Arc<str>,
+    pub version: Option<Arc<str>>,
+    pub os_name: Arc<str>,
+    pub os_version: Option<Arc<str>>,
+    pub os_full: Option<Arc<str>>,
+    pub device_name: Arc<str>,
 }
 
 #[derive(Deserialize)]
@@ -322,12 +322,12 @@ impl Parsed {
             _ => None,
         };
         UserAgent {
-            name,
-            version,
-            os_name,
-            os_version,
-            os_full,
-            device_name: self.device.clone().unwrap_or_else(|| "Other".into()),
+            name: name.into(),
+            version: version.map(Into::into),
+            os_name: os_name.into(),
+            os_version: os_version.map(Into::into),
+            os_full: os_full.map(Into::into),
+            device_name: self.device.clone().unwrap_or_else(|| "Other".into()).into(),
         }
     }
 }
@@ -380,12 +380,12 @@ mod tests {
     #[test]
     fn firefox_elastic_and_python() {
         let e = ua(FF40, Flavor::Elastic);
-        assert_eq!(e.name, "Firefox");
+        assert_eq!(&*e.name, "Firefox");
         assert_eq!(e.version.as_deref(), Some("40.0."));
-        assert_eq!(e.os_name, "Windows");
+        assert_eq!(&*e.os_name, "Windows");
         assert_eq!(e.os_version.as_deref(), Some("7"));
         assert_eq!(e.os_full.as_deref(), Some("Windows 7"));
-        assert_eq!(e.device_name, "Other");
+        assert_eq!(&*e.device_name, "Other");
         let p = ua(FF40, Flavor::Python);
         assert_eq!(p.version.as_deref(), Some("40.0"));
         assert_eq!(p.os_full, None);
@@ -397,9 +397,9 @@ mod tests {
             "Mozilla/5.0 (X11; OpenBSD i386) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/36.0.1985.125 Safari/537.36",
             Flavor::Python,
         );
-        assert_eq!((p.name.as_str(), p.version.as_deref(), p.os_name.as_str()), ("Chrome", Some("36.0.1985"), "OpenBSD"));
+        assert_eq!((&*p.name, p.version.as_deref(), &*p.os_name), ("Chrome", Some("36.0.1985"), "OpenBSD"));
         let o = ua("python-requests", Flavor::Python);
-        assert_eq!((o.name.as_str(), o.version, o.os_name.as_str(), o.device_name.as_str()), ("Other", None, "Other", "Other"));
+        assert_eq!((&*o.name, o.version, &*o.os_name, &*o.device_name), ("Other", None, "Other", "Other"));
     }
 
     #[test]
