@@ -13,6 +13,10 @@ use wafstream::ecs::{FrameMeta, Mapper, Options};
 use wafstream::generate::{self, Kind};
 use wafstream::parse;
 
+// The same allocator as the `wafstream` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const LINES: u64 = 10_000;
 
 fn corpus(kind: Kind) -> Vec<String> {

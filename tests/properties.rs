@@ -63,6 +63,33 @@ proptest! {
     }
 
     #[test]
+    fn simd_json_scan_equals_scalar(bytes in proptest::collection::vec(prop_oneof![any::<u8>(), Just(b'"'), Just(b'\\'), Just(b'a'), Just(0x1fu8), Just(0x20u8)], 0..80)) {
+        prop_assert_eq!(wafstream::ecs::doc::plain_prefix(&bytes), wafstream::ecs::doc::plain_prefix_scalar(&bytes));
+    }
+
+    #[test]
+    fn json_strings_round_trip(s in "\\PC*|[\u{0}-\u{7f}]{0,64}") {
+        let mut out = Vec::new();
+        wafstream::ecs::doc::write_str(&mut out, &s);
+        let back: String = serde_json::from_slice(&out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(back, s);
+    }
+
+    #[test]
+    fn cef_unescape_equals_naive(raw in "[a-z=\\\\nr\u{e9} ]{0,40}") {
+        let naive = {
+            let mut out = String::new();
+            let mut it = raw.chars();
+            while let Some(c) = it.next() {
+                if c != '\\' { out.push(c); continue; }
+                match it.next() { Some('n') => out.push('\n'), Some('r') => out.push('\r'), Some(o) => out.push(o), None => out.push('\\') }
+            }
+            out
+        };
+        prop_assert_eq!(parse::record::unescape_cef_value(&raw).into_owned(), naive);
+    }
+
+    #[test]
     fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
         let text = String::from_utf8_lossy(&bytes);
         let _ = parse::parse_event(&text, None);

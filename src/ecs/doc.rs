@@ -151,9 +151,20 @@ impl<'a> Doc<'a> {
 struct Seg<'p> {
     id: u16,
     text: &'p str,
+    /// `"text"`, already JSON-quoted (static segments need no escaping).
+    quoted: Option<&'static str>,
 }
 
 const DYNAMIC: u16 = u16::MAX;
+
+impl Seg<'_> {
+    fn write(&self, out: &mut Vec<u8>) {
+        match self.quoted {
+            Some(q) => out.extend_from_slice(q.as_bytes()),
+            None => write_str(out, self.text),
+        }
+    }
+}
 
 impl PartialEq for Seg<'_> {
     fn eq(&self, o: &Self) -> bool {
@@ -175,6 +186,7 @@ fn seg_table() -> &'static SegTable {
     static T: std::sync::OnceLock<SegTable> = std::sync::OnceLock::new();
     T.get_or_init(|| {
         let mut ids = std::collections::HashMap::new();
+        let mut quoted: std::collections::HashMap<&'static str, &'static str> = std::collections::HashMap::new();
         let by_slot = PATHS
             .iter()
             .map(|p| {
@@ -182,7 +194,13 @@ fn seg_table() -> &'static SegTable {
                     .map(|text| {
                         let next = ids.len() as u16;
                         let id = *ids.entry(text).or_insert(next);
-                        Seg { id, text }
+                        // One small string per distinct segment, made once per process.
+                        let q = *quoted.entry(text).or_insert_with(|| {
+                            let mut v = Vec::new();
+                            write_str(&mut v, text);
+                            Box::leak(String::from_utf8(v).unwrap_or_default().into_boxed_str())
+                        });
+                        Seg { id, text, quoted: Some(q) }
                     })
                     .collect()
             })
@@ -209,13 +227,13 @@ impl<'p> Nester<'p> {
         }
         for seg in &parents[common..] {
             self.sep(out);
-            write_str(out, seg.text);
+            seg.write(out);
             out.extend_from_slice(b":{");
             self.open.push(*seg);
             self.has_member.push(false);
         }
         self.sep(out);
-        write_str(out, leaf.text);
+        leaf.write(out);
         out.push(b':');
         write_val(out, v);
     }
@@ -231,7 +249,7 @@ impl<'p> Nester<'p> {
 }
 
 fn dynamic_segs<'p>(path: &'p str, table: &SegTable) -> Vec<Seg<'p>> {
-    path.split('.').map(|text| Seg { id: table.ids.get(text).copied().unwrap_or(DYNAMIC), text }).collect()
+    path.split('.').map(|text| Seg { id: table.ids.get(text).copied().unwrap_or(DYNAMIC), text, quoted: None }).collect()
 }
 
 fn write_val(out: &mut Vec<u8>, v: &Val<'_>) {
@@ -291,63 +309,78 @@ fn write_val(out: &mut Vec<u8>, v: &Val<'_>) {
     }
 }
 
-/// Whether any of 8 bytes (little-endian word) is `"`, `\\` or a control character (< 0x20).
+/// Length of the prefix of `b` that needs no JSON escaping (no `"`, `\\`, or byte < 0x20).
+/// SSE2 (baseline on x86_64) checks 16 bytes per step; [`plain_prefix_scalar`] is the
+/// reference, and a property test keeps the two equal.
 #[inline]
-fn word_needs_escape(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let quote = has_zero(w ^ (ONES * b'"' as u64));
-    let backslash = has_zero(w ^ (ONES * b'\\' as u64));
-    // Bytes below 0x20: (b - 0x20) borrows into the high bit for b < 0x20 (ASCII range).
-    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    (quote | backslash | control) != 0
+pub fn plain_prefix(b: &[u8]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        plain_prefix_sse2(b)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        plain_prefix_scalar(b)
+    }
 }
 
-/// Write `s` as a JSON string. Runs of plain text are copied eight bytes at a time.
+/// Reference implementation of [`plain_prefix`].
+pub fn plain_prefix_scalar(b: &[u8]) -> usize {
+    b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).unwrap_or(b.len())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn plain_prefix_sse2(b: &[u8]) -> usize {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+    let mut i = 0;
+    // SAFETY: SSE2 is part of the x86_64 baseline, so these intrinsics are always available;
+    // every load reads 16 bytes at `i` with `i + 16 <= b.len()`, inside the slice.
+    unsafe {
+        let quote = _mm_set1_epi8(b'"' as i8);
+        let backslash = _mm_set1_epi8(b'\\' as i8);
+        let below = _mm_set1_epi8(0x1f);
+        while i + 16 <= b.len() {
+            let v = _mm_loadu_si128(b.as_ptr().add(i) as *const __m128i);
+            // c < 0x20  <=>  max(c, 0x1f) == 0x1f (unsigned).
+            let ctrl = _mm_cmpeq_epi8(_mm_max_epu8(v, below), below);
+            let hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)), ctrl);
+            let mask = _mm_movemask_epi8(hit) as u32;
+            if mask != 0 {
+                return i + mask.trailing_zeros() as usize;
+            }
+            i += 16;
+        }
+    }
+    i + plain_prefix_scalar(&b[i..])
+}
+
+/// Write `s` as a JSON string; runs of plain text are found [`plain_prefix`] at a time.
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.reserve(s.len() + 2);
     out.push(b'"');
-    let b = s.as_bytes();
-    let mut start = 0;
-    let mut i = 0;
-    while i < b.len() {
-        if i + 8 <= b.len() {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[i..i + 8]);
-            if !word_needs_escape(u64::from_le_bytes(w)) {
-                i += 8;
-                continue;
-            }
-        }
-        let c = b[i];
-        let esc: &[u8] = match c {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => {
-                out.extend_from_slice(&b[start..i]);
+    let mut b = s.as_bytes();
+    loop {
+        let n = plain_prefix(b);
+        out.extend_from_slice(&b[..n]);
+        let Some(&c) = b.get(n) else { break };
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            _ => {
                 const H: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(b"\\u00");
                 out.push(H[(c >> 4) as usize]);
                 out.push(H[(c & 15) as usize]);
-                i += 1;
-                start = i;
-                continue;
             }
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        out.extend_from_slice(&b[start..i]);
-        out.extend_from_slice(esc);
-        i += 1;
-        start = i;
+        }
+        b = &b[n + 1..];
     }
-    out.extend_from_slice(&b[start..]);
     out.push(b'"');
 }
 

@@ -33,7 +33,7 @@ pub fn parse(text: &str) -> Result<Record<'_>, ParseError> {
         name: unescape_cef_header(fields[5]),
         severity: unescape_cef_header(fields[6]),
     };
-    let mut out = Vec::with_capacity(48);
+    let mut out = Vec::with_capacity(64);
     scan_extension(ext, &mut out)?;
     Ok(Record { format: Format::Cef, syslog: None, header, fields: out })
 }

@@ -44,23 +44,37 @@ impl<'a> Field<'a> {
 
 /// Unescape a CEF extension value (CEF spec + Elastic's decoder: unknown `\x` keeps `x`).
 pub fn unescape_cef_value(raw: &str) -> Cow<'_, str> {
-    if !raw.as_bytes().contains(&b'\\') {
+    let b = raw.as_bytes();
+    let Some(first) = memchr::memchr(b'\\', b) else {
         return Cow::Borrowed(raw);
-    }
+    };
     let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
+    let mut start = 0;
+    let mut i = first;
+    // Backslashes are ASCII, so every cut below is on a character boundary.
+    loop {
+        out.push_str(&raw[start..i]);
+        match b.get(i + 1) {
+            Some(b'n') => out.push('\n'),
+            Some(b'r') => out.push('\r'),
+            Some(_) => {
+                // Keep the escaped character itself (one full UTF-8 character).
+                let ch = raw[i + 1..].chars().next().unwrap_or('\\');
+                out.push(ch);
+                i += ch.len_utf8() - 1;
+            }
+            None => {
+                out.push('\\');
+                return Cow::Owned(out);
+            }
         }
-        match chars.next() {
-            Some('n') => out.push('\n'),
-            Some('r') => out.push('\r'),
-            Some(other) => out.push(other),
-            None => out.push('\\'),
+        start = i + 2;
+        match memchr::memchr(b'\\', &b[start..]) {
+            Some(n) => i = start + n,
+            None => break,
         }
     }
+    out.push_str(&raw[start..]);
     Cow::Owned(out)
 }
 
@@ -389,6 +403,8 @@ mod tests {
     fn cef_value_unescape() {
         assert_eq!(unescape_cef_value(r"a\=b\\c\nd\re\x"), "a=b\\c\nd\rex");
         assert_eq!(unescape_cef_value("trailing\\"), "trailing\\");
+        assert_eq!(unescape_cef_value("caf\\\u{e9} \\\u{6771}x"), "caf\u{e9} \u{6771}x");
+        assert_eq!(unescape_cef_value("\\\\\\="), "\\=");
         assert_eq!(unescape_cef_header(r"a\|b\\c\d"), r"a|b\c\d");
     }
 }
