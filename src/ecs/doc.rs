@@ -57,7 +57,13 @@ impl Default for Doc<'_> {
 
 impl<'a> Doc<'a> {
     pub fn with_capacity(n: usize) -> Self {
-        Doc { slot_val: [NONE; PATHS.len()], vals: Vec::with_capacity(n), dynamic: Vec::new() }
+        Doc::with_storage(Vec::with_capacity(n))
+    }
+
+    /// A document storing its values in `vals` (cleared first); [`Doc::write`] hands it back.
+    pub fn with_storage(mut vals: Vec<Val<'a>>) -> Self {
+        vals.clear();
+        Doc { slot_val: [NONE; PATHS.len()], vals, dynamic: Vec::new() }
     }
 
     /// Set a field; a later set of the same path wins.
@@ -115,8 +121,9 @@ impl<'a> Doc<'a> {
         self.len() == 0
     }
 
-    /// Write the document as one JSON object (no trailing newline).
-    pub fn write(mut self, out: &mut Vec<u8>) {
+    /// Write the document as one JSON object (no trailing newline). Returns the value storage,
+    /// emptied, for reuse.
+    pub fn write(mut self, out: &mut Vec<u8>) -> Vec<Val<'a>> {
         let table = seg_table();
         self.dynamic.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut w = Nester { open: Vec::with_capacity(8), has_member: Vec::with_capacity(8) };
@@ -142,7 +149,16 @@ impl<'a> Doc<'a> {
             out.push(b'}');
         }
         out.push(b'}');
+        self.vals.clear();
+        self.vals
     }
+}
+
+/// Re-type an emptied vector to another lifetime, keeping its allocation (the in-place
+/// `collect` of an empty vector reuses the buffer; no element is ever converted).
+pub fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter().map(|_| unreachable!("vector was cleared")).collect()
 }
 
 /// A path segment: its text and, for segments of static paths, an interned id, so the writer
@@ -474,5 +490,21 @@ mod tests {
             let back: String = serde_json::from_slice(&out).expect("valid JSON string");
             assert_eq!(back, s);
         }
+    }
+}
+
+#[cfg(test)]
+mod recycle_tests {
+    use super::*;
+
+    #[test]
+    fn recycle_keeps_the_allocation() {
+        let mut v: Vec<Val<'static>> = Vec::with_capacity(100);
+        v.push(Val::Int(1));
+        let ptr = v.as_ptr() as usize;
+        let w: Vec<Val<'_>> = recycle(v);
+        assert!(w.is_empty());
+        assert!(w.capacity() >= 100);
+        assert_eq!(w.as_ptr() as usize, ptr);
     }
 }

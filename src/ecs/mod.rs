@@ -22,7 +22,7 @@ use base64::Engine;
 
 use crate::p;
 use crate::parse::time::Zone;
-use crate::parse::{Key, KeyIndex, Record, W3cFields, parse_event};
+use crate::parse::{Key, KeyIndex, Record, W3cFields, parse_event_into};
 use doc::{Doc, TsStyle, Val};
 
 /// Output profile.
@@ -154,7 +154,15 @@ pub struct Counters {
 pub struct Mapper {
     opts: Options,
     ua: RefCell<user_agent::Cache>,
+    scratch: RefCell<Scratch>,
     pub counters: Counters,
+}
+
+/// Per-event vectors kept between events so the hot path does not allocate them each time.
+#[derive(Default)]
+struct Scratch {
+    fields: Vec<crate::parse::Field<'static>>,
+    vals: Vec<Val<'static>>,
 }
 
 impl Mapper {
@@ -163,7 +171,12 @@ impl Mapper {
             Profile::Elastic => user_agent::Flavor::Elastic,
             Profile::Sekoia => user_agent::Flavor::Python,
         };
-        Mapper { opts, ua: RefCell::new(user_agent::Cache::new(flavor)), counters: Counters::default() }
+        Mapper {
+            opts,
+            ua: RefCell::new(user_agent::Cache::new(flavor)),
+            scratch: RefCell::new(Scratch { fields: Vec::with_capacity(64), vals: Vec::with_capacity(128) }),
+            counters: Counters::default(),
+        }
     }
 
     pub fn options(&self) -> &Options {
@@ -181,7 +194,11 @@ impl Mapper {
                 String::from_utf8_lossy(frame)
             }
         };
-        let rec = match parse_event(&text, w3c) {
+        let (fields, vals) = match self.scratch.try_borrow_mut() {
+            Ok(mut s) => (std::mem::take(&mut s.fields), std::mem::take(&mut s.vals)),
+            Err(_) => (Vec::new(), Vec::new()),
+        };
+        let rec = match parse_event_into(&text, w3c, doc::recycle(fields)) {
             Ok(r) => r,
             Err(e) => return self.dead_letter(frame, meta, &e.to_string(), out),
         };
@@ -194,7 +211,7 @@ impl Mapper {
         };
         let original = text.trim_end_matches(['\r', '\n', '\0']);
         let mut ctx = Ctx::new(&rec, original, meta, &self.opts, &self.ua);
-        let mut d = Doc::with_capacity(96);
+        let mut d = Doc::with_storage(doc::recycle(vals));
         match self.opts.profile {
             Profile::Elastic => match dataset {
                 Dataset::SecureSphere => elastic::securesphere(&mut ctx, &mut d),
@@ -209,7 +226,12 @@ impl Mapper {
         if self.opts.emit_id {
             d.put(p!("_id"), Val::Str(Cow::Owned(id.clone())));
         }
-        d.write(out);
+        let vals = d.write(out);
+        drop(ctx);
+        if let Ok(mut s) = self.scratch.try_borrow_mut() {
+            s.vals = doc::recycle(vals);
+            s.fields = doc::recycle(rec.fields);
+        }
         Mapped { dataset: Some(dataset), id, error: None }
     }
 

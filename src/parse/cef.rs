@@ -17,7 +17,13 @@ pub const MAX_FIELDS: usize = 1024;
 /// Parse a CEF payload. `text` may carry anything before `CEF:` (it is ignored here; the
 /// syslog envelope is split off by the caller).
 pub fn parse(text: &str) -> Result<Record<'_>, ParseError> {
-    let start = memchr::memmem::find(text.as_bytes(), b"CEF:").ok_or(ParseError::NotCef)?;
+    parse_into(text, Vec::with_capacity(64))
+}
+
+/// [`parse`] into a caller's (empty) field vector.
+pub fn parse_into<'a>(text: &'a str, mut out: Vec<Field<'a>>) -> Result<Record<'a>, ParseError> {
+    out.clear();
+    let start = super::CEF_MARK.find(text.as_bytes()).ok_or(ParseError::NotCef)?;
     let body = &text[start + 4..];
     let (fields, ext) = split_header::<7>(body).ok_or_else(|| ParseError::Header {
         format: "CEF",
@@ -33,7 +39,6 @@ pub fn parse(text: &str) -> Result<Record<'_>, ParseError> {
         name: unescape_cef_header(fields[5]),
         severity: unescape_cef_header(fields[6]),
     };
-    let mut out = Vec::with_capacity(64);
     scan_extension(ext, &mut out)?;
     Ok(Record { format: Format::Cef, syslog: None, header, fields: out })
 }

@@ -11,7 +11,13 @@ use super::cef::{MAX_FIELDS, scan_extension, split_header};
 use super::record::{Escape, Field, Format, Header, Record};
 
 pub fn parse(text: &str) -> Result<Record<'_>, ParseError> {
-    let start = memchr::memmem::find(text.as_bytes(), b"LEEF:").ok_or(ParseError::NotLeef)?;
+    parse_into(text, Vec::with_capacity(48))
+}
+
+/// [`parse`] into a caller's (empty) field vector.
+pub fn parse_into<'a>(text: &'a str, mut fields: Vec<Field<'a>>) -> Result<Record<'a>, ParseError> {
+    fields.clear();
+    let start = super::LEEF_MARK.find(text.as_bytes()).ok_or(ParseError::NotLeef)?;
     let body = &text[start + 5..];
     let (h, rest) = split_header::<5>(body).ok_or(ParseError::Header {
         format: "LEEF",
@@ -42,7 +48,6 @@ pub fn parse(text: &str) -> Result<Record<'_>, ParseError> {
         name: Cow::Borrowed(h[4]),
         severity: Cow::Borrowed(""),
     };
-    let mut fields = Vec::with_capacity(48);
     if attrs.contains(delim) {
         for item in attrs.split(delim) {
             let item = item.trim_matches(|c| c == '\r' || c == '\n');

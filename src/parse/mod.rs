@@ -35,22 +35,36 @@ pub enum ParseError {
     Empty,
 }
 
+pub(crate) static CEF_MARK: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"CEF:"));
+pub(crate) static LEEF_MARK: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"LEEF:"));
+
 /// Parse one event: envelope, then CEF / LEEF / W3C (when `w3c` columns are known).
 pub fn parse_event<'a>(text: &'a str, w3c: Option<&'a W3cFields>) -> Result<Record<'a>, ParseError> {
+    parse_event_into(text, w3c, Vec::new())
+}
+
+/// [`parse_event`] filling a caller's (empty) field vector, so hot loops can reuse it.
+pub fn parse_event_into<'a>(
+    text: &'a str,
+    w3c: Option<&'a W3cFields>,
+    fields: Vec<Field<'a>>,
+) -> Result<Record<'a>, ParseError> {
     let trimmed = text.trim_end_matches(['\r', '\n', '\0']);
     if trimmed.trim().is_empty() {
         return Err(ParseError::Empty);
     }
     let (env, payload) = syslog::split_envelope(trimmed);
     let b = payload.as_bytes();
-    let cef_at = memchr::memmem::find(b, b"CEF:");
-    let leef_at = memchr::memmem::find(b, b"LEEF:");
+    let cef_at = CEF_MARK.find(b);
+    let leef_at = LEEF_MARK.find(b);
     let mut rec = match (cef_at, leef_at) {
-        (Some(c), Some(l)) if l < c => leef::parse(payload)?,
-        (Some(_), _) => cef::parse(payload)?,
-        (None, Some(_)) => leef::parse(payload)?,
+        (Some(c), Some(l)) if l < c => leef::parse_into(payload, fields)?,
+        (Some(_), _) => cef::parse_into(payload, fields)?,
+        (None, Some(_)) => leef::parse_into(payload, fields)?,
         (None, None) => match w3c {
-            Some(cols) if !w3c::is_directive(payload) => w3c::parse(payload, cols)?,
+            Some(cols) if !w3c::is_directive(payload) => w3c::parse_into(payload, cols, fields)?,
             _ => return Err(ParseError::Unrecognized),
         },
     };

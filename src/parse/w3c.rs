@@ -163,6 +163,12 @@ fn utf8_len(first: u8) -> usize {
 
 /// Parse one W3C data line against its file's columns.
 pub fn parse<'a>(line: &'a str, cols: &'a W3cFields) -> Result<Record<'a>, ParseError> {
+    parse_into(line, cols, Vec::new())
+}
+
+/// [`parse`] into a caller's (empty) field vector.
+pub fn parse_into<'a>(line: &'a str, cols: &'a W3cFields, mut fields: Vec<Field<'a>>) -> Result<Record<'a>, ParseError> {
+    fields.clear();
     let line = line.trim_end_matches(['\r', '\n']);
     let toks = tokens(line);
     if toks.len() != cols.names.len() {
@@ -170,7 +176,6 @@ pub fn parse<'a>(line: &'a str, cols: &'a W3cFields) -> Result<Record<'a>, Parse
     }
     let mut date: Option<&str> = None;
     let mut time: Option<&str> = None;
-    let mut fields = Vec::with_capacity(toks.len() + 1);
     for (i, tok) in toks.into_iter().enumerate() {
         if tok == "-" {
             continue;
