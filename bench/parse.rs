@@ -27,7 +27,11 @@ fn corpus(kind: Kind) -> Vec<String> {
 
 /// Map the whole corpus once; every line must give a document, none a dead letter.
 fn check(lines: &[String], mapper: &Mapper) {
-    let meta = FrameMeta { received_ms: 1_700_000_000_000, input: "bench", ..FrameMeta::default() };
+    let meta = FrameMeta {
+        received_ms: 1_700_000_000_000,
+        input: "bench",
+        ..FrameMeta::default()
+    };
     let mut buf = Vec::with_capacity(8192);
     let mut docs = 0;
     for l in lines {
@@ -46,11 +50,21 @@ fn bench(c: &mut Criterion) {
         let bytes: u64 = lines.iter().map(|l| l.len() as u64 + 1).sum();
         let mapper = Mapper::new(Options::default());
         check(&lines, &mapper);
-        let parsed = lines.iter().filter(|l| parse::parse_event(l, None).is_ok_and(|r| r.fields.len() > 10)).count();
+        let parsed = lines
+            .iter()
+            .filter(|l| parse::parse_event(l, None).is_ok_and(|r| r.fields.len() > 10))
+            .count();
         assert_eq!(parsed, lines.len(), "parse-only must see every line's fields");
-        eprintln!("{label}: {} lines, {:.0} bytes/line", lines.len(), bytes as f64 / lines.len() as f64);
+        eprintln!(
+            "{label}: {} lines, {:.0} bytes/line",
+            lines.len(),
+            bytes as f64 / lines.len() as f64
+        );
 
-        for (unit, tp) in [("events", Throughput::Elements(lines.len() as u64)), ("bytes", Throughput::Bytes(bytes))] {
+        for (unit, tp) in [
+            ("events", Throughput::Elements(lines.len() as u64)),
+            ("bytes", Throughput::Bytes(bytes)),
+        ] {
             let mut g = c.benchmark_group(format!("{label}/{unit}"));
             g.throughput(tp);
             g.sample_size(20);
@@ -65,7 +79,11 @@ fn bench(c: &mut Criterion) {
                     black_box(n)
                 })
             });
-            let meta = FrameMeta { received_ms: 1_700_000_000_000, input: "bench", ..FrameMeta::default() };
+            let meta = FrameMeta {
+                received_ms: 1_700_000_000_000,
+                input: "bench",
+                ..FrameMeta::default()
+            };
             let mut buf = Vec::with_capacity(1 << 20);
             g.bench_function("parse_ecs_json", |b| {
                 b.iter(|| {

@@ -75,7 +75,15 @@ const ATTACKS: &[(&str, &str)] = &[
     ("Bad Bot", "14"),
 ];
 
-const PATHS: &[&str] = &["index.html", "login.php", "api/v2/orders", "static/app.js", "cart/checkout", "search", "wp-admin/admin-ajax.php"];
+const PATHS: &[&str] = &[
+    "index.html",
+    "login.php",
+    "api/v2/orders",
+    "static/app.js",
+    "cart/checkout",
+    "search",
+    "wp-admin/admin-ajax.php",
+];
 const QUERIES: &[&str] = &[
     "q\\=shoes&page\\=2",
     "id\\=1%27%20OR%201%3d1--",
@@ -95,11 +103,19 @@ const COUNTRIES: &[(&str, &str, &str, &str)] = &[
 /// One Cloud WAF CEF line (no newline).
 fn cloud_line(r: &mut Rng, i: u64, out: &mut String) {
     let (name, sev) = ATTACKS[r.below(ATTACKS.len() as u64) as usize];
-    let act = if name == "Normal" { r.pick(&ACTIONS[..4]) } else { r.pick(&ACTIONS[4..]) };
+    let act = if name == "Normal" {
+        r.pick(&ACTIONS[..4])
+    } else {
+        r.pick(&ACTIONS[4..])
+    };
     let (cc, city, lat, lon) = COUNTRIES[r.below(COUNTRIES.len() as u64) as usize];
     let start = 1_700_000_000_000 + i * 37;
     let q = r.pick(QUERIES);
-    let rules = if name == "Normal" { String::new() } else { format!(" fileType=30037,1001, filePermission=2,1, cs9={name},High Risk Resources, cs9Label=Rule name") };
+    let rules = if name == "Normal" {
+        String::new()
+    } else {
+        format!(" fileType=30037,1001, filePermission=2,1, cs9={name},High Risk Resources, cs9Label=Rule name")
+    };
     use std::fmt::Write;
     let _ = write!(
         out,
@@ -122,7 +138,11 @@ additionalResHeaders=[{{\"Content-Type\":\"text/html; charset\\=UTF-8\"}}]{rules
         v4 = r.next(),
         path = r.pick(PATHS),
         method = if r.below(5) == 0 { "POST" } else { "GET" },
-        qs = if q.is_empty() { String::new() } else { format!(" qstr={q}") },
+        qs = if q.is_empty() {
+            String::new()
+        } else {
+            format!(" qstr={q}")
+        },
         status = if act.starts_with("REQ_BLOCKED") { 403 } else { 200 },
         ext = 33_411_452_762_204_224u64.wrapping_add(i * 7),
         s1 = r.below(255),
@@ -150,7 +170,11 @@ fn securesphere_line(r: &mut Rng, i: u64, out: &mut String) {
     let (class, name, sev) = SS_CLASSES[r.below(SS_CLASSES.len() as u64) as usize];
     let secs = i % 86_400;
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    let envelope = if r.below(2) == 0 { format!("<14>Nov 15 {h:02}:{m:02}:{s:02} waf-gw{} ", r.below(4)) } else { "<14>".to_string() };
+    let envelope = if r.below(2) == 0 {
+        format!("<14>Nov 15 {h:02}:{m:02}:{s:02} waf-gw{} ", r.below(4))
+    } else {
+        "<14>".to_string()
+    };
     let _ = write!(
         out,
         "{envelope}CEF:0|Imperva Inc.|SecureSphere|15.1.0|{class}|{name}|{sev}|act={act} dst=10.{d1}.{d2}.{d3} dpt=443 \

@@ -17,7 +17,12 @@ fn wafstream(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .spawn()
         .expect("spawn wafstream");
     if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
     }
     child.wait_with_output().expect("wait")
 }
@@ -64,11 +69,17 @@ fn dlq_file_diverts_failures_and_success_exits_zero() {
 #[test]
 fn profile_and_options_flags() {
     let line = "CEF:0|Incapsula|SIEMintegration|1|1|Normal|0| start=1700000000000 end=1700000000002 src=1.2.3.4 act=REQ_PASSED";
-    let out = wafstream(&["parse", "--profile", "sekoia", "--tag", "x", "-"], Some(line.as_bytes()));
+    let out = wafstream(
+        &["parse", "--profile", "sekoia", "--tag", "x", "-"],
+        Some(line.as_bytes()),
+    );
     let d = docs(&out);
     assert_eq!(d[0]["event"]["type"], serde_json::json!(["allowed", "connection"]));
     assert_eq!(d[0]["tags"], serde_json::json!(["x"]));
-    let out = wafstream(&["parse", "--preserve-original-event", "--emit-id", "-"], Some(line.as_bytes()));
+    let out = wafstream(
+        &["parse", "--preserve-original-event", "--emit-id", "-"],
+        Some(line.as_bytes()),
+    );
     let d = docs(&out);
     assert_eq!(d[0]["event"]["original"], line);
     assert_eq!(d[0]["_id"].as_str().map(str::len), Some(32));
@@ -81,7 +92,14 @@ fn profile_and_options_flags() {
 fn help_explains_the_interface() {
     let out = wafstream(&["parse", "--help"], None);
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--profile", "--tz", "--preserve-original-event", "--preserve-duplicate-custom-fields", "--keys-dir", "--dlq"] {
+    for flag in [
+        "--profile",
+        "--tz",
+        "--preserve-original-event",
+        "--preserve-duplicate-custom-fields",
+        "--keys-dir",
+        "--dlq",
+    ] {
         assert!(help.contains(flag), "{flag} missing from --help");
     }
 }
@@ -96,7 +114,10 @@ fn encrypted_compressed_file_with_keys_dir() {
     let path = dir.path().join("1234_5.log");
     std::fs::write(&path, &file).expect("write");
     let keys = dir.path().join("keys");
-    let out = wafstream(&["parse", "--keys-dir", keys.to_str().unwrap(), path.to_str().unwrap()], None);
+    let out = wafstream(
+        &["parse", "--keys-dir", keys.to_str().unwrap(), path.to_str().unwrap()],
+        None,
+    );
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let d = docs(&out);
     assert_eq!(d.len(), 25);
@@ -105,7 +126,15 @@ fn encrypted_compressed_file_with_keys_dir() {
         assert_eq!(doc["log"]["file"]["path"], path.to_str().unwrap());
     }
     // Without the key: one dead letter for the file, naming the problem, exit 1.
-    let out = wafstream(&["parse", "--keys-dir", dir.path().to_str().unwrap(), path.to_str().unwrap()], None);
+    let out = wafstream(
+        &[
+            "parse",
+            "--keys-dir",
+            dir.path().to_str().unwrap(),
+            path.to_str().unwrap(),
+        ],
+        None,
+    );
     assert_eq!(out.status.code(), Some(1));
     let d = docs(&out);
     assert_eq!(d.len(), 1);
@@ -117,7 +146,11 @@ fn encrypted_compressed_file_with_keys_dir() {
 fn checksum_mismatch_warns_and_keeps_events() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("f.log");
-    std::fs::write(&path, container(cloud_lines(2).as_bytes(), Comp::Zlib, None, Some("00"))).expect("write");
+    std::fs::write(
+        &path,
+        container(cloud_lines(2).as_bytes(), Comp::Zlib, None, Some("00")),
+    )
+    .expect("write");
     let out = wafstream(&["parse", path.to_str().unwrap()], None);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(docs(&out).len(), 2);
@@ -142,7 +175,12 @@ fn overlong_line_is_cut_and_dead_lettered() {
     assert_eq!(out.status.code(), Some(1));
     let d = docs(&out);
     assert_eq!(d.len(), 2);
-    assert!(d[0]["error"]["message"].as_str().unwrap().contains("exceeds --max-line-bytes 1000"));
+    assert!(
+        d[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeds --max-line-bytes 1000")
+    );
     assert_eq!(d[0]["event"]["original"].as_str().unwrap().len(), 1000);
     assert_eq!(d[1]["source"]["ip"], "1.2.3.4");
 }

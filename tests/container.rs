@@ -112,7 +112,12 @@ fn missing_key_names_the_path() {
 #[test]
 fn bad_checksum_is_reported_and_data_kept() {
     let plain = cloud_lines(3);
-    let file = container(plain.as_bytes(), Comp::Zlib, None, Some("0123456789abcdef0123456789abcdef"));
+    let file = container(
+        plain.as_bytes(),
+        Comp::Zlib,
+        None,
+        Some("0123456789abcdef0123456789abcdef"),
+    );
     let o = container::open(&file, &KeyStore::none(), Limits::default()).expect("open");
     match &o.checksum {
         Checksum::Mismatch { expected, actual } => {
@@ -129,7 +134,9 @@ fn gzip_bomb_hits_the_cap() {
     let zeros = vec![0u8; 64 * 1024 * 1024];
     let bomb = support::gzip(&zeros);
     assert!(bomb.len() < 256 * 1024, "bomb is {} bytes", bomb.len());
-    let limits = Limits { max_decompressed_bytes: 8 * 1024 * 1024 };
+    let limits = Limits {
+        max_decompressed_bytes: 8 * 1024 * 1024,
+    };
     let err = container::open(&bomb, &KeyStore::none(), limits).unwrap_err();
     assert!(matches!(err, ContainerError::TooLarge(8_388_608)), "{err}");
     // Inside a container body too.

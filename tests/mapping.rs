@@ -6,7 +6,13 @@ use wafstream::ecs::{Dataset, FrameMeta, Mapped, Mapper, Options, Profile};
 use wafstream::parse::W3cFields;
 
 fn meta() -> FrameMeta<'static> {
-    FrameMeta { received_ms: 1_700_000_000_000, input: "tcp", source: None, peer: Some("192.0.2.10:5140"), offset: None }
+    FrameMeta {
+        received_ms: 1_700_000_000_000,
+        input: "tcp",
+        source: None,
+        peer: Some("192.0.2.10:5140"),
+        offset: None,
+    }
 }
 
 fn map_with(line: &[u8], opts: Options) -> (Value, Mapped) {
@@ -25,11 +31,14 @@ const SS: &str = "CEF:0|Imperva Inc.|SecureSphere|15.1.0|Signature|sig-name|High
 
 #[test]
 fn ipv6_addresses_are_typed_and_related() {
-    let v = map("CEF:0|Imperva Inc.|SecureSphere|15.1.0|Signature|n|High|dst=2001:DB8::1 src=fe80::1%eth0 spt=1 dpt=2 cat=Alert");
+    let v = map(
+        "CEF:0|Imperva Inc.|SecureSphere|15.1.0|Signature|n|High|dst=2001:DB8::1 src=fe80::1%eth0 spt=1 dpt=2 cat=Alert",
+    );
     assert_eq!(v["destination"]["ip"], "2001:db8::1");
     assert_eq!(v["source"]["ip"], "fe80::1");
     assert_eq!(v["related"]["ip"], serde_json::json!(["2001:db8::1", "fe80::1"]));
-    let c = map("CEF:0|Incapsula|SIEMintegration|1|1|Normal|0| src=2001:db8:0:0:0:0:0:7 cpt=443 sip=[2001:db8::2] spt=80");
+    let c =
+        map("CEF:0|Incapsula|SIEMintegration|1|1|Normal|0| src=2001:db8:0:0:0:0:0:7 cpt=443 sip=[2001:db8::2] spt=80");
     assert_eq!(c["source"]["ip"], "2001:db8::7");
     assert_eq!(c["destination"]["ip"], "2001:db8::2");
     assert_eq!(c["source"]["port"], 443);
@@ -46,10 +55,15 @@ fn invalid_ip_is_dropped_with_error_message() {
 
 #[test]
 fn multibyte_utf8_is_preserved() {
-    let v = map("CEF:0|Imperva Inc.|SecureSphere|15.1.0|Signature|Zugriff für 東京|High|duser=Jürgen cs1=ポリシー cs1Label=Policy");
+    let v = map(
+        "CEF:0|Imperva Inc.|SecureSphere|15.1.0|Signature|Zugriff für 東京|High|duser=Jürgen cs1=ポリシー cs1Label=Policy",
+    );
     assert_eq!(v["message"], "Zugriff für 東京");
     assert_eq!(v["destination"]["user"]["name"], "Jürgen");
-    assert_eq!(v["imperva"]["securesphere"]["device"]["custom_string1"]["value"], "ポリシー");
+    assert_eq!(
+        v["imperva"]["securesphere"]["device"]["custom_string1"]["value"],
+        "ポリシー"
+    );
 }
 
 #[test]
@@ -70,15 +84,27 @@ fn invalid_utf8_is_replaced_counted_and_parsed() {
 #[test]
 fn fifty_kib_line_maps_whole() {
     let payload = "A".repeat(50 * 1024);
-    let line = format!("<14>CEF:0|Imperva Inc.|SecureSphere|14.0|Audit|Audit.DAM|Informative|cs15={payload} cs15Label=RawQuery cs1=x cs2=x cs3=x cs4=x cs5=x cs6=x cs7=x cs8=x cs9=x cs10=x cs11=x cs12=x cs13=x cs14=x");
+    let line = format!(
+        "<14>CEF:0|Imperva Inc.|SecureSphere|14.0|Audit|Audit.DAM|Informative|cs15={payload} cs15Label=RawQuery cs1=x cs2=x cs3=x cs4=x cs5=x cs6=x cs7=x cs8=x cs9=x cs10=x cs11=x cs12=x cs13=x cs14=x"
+    );
     assert!(line.len() > 50 * 1024);
     let v = map(&line);
-    assert_eq!(v["imperva"]["securesphere"]["device"]["custom_string15"]["value"].as_str().unwrap().len(), 50 * 1024);
+    assert_eq!(
+        v["imperva"]["securesphere"]["device"]["custom_string15"]["value"]
+            .as_str()
+            .unwrap()
+            .len(),
+        50 * 1024
+    );
 }
 
 #[test]
 fn configured_time_zone_applies() {
-    let opts = Options { zone: wafstream::parse::time::Zone::parse("America/New_York").unwrap(), tz_name: Some("America/New_York".into()), ..Options::default() };
+    let opts = Options {
+        zone: wafstream::parse::time::Zone::parse("America/New_York").unwrap(),
+        tz_name: Some("America/New_York".into()),
+        ..Options::default()
+    };
     let (v, _) = map_with(SS.as_bytes(), opts);
     assert_eq!(v["@timestamp"], "2023-10-05T22:33:02.000Z");
     assert_eq!(v["event"]["timezone"], "America/New_York");
@@ -90,11 +116,20 @@ fn options_control_original_and_duplicates() {
     assert!(v["event"].get("original").is_none());
     assert!(v["imperva"]["securesphere"].get("source").is_none());
     assert!(v.get("tags").is_none());
-    let opts = Options { preserve_original_event: true, preserve_duplicate_custom_fields: true, tags: vec!["dc1".into()], namespace: "prod".into(), ..Options::default() };
+    let opts = Options {
+        preserve_original_event: true,
+        preserve_duplicate_custom_fields: true,
+        tags: vec!["dc1".into()],
+        namespace: "prod".into(),
+        ..Options::default()
+    };
     let (v, r) = map_with(SS.as_bytes(), opts);
     assert_eq!(v["event"]["original"], SS);
     assert_eq!(v["imperva"]["securesphere"]["source"]["address"], "198.51.100.4");
-    assert_eq!(v["tags"], serde_json::json!(["preserve_original_event", "preserve_duplicate_custom_fields", "dc1"]));
+    assert_eq!(
+        v["tags"],
+        serde_json::json!(["preserve_original_event", "preserve_duplicate_custom_fields", "dc1"])
+    );
     assert_eq!(v["data_stream"]["namespace"], "prod");
     assert_eq!(r.dataset, Some(Dataset::SecureSphere));
 }
@@ -142,7 +177,13 @@ fn ids_are_deterministic() {
     let (_, x) = map_with(l1.as_bytes(), Options::default());
     let (_, y) = map_with(format!("<14>Jan 01 00:00:00 relay {l1}").as_bytes(), Options::default());
     assert_eq!(x.id, y.id);
-    let (v, _) = map_with(l1.as_bytes(), Options { emit_id: true, ..Options::default() });
+    let (v, _) = map_with(
+        l1.as_bytes(),
+        Options {
+            emit_id: true,
+            ..Options::default()
+        },
+    );
     assert_eq!(v["_id"], x.id.as_str());
 }
 
@@ -163,7 +204,10 @@ fn leef2_custom_delimiter_maps_to_cloud_waf() {
 
 #[test]
 fn w3c_line_maps_to_cloud_waf() {
-    let cols = W3cFields::from_directive("#Fields: date time c-ip c-port s-ip s-port cs-method cs-uri sc-status sc-action cs(User-Agent) s-xff").unwrap();
+    let cols = W3cFields::from_directive(
+        "#Fields: date time c-ip c-port s-ip s-port cs-method cs-uri sc-status sc-action cs(User-Agent) s-xff",
+    )
+    .unwrap();
     let m = Mapper::new(Options::default());
     let mut out = Vec::new();
     let r = m.map(
@@ -184,7 +228,13 @@ fn w3c_line_maps_to_cloud_waf() {
 
 #[test]
 fn sekoia_profile_on_securesphere_lines() {
-    let (v, _) = map_with(SS.as_bytes(), Options { profile: Profile::Sekoia, ..Options::default() });
+    let (v, _) = map_with(
+        SS.as_bytes(),
+        Options {
+            profile: Profile::Sekoia,
+            ..Options::default()
+        },
+    );
     assert_eq!(v["observer"]["vendor"], "Imperva");
     assert_eq!(v["source"]["ip"], "198.51.100.4");
     assert_eq!(v["destination"]["port"], 443);
@@ -195,7 +245,13 @@ fn sekoia_profile_on_securesphere_lines() {
 #[test]
 fn syslog_envelope_facts_on_request() {
     let line = format!("<134>1 2023-10-05T18:33:02Z gw01 SecureSphere - - - {SS}");
-    let (v, _) = map_with(line.as_bytes(), Options { syslog_fields: true, ..Options::default() });
+    let (v, _) = map_with(
+        line.as_bytes(),
+        Options {
+            syslog_fields: true,
+            ..Options::default()
+        },
+    );
     assert_eq!(v["log"]["syslog"]["priority"], 134);
     assert_eq!(v["log"]["syslog"]["facility"]["code"], 16);
     assert_eq!(v["log"]["syslog"]["severity"]["code"], 6);
@@ -218,5 +274,8 @@ fn rt_layouts_and_missing_year() {
     }
     let v = map("CEF:0|Imperva Inc.|SecureSphere|1|c|n|Low|rt=whenever cat=Alert");
     assert_eq!(v["event"]["kind"], "pipeline_error");
-    assert_eq!(v["@timestamp"], "2023-11-14T22:13:20.000Z", "falls back to the receive time");
+    assert_eq!(
+        v["@timestamp"], "2023-11-14T22:13:20.000Z",
+        "falls back to the receive time"
+    );
 }

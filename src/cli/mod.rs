@@ -83,9 +83,15 @@ impl MappingArgs {
             Some(z) => Zone::parse(z).ok_or_else(|| anyhow::anyhow!("--tz {z:?}: not an IANA zone or ±HHMM offset"))?,
             None => Zone::Utc,
         };
-        if self.namespace.is_empty() || self.namespace.contains(['-', ' ', '*', '\\', '/', '?', '"', '<', '>', '|', ','])
+        if self.namespace.is_empty()
+            || self
+                .namespace
+                .contains(['-', ' ', '*', '\\', '/', '?', '"', '<', '>', '|', ','])
         {
-            anyhow::bail!("--namespace {:?}: must be non-empty, without '-' or spaces", self.namespace);
+            anyhow::bail!(
+                "--namespace {:?}: must be non-empty, without '-' or spaces",
+                self.namespace
+            );
         }
         Ok(Options {
             profile: self.profile,

@@ -49,16 +49,29 @@ pub(super) fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
         Some(d) => KeyStore::new(d),
         None => KeyStore::new("keys"),
     };
-    let limits = Limits { max_decompressed_bytes: args.max_decompressed_bytes };
+    let limits = Limits {
+        max_decompressed_bytes: args.max_decompressed_bytes,
+    };
     let stdout = io::stdout();
     let dlq = match &args.dlq {
-        Some(p) => Some(BufWriter::new(File::create(p).with_context(|| format!("creating {}", p.display()))?)),
+        Some(p) => Some(BufWriter::new(
+            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
         None => None,
     };
-    let mut sinks =
-        Sinks { out: BufWriter::with_capacity(1 << 16, Box::new(stdout.lock())), dlq, buf: Vec::with_capacity(4096), dead: 0, docs: 0 };
+    let mut sinks = Sinks {
+        out: BufWriter::with_capacity(1 << 16, Box::new(stdout.lock())),
+        dlq,
+        buf: Vec::with_capacity(4096),
+        dead: 0,
+        docs: 0,
+    };
     let now = chrono::Utc::now().timestamp_millis();
-    let files = if args.files.is_empty() { vec!["-".to_string()] } else { args.files.clone() };
+    let files = if args.files.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        args.files.clone()
+    };
     let mut checksum_mismatches = 0u64;
     for name in &files {
         let reader: Box<dyn Read> = if name == "-" {
@@ -68,10 +81,16 @@ pub(super) fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
         };
         let mut reader = BufReader::with_capacity(1 << 16, reader);
         let head = reader.fill_buf().with_context(|| format!("reading {name}"))?.to_vec();
-        let (input, source) = if name == "-" { ("stdin", None) } else { ("file", Some(name.as_str())) };
+        let (input, source) = if name == "-" {
+            ("stdin", None)
+        } else {
+            ("file", Some(name.as_str()))
+        };
         if container::looks_like_container(&head) {
             let mut bytes = Vec::new();
-            reader.read_to_end(&mut bytes).with_context(|| format!("reading {name}"))?;
+            reader
+                .read_to_end(&mut bytes)
+                .with_context(|| format!("reading {name}"))?;
             match container::open(&bytes, &keys, limits) {
                 Ok(opened) => {
                     if let Checksum::Mismatch { expected, actual } = &opened.checksum {
@@ -82,12 +101,24 @@ pub(super) fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
                     }
                     let mut cols = opened.w3c.clone();
                     for (i, line) in opened.lines().enumerate() {
-                        let meta = FrameMeta { received_ms: now, input, source, peer: None, offset: Some(i as u64 + 1) };
+                        let meta = FrameMeta {
+                            received_ms: now,
+                            input,
+                            source,
+                            peer: None,
+                            offset: Some(i as u64 + 1),
+                        };
                         map_line(&mapper, line, &meta, &mut cols, &mut sinks)?;
                     }
                 }
                 Err(e) => {
-                    let meta = FrameMeta { received_ms: now, input, source, peer: None, offset: None };
+                    let meta = FrameMeta {
+                        received_ms: now,
+                        input,
+                        source,
+                        peer: None,
+                        offset: None,
+                    };
                     mapper.dead_letter(&bytes, &meta, &format!("container: {e}"), &mut sinks.buf);
                     sinks.emit(true)?;
                 }
@@ -105,9 +136,18 @@ pub(super) fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
                 break;
             }
             line_no += 1;
-            let meta = FrameMeta { received_ms: now, input, source, peer: None, offset: Some(line_no) };
+            let meta = FrameMeta {
+                received_ms: now,
+                input,
+                source,
+                peer: None,
+                offset: Some(line_no),
+            };
             if cut {
-                let reason = format!("line of {n} bytes exceeds --max-line-bytes {}; record holds its first bytes", args.max_line_bytes);
+                let reason = format!(
+                    "line of {n} bytes exceeds --max-line-bytes {}; record holds its first bytes",
+                    args.max_line_bytes
+                );
                 mapper.dead_letter(&line, &meta, &reason, &mut sinks.buf);
                 sinks.emit(true)?;
                 continue;
@@ -129,13 +169,27 @@ pub(super) fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
         "wafstream: {} documents, {} dead-lettered{}",
         sinks.docs,
         sinks.dead,
-        if checksum_mismatches > 0 { format!(", {checksum_mismatches} file(s) with a checksum mismatch") } else { String::new() }
+        if checksum_mismatches > 0 {
+            format!(", {checksum_mismatches} file(s) with a checksum mismatch")
+        } else {
+            String::new()
+        }
     );
-    Ok(if sinks.dead > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if sinks.dead > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Map one line; W3C `#Fields:` directives update the columns and are not events.
-fn map_line(mapper: &Mapper, line: &[u8], meta: &FrameMeta<'_>, cols: &mut Option<W3cFields>, sinks: &mut Sinks<'_>) -> io::Result<()> {
+fn map_line(
+    mapper: &Mapper,
+    line: &[u8],
+    meta: &FrameMeta<'_>,
+    cols: &mut Option<W3cFields>,
+    sinks: &mut Sinks<'_>,
+) -> io::Result<()> {
     if line.first() == Some(&b'#') {
         if let Ok(text) = std::str::from_utf8(line) {
             if w3c::is_directive(text) {

@@ -24,7 +24,10 @@ pub struct KeyStore {
 
 impl KeyStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        KeyStore { dir: Some(dir.into()), cache: Mutex::default() }
+        KeyStore {
+            dir: Some(dir.into()),
+            cache: Mutex::default(),
+        }
     }
 
     /// A store with no keys: encrypted files fail with a clear error.
@@ -45,11 +48,16 @@ impl KeyStore {
         }
         let dir = self.dir.clone().unwrap_or_else(|| PathBuf::from("keys"));
         let path = key_path(&dir, key_id);
-        let pem = std::fs::read_to_string(&path)
-            .map_err(|_| ContainerError::MissingKey { key_id: key_id.to_string(), path: path.clone() })?;
+        let pem = std::fs::read_to_string(&path).map_err(|_| ContainerError::MissingKey {
+            key_id: key_id.to_string(),
+            path: path.clone(),
+        })?;
         let key = RsaPrivateKey::from_pkcs1_pem(&pem)
             .or_else(|_| RsaPrivateKey::from_pkcs8_pem(&pem))
-            .map_err(|e| ContainerError::BadKey { path: path.clone(), reason: e.to_string() })?;
+            .map_err(|e| ContainerError::BadKey {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         if let Ok(mut c) = self.cache.lock() {
             c.insert(key_id.to_string(), key.clone());
         }
@@ -64,9 +72,13 @@ pub(super) fn decrypt_body(
     key_id: &str,
     keys: &KeyStore,
 ) -> Result<Vec<u8>, ContainerError> {
-    let wrapped = STANDARD.decode(wrapped_key_b64.trim()).map_err(|_| ContainerError::KeyNotBase64)?;
+    let wrapped = STANDARD
+        .decode(wrapped_key_b64.trim())
+        .map_err(|_| ContainerError::KeyNotBase64)?;
     let rsa_key = keys.get(key_id)?;
-    let aes_key_b64 = rsa_key.decrypt(Pkcs1v15Encrypt, &wrapped).map_err(|_| ContainerError::RsaDecrypt)?;
+    let aes_key_b64 = rsa_key
+        .decrypt(Pkcs1v15Encrypt, &wrapped)
+        .map_err(|_| ContainerError::RsaDecrypt)?;
     let aes_key = STANDARD
         .decode(trim_ascii(&aes_key_b64))
         .or_else(|_| -> Result<Vec<u8>, ContainerError> {
@@ -93,7 +105,10 @@ pub(super) fn decrypt_body(
 
 fn trim_ascii(b: &[u8]) -> &[u8] {
     let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 

@@ -27,7 +27,9 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_decompressed_bytes: 512 * 1024 * 1024 }
+        Limits {
+            max_decompressed_bytes: 512 * 1024 * 1024,
+        }
     }
 }
 
@@ -44,7 +46,10 @@ pub enum Checksum {
     /// The header has no checksum.
     Absent,
     Match,
-    Mismatch { expected: String, actual: String },
+    Mismatch {
+        expected: String,
+        actual: String,
+    },
 }
 
 /// A container opened to its plaintext body.
@@ -63,7 +68,10 @@ pub struct Opened {
 
 impl Opened {
     pub fn header_value(&self, key: &str) -> Option<&str> {
-        self.header.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+        self.header
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Body lines: split on `\n`, `\r` trimmed, empty lines skipped.
@@ -102,7 +110,10 @@ pub enum ContainerError {
 impl ContainerError {
     /// Whether fetching the file again could help (a truncated download can; a wrong key can't).
     pub fn is_retriable(&self) -> bool {
-        matches!(self, ContainerError::CiphertextLength(_) | ContainerError::Decompress { .. })
+        matches!(
+            self,
+            ContainerError::CiphertextLength(_) | ContainerError::Decompress { .. }
+        )
     }
 }
 
@@ -150,7 +161,12 @@ pub fn open(bytes: &[u8], keys: &KeyStore, limits: Limits) -> Result<Opened, Con
         None => (&b""[..], bytes),
     };
     let (header, w3c) = parse_header(head);
-    let get = |k: &str| header.iter().find(|(hk, _)| hk.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str());
+    let get = |k: &str| {
+        header
+            .iter()
+            .find(|(hk, _)| hk.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    };
 
     let wrapped_key = get("key").map(str::trim).filter(|k| !k.is_empty() && *k != "-1");
     let encrypted = wrapped_key.is_some();
@@ -162,7 +178,11 @@ pub fn open(bytes: &[u8], keys: &KeyStore, limits: Limits) -> Result<Opened, Con
         None => body.to_vec(),
     };
     let body_comp = magic(&plain);
-    let body = if body_comp != Compression::None { decompress(&plain, body_comp, limits)? } else { plain };
+    let body = if body_comp != Compression::None {
+        decompress(&plain, body_comp, limits)?
+    } else {
+        plain
+    };
     if body.len() > limits.max_decompressed_bytes {
         return Err(ContainerError::TooLarge(limits.max_decompressed_bytes));
     }
@@ -173,12 +193,22 @@ pub fn open(bytes: &[u8], keys: &KeyStore, limits: Limits) -> Result<Opened, Con
             if actual.eq_ignore_ascii_case(expected) {
                 Checksum::Match
             } else {
-                Checksum::Mismatch { expected: expected.to_string(), actual }
+                Checksum::Mismatch {
+                    expected: expected.to_string(),
+                    actual,
+                }
             }
         }
     };
     let compression = if whole != Compression::None { whole } else { body_comp };
-    Ok(Opened { header, w3c, body, encrypted, compression, checksum })
+    Ok(Opened {
+        header,
+        w3c,
+        body,
+        encrypted,
+        compression,
+        checksum,
+    })
 }
 
 fn parse_header(head: &[u8]) -> (Vec<(String, String)>, Option<W3cFields>) {
@@ -222,10 +252,23 @@ pub fn decompress(data: &[u8], kind: Compression, limits: Limits) -> Result<Vec<
     let mut out = Vec::with_capacity((data.len() * 4).min(cap).min(64 << 20));
     let (name, res) = match kind {
         Compression::None => return Ok(data.to_vec()),
-        Compression::Zlib => ("zlib", flate2::read::ZlibDecoder::new(data).take(cap as u64 + 1).read_to_end(&mut out)),
-        Compression::Gzip => ("gzip", flate2::read::MultiGzDecoder::new(data).take(cap as u64 + 1).read_to_end(&mut out)),
+        Compression::Zlib => (
+            "zlib",
+            flate2::read::ZlibDecoder::new(data)
+                .take(cap as u64 + 1)
+                .read_to_end(&mut out),
+        ),
+        Compression::Gzip => (
+            "gzip",
+            flate2::read::MultiGzDecoder::new(data)
+                .take(cap as u64 + 1)
+                .read_to_end(&mut out),
+        ),
     };
-    res.map_err(|e| ContainerError::Decompress { kind: name, reason: e.to_string() })?;
+    res.map_err(|e| ContainerError::Decompress {
+        kind: name,
+        reason: e.to_string(),
+    })?;
     if out.len() > cap {
         return Err(ContainerError::TooLarge(cap));
     }
@@ -274,7 +317,10 @@ mod tests {
         let o = open(file, &KeyStore::none(), Limits::default()).unwrap();
         assert_eq!(o.header_value("format"), Some("CEF"));
         let lines: Vec<_> = o.lines().collect();
-        assert_eq!(lines, vec![&b"CEF:0|a|b|c|d|e|f|x=|==|"[..], &b"CEF:0|a|b|c|d|e|f|y=2"[..]]);
+        assert_eq!(
+            lines,
+            vec![&b"CEF:0|a|b|c|d|e|f|x=|==|"[..], &b"CEF:0|a|b|c|d|e|f|y=2"[..]]
+        );
         assert_eq!(o.checksum, Checksum::Absent);
         assert!(!o.encrypted);
     }

@@ -63,7 +63,11 @@ impl<'a> Doc<'a> {
     /// A document storing its values in `vals` (cleared first); [`Doc::write`] hands it back.
     pub fn with_storage(mut vals: Vec<Val<'a>>) -> Self {
         vals.clear();
-        Doc { slot_val: [NONE; PATHS.len()], vals, dynamic: Vec::new() }
+        Doc {
+            slot_val: [NONE; PATHS.len()],
+            vals,
+            dynamic: Vec::new(),
+        }
     }
 
     /// Set a field; a later set of the same path wins.
@@ -126,7 +130,10 @@ impl<'a> Doc<'a> {
     pub fn write(mut self, out: &mut Vec<u8>) -> Vec<Val<'a>> {
         let table = seg_table();
         self.dynamic.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut w = Nester { open: Vec::with_capacity(8), has_member: Vec::with_capacity(8) };
+        let mut w = Nester {
+            open: Vec::with_capacity(8),
+            has_member: Vec::with_capacity(8),
+        };
         w.has_member.push(false);
         out.push(b'{');
         let mut dyn_iter = self.dynamic.iter().peekable();
@@ -216,7 +223,11 @@ fn seg_table() -> &'static SegTable {
                             write_str(&mut v, text);
                             Box::leak(String::from_utf8(v).unwrap_or_default().into_boxed_str())
                         });
-                        Seg { id, text, quoted: Some(q) }
+                        Seg {
+                            id,
+                            text,
+                            quoted: Some(q),
+                        }
                     })
                     .collect()
             })
@@ -234,7 +245,9 @@ struct Nester<'p> {
 impl<'p> Nester<'p> {
     /// Write one field given its path segments (parents then leaf).
     fn field(&mut self, out: &mut Vec<u8>, segs: &[Seg<'p>], v: &Val<'_>) {
-        let Some((leaf, parents)) = segs.split_last() else { return };
+        let Some((leaf, parents)) = segs.split_last() else {
+            return;
+        };
         let common = self.open.iter().zip(parents).take_while(|(a, b)| a == b).count();
         while self.open.len() > common {
             self.open.pop();
@@ -265,7 +278,13 @@ impl<'p> Nester<'p> {
 }
 
 fn dynamic_segs<'p>(path: &'p str, table: &SegTable) -> Vec<Seg<'p>> {
-    path.split('.').map(|text| Seg { id: table.ids.get(text).copied().unwrap_or(DYNAMIC), text, quoted: None }).collect()
+    path.split('.')
+        .map(|text| Seg {
+            id: table.ids.get(text).copied().unwrap_or(DYNAMIC),
+            text,
+            quoted: None,
+        })
+        .collect()
 }
 
 fn write_val(out: &mut Vec<u8>, v: &Val<'_>) {
@@ -342,7 +361,9 @@ pub fn plain_prefix(b: &[u8]) -> usize {
 
 /// Reference implementation of [`plain_prefix`].
 pub fn plain_prefix_scalar(b: &[u8]) -> usize {
-    b.iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20).unwrap_or(b.len())
+    b.iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .unwrap_or(b.len())
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -362,7 +383,10 @@ fn plain_prefix_sse2(b: &[u8]) -> usize {
             let v = _mm_loadu_si128(b.as_ptr().add(i) as *const __m128i);
             // c < 0x20  <=>  max(c, 0x1f) == 0x1f (unsigned).
             let ctrl = _mm_cmpeq_epi8(_mm_max_epu8(v, below), below);
-            let hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)), ctrl);
+            let hit = _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                ctrl,
+            );
             let mask = _mm_movemask_epi8(hit) as u32;
             if mask != 0 {
                 return i + mask.trailing_zeros() as usize;

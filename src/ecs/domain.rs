@@ -22,7 +22,11 @@ pub fn split(host: &str) -> Option<DomainParts<'_>> {
         .checked_sub(registered.len() + 1)
         .map(|n| &host[..n])
         .filter(|s| !s.is_empty());
-    Some(DomainParts { registered_domain: registered, subdomain: sub, top_level_domain: tld })
+    Some(DomainParts {
+        registered_domain: registered,
+        subdomain: sub,
+        top_level_domain: tld,
+    })
 }
 
 #[cfg(test)]
@@ -32,9 +36,15 @@ mod tests {
     #[test]
     fn splits_hosts() {
         let p = split("site123.abcd.info").unwrap();
-        assert_eq!((p.registered_domain, p.subdomain, p.top_level_domain), ("abcd.info", Some("site123"), "info"));
+        assert_eq!(
+            (p.registered_domain, p.subdomain, p.top_level_domain),
+            ("abcd.info", Some("site123"), "info")
+        );
         let p = split("www.example.co.uk").unwrap();
-        assert_eq!((p.registered_domain, p.subdomain, p.top_level_domain), ("example.co.uk", Some("www"), "co.uk"));
+        assert_eq!(
+            (p.registered_domain, p.subdomain, p.top_level_domain),
+            ("example.co.uk", Some("www"), "co.uk")
+        );
         let p = split("example.org").unwrap();
         assert_eq!(p.subdomain, None);
         assert!(split("Distributed").is_none());

@@ -14,8 +14,8 @@ use std::borrow::Cow;
 
 use super::doc::{Doc, TsStyle, Val};
 use super::paths::P;
-use crate::p;
 use super::{Ctx, extension_path, parse_ip};
+use crate::p;
 use crate::parse::Key;
 use crate::parse::time::{parse_device_time, parse_epoch_ms};
 
@@ -92,7 +92,10 @@ fn finish<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: &'static str, kin
         }
         let errs: Vec<Cow<'r, str>> = ctx.errors.iter().map(|e| Cow::Owned(e.clone())).collect();
         if errs.len() == 1 {
-            d.put(p!("error.message"), Val::Str(errs.into_iter().next().unwrap_or_default()));
+            d.put(
+                p!("error.message"),
+                Val::Str(errs.into_iter().next().unwrap_or_default()),
+            );
         } else {
             d.put(p!("error.message"), Val::Strs(errs));
         }
@@ -173,7 +176,9 @@ macro_rules! ss_cs {
         )
     };
 }
-const SS_CS: ([P; 21], [P; 21]) = ss_cs!(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21);
+const SS_CS: ([P; 21], [P; 21]) = ss_cs!(
+    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21
+);
 const SS_CS_LABEL: [P; 21] = SS_CS.0;
 const SS_CS_VALUE: [P; 21] = SS_CS.1;
 
@@ -215,13 +220,18 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(rt) = ctx.val_ne(Key::Rt) {
         match parse_device_time(&rt, &ctx.opts.zone, now) {
             Some(ms) => ts = Some(ms),
-            None => ctx.error(format!("error in field 'deviceReceiptTime': value {rt:?} is not a known time layout")),
+            None => ctx.error(format!(
+                "error in field 'deviceReceiptTime': value {rt:?} is not a known time layout"
+            )),
         }
     }
     if let Some(ms) = ts {
         d.put(p!("@timestamp"), Val::Ts(ms, TsStyle::Millis));
         if dup {
-            d.put(p!("imperva.securesphere.device.receipt_time"), Val::Ts(ms, TsStyle::Millis));
+            d.put(
+                p!("imperva.securesphere.device.receipt_time"),
+                Val::Ts(ms, TsStyle::Millis),
+            );
         }
     } else {
         d.put(p!("@timestamp"), Val::Ts(envelope_or_received(ctx), TsStyle::Millis));
@@ -343,7 +353,8 @@ fn envelope_or_received(ctx: &Ctx<'_, '_>) -> i64 {
 fn json_value(text: &str) -> Result<Cow<'_, str>, String> {
     let raw: &serde_json::value::RawValue = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let t = raw.get();
-    let may_prune = t.contains("\"\"") || t.contains("null") || t.contains("[]") || t.contains("{}") || t.contains(['\n', '\r']);
+    let may_prune =
+        t.contains("\"\"") || t.contains("null") || t.contains("[]") || t.contains("{}") || t.contains(['\n', '\r']);
     if !may_prune {
         return Ok(Cow::Borrowed(t));
     }
@@ -396,7 +407,7 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         d.str(p!("imperva_cloud_waf.event.device.product"), h.product.clone());
         d.str(p!("imperva_cloud_waf.event.device.vendor"), h.vendor.clone());
         d.str(p!("imperva_cloud_waf.event.device.version"), h.device_version.clone());
-        if let Some(n) = h.severity.trim().parse::<i64>().ok() {
+        if let Ok(n) = h.severity.trim().parse::<i64>() {
             d.int(p!("imperva_cloud_waf.event.severity"), n);
         }
     }
@@ -407,7 +418,9 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         Some((_, Some(ms))) => Some(ms),
         Some((s, None)) => {
             let s = s.to_string();
-            ctx.error(format!("error in field 'startTime': value {s:?} is not epoch milliseconds"));
+            ctx.error(format!(
+                "error in field 'startTime': value {s:?} is not epoch milliseconds"
+            ));
             None
         }
         None => None,
@@ -417,7 +430,9 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         Some((_, Some(ms))) => Some(ms),
         Some((s, None)) => {
             let s = s.to_string();
-            ctx.error(format!("error in field 'endTime': value {s:?} is not epoch milliseconds"));
+            ctx.error(format!(
+                "error in field 'endTime': value {s:?} is not epoch milliseconds"
+            ));
             None
         }
         None => None,
@@ -425,13 +440,19 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(ms) = start_ms {
         d.put(p!("event.start"), Val::Ts(ms, TsStyle::Millis));
         if dup {
-            d.put(p!("imperva_cloud_waf.event.extensions.start_time"), Val::Ts(ms, TsStyle::Millis));
+            d.put(
+                p!("imperva_cloud_waf.event.extensions.start_time"),
+                Val::Ts(ms, TsStyle::Millis),
+            );
         }
     }
     if let Some(ms) = end_ms {
         d.put(p!("event.end"), Val::Ts(ms, TsStyle::Millis));
         if dup {
-            d.put(p!("imperva_cloud_waf.event.extensions.end_time"), Val::Ts(ms, TsStyle::Millis));
+            d.put(
+                p!("imperva_cloud_waf.event.extensions.end_time"),
+                Val::Ts(ms, TsStyle::Millis),
+            );
         }
     }
     // Elastic's pipeline leaves @timestamp at ingest time; the request's start is the event's
@@ -445,7 +466,10 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
 
     if let Some(act) = ctx.val_ne(Key::Act) {
-        let action: String = act.chars().map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() }).collect();
+        let action: String = act
+            .chars()
+            .map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() })
+            .collect();
         d.str(p!("event.action"), action);
         if dup {
             d.str(p!("imperva_cloud_waf.event.extensions.action"), act);
@@ -504,7 +528,13 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         for ip in &ips {
             push_unique(&mut related_ip, ip.clone());
         }
-        let v = if ips.len() == 1 { ips.pop().map(Val::Str) } else if ips.is_empty() { None } else { Some(Val::Strs(ips)) };
+        let v = if ips.len() == 1 {
+            ips.pop().map(Val::Str)
+        } else if ips.is_empty() {
+            None
+        } else {
+            Some(Val::Strs(ips))
+        };
         if let Some(v) = v {
             if dup {
                 d.put(p!("imperva_cloud_waf.event.extensions.xff"), v.clone());
@@ -550,7 +580,9 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
                     d.int(p!("imperva_cloud_waf.event.extensions.device.custom_number1"), n);
                 }
             }
-            Err(_) => ctx.error(format!("error in field 'deviceCustomNumber1': value {v:?} is not an integer")),
+            Err(_) => ctx.error(format!(
+                "error in field 'deviceCustomNumber1': value {v:?} is not an integer"
+            )),
         }
     }
     if let Some(v) = ctx.val_ne(Key::CnLabel(1)) {
@@ -568,8 +600,18 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         d.str(p!("imperva_cloud_waf.event.extensions.cicode"), v);
     }
     for (n, geo, dup_path, label_path) in [
-        (7u8, p!("source.geo.location.lat"), p!("imperva_cloud_waf.event.extensions.cs7"), p!("imperva_cloud_waf.event.extensions.cs7Label")),
-        (8u8, p!("source.geo.location.lon"), p!("imperva_cloud_waf.event.extensions.cs8"), p!("imperva_cloud_waf.event.extensions.cs8Label")),
+        (
+            7u8,
+            p!("source.geo.location.lat"),
+            p!("imperva_cloud_waf.event.extensions.cs7"),
+            p!("imperva_cloud_waf.event.extensions.cs7Label"),
+        ),
+        (
+            8u8,
+            p!("source.geo.location.lon"),
+            p!("imperva_cloud_waf.event.extensions.cs8"),
+            p!("imperva_cloud_waf.event.extensions.cs8Label"),
+        ),
     ] {
         if let Some(v) = ctx.val_ne(Key::Cs(n)) {
             match v.trim().parse::<f64>() {
@@ -641,13 +683,24 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
             d.put(p!("user_agent.device.name"), Val::Shared(p.device_name.clone()));
         }
         if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.request.client_application"), ua.clone());
+            d.str(
+                p!("imperva_cloud_waf.event.extensions.request.client_application"),
+                ua.clone(),
+            );
         }
         d.str(p!("user_agent.original"), ua);
     }
     for (k, path, name) in [
-        (Key::AdditionalReqHeaders, p!("imperva_cloud_waf.event.extensions.additional.req_headers"), "additionalReqHeaders"),
-        (Key::AdditionalResHeaders, p!("imperva_cloud_waf.event.extensions.additional.res_headers"), "additionalResHeaders"),
+        (
+            Key::AdditionalReqHeaders,
+            p!("imperva_cloud_waf.event.extensions.additional.req_headers"),
+            "additionalReqHeaders",
+        ),
+        (
+            Key::AdditionalResHeaders,
+            p!("imperva_cloud_waf.event.extensions.additional.res_headers"),
+            "additionalResHeaders",
+        ),
         (Key::Cs(10), p!("imperva_cloud_waf.event.extensions.cs10"), "cs10"),
         (Key::Cs(11), p!("imperva_cloud_waf.event.extensions.cs11"), "cs11"),
     ] {
@@ -755,7 +808,9 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
 
 /// Elastic splits `xff` on `,\s?`.
 fn split_xff(s: &str) -> impl Iterator<Item = &str> {
-    s.split(',').map(|p| p.strip_prefix(' ').unwrap_or(p)).filter(|p| !p.is_empty())
+    s.split(',')
+        .map(|p| p.strip_prefix(' ').unwrap_or(p))
+        .filter(|p| !p.is_empty())
 }
 
 /// What Elasticsearch's `uri_parts` processor extracts.
@@ -808,12 +863,13 @@ impl UriParts {
 pub(crate) fn uri_parts(s: &str) -> Result<UriParts, String> {
     let b = s.as_bytes();
     for (i, &c) in b.iter().enumerate() {
-        let bad = c <= b' '
-            || matches!(c, b'|' | b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'}' | 0x7f);
+        let bad = c <= b' ' || matches!(c, b'|' | b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'}' | 0x7f);
         if bad {
             return Err(format!("Illegal character in URI at index {i}: {s}"));
         }
-        if c == b'%' && !(i + 2 < b.len() + 0 && b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)) {
+        if c == b'%'
+            && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        {
             return Err(format!("Malformed escape pair at index {i}: {s}"));
         }
     }
@@ -827,7 +883,10 @@ pub(crate) fn uri_parts(s: &str) -> Result<UriParts, String> {
         None => (before_frag, None),
     };
     let scheme_end = before_q.find("://").filter(|&i| {
-        i > 0 && before_q[..i].bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+        i > 0
+            && before_q[..i]
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
     });
     let path = if let Some(i) = scheme_end {
         p.scheme = Some(before_q[..i].to_string());
@@ -889,7 +948,15 @@ mod tests {
         assert_eq!(p.path, "site123.abcd.info/");
         assert_eq!(p.extension.as_deref(), Some("info/"));
         let p = uri_parts("site123.abcd.info/main.css?a=b#f").unwrap();
-        assert_eq!((p.path.as_str(), p.extension.as_deref(), p.query.as_deref(), p.fragment.as_deref()), ("site123.abcd.info/main.css", Some("css"), Some("a=b"), Some("f")));
+        assert_eq!(
+            (
+                p.path.as_str(),
+                p.extension.as_deref(),
+                p.query.as_deref(),
+                p.fragment.as_deref()
+            ),
+            ("site123.abcd.info/main.css", Some("css"), Some("a=b"), Some("f"))
+        );
         let p = uri_parts("https://u:pw@www.x.com:8443/a/b.php?q=1").unwrap();
         assert_eq!(p.scheme.as_deref(), Some("https"));
         assert_eq!(p.domain.as_deref(), Some("www.x.com"));
@@ -913,7 +980,10 @@ mod tests {
 
     #[test]
     fn prune_drops_empties() {
-        assert_eq!(json_value(r#"[{"a":""},{"b":null,"c":"x"},[]]"#).unwrap(), r#"[{"c":"x"}]"#);
+        assert_eq!(
+            json_value(r#"[{"a":""},{"b":null,"c":"x"},[]]"#).unwrap(),
+            r#"[{"c":"x"}]"#
+        );
         assert_eq!(json_value(r#"[{"a":"b"}]"#).unwrap(), r#"[{"a":"b"}]"#);
         assert_eq!(json_value(r#" [ {"a" : "b"} ] "#).unwrap(), r#"[ {"a" : "b"} ]"#);
         // Newlines between tokens would break NDJSON framing: re-serialised compactly.

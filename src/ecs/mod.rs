@@ -9,8 +9,8 @@
 
 pub mod doc;
 pub mod domain;
-pub mod paths;
 mod elastic;
+pub mod paths;
 mod sekoia;
 pub mod user_agent;
 
@@ -174,7 +174,10 @@ impl Mapper {
         Mapper {
             opts,
             ua: RefCell::new(user_agent::Cache::new(flavor)),
-            scratch: RefCell::new(Scratch { fields: Vec::with_capacity(64), vals: Vec::with_capacity(128) }),
+            scratch: RefCell::new(Scratch {
+                fields: Vec::with_capacity(64),
+                vals: Vec::with_capacity(128),
+            }),
             counters: Counters::default(),
         }
     }
@@ -232,7 +235,11 @@ impl Mapper {
             s.vals = doc::recycle(vals);
             s.fields = doc::recycle(rec.fields);
         }
-        Mapped { dataset: Some(dataset), id, error: None }
+        Mapped {
+            dataset: Some(dataset),
+            id,
+            error: None,
+        }
     }
 
     /// Write the dead-letter record for a frame: original text (and base64 when it is not valid
@@ -270,7 +277,11 @@ impl Mapper {
             d.put(p!("_id"), Val::Str(Cow::Owned(id.clone())));
         }
         d.write(out);
-        Mapped { dataset: None, id, error: Some(reason.to_string()) }
+        Mapped {
+            dataset: None,
+            id,
+            error: Some(reason.to_string()),
+        }
     }
 }
 
@@ -319,7 +330,16 @@ impl<'r, 'a> Ctx<'r, 'a> {
         opts: &'r Options,
         ua: &'r RefCell<user_agent::Cache>,
     ) -> Self {
-        Ctx { idx: rec.index(), used: Used::default(), rec, original, meta, opts, ua, errors: Vec::new() }
+        Ctx {
+            idx: rec.index(),
+            used: Used::default(),
+            rec,
+            original,
+            meta,
+            opts,
+            ua,
+            errors: Vec::new(),
+        }
     }
 
     fn pos(&mut self, k: Key) -> Option<usize> {
@@ -363,15 +383,19 @@ impl<'r, 'a> Ctx<'r, 'a> {
     /// the same value is the same fact and not reported.
     pub fn unused(&self) -> impl Iterator<Item = &'r crate::parse::Field<'a>> + '_ {
         let rec = self.rec;
-        rec.fields.iter().enumerate().filter(move |(i, f)| {
-            if self.used.get(*i) {
-                return false;
-            }
-            match Key::lookup(rec.format, f.key).and_then(|k| self.idx.pos(k)) {
-                Some(p) => !(self.used.get(p) && rec.fields[p].raw == f.raw),
-                None => true,
-            }
-        }).map(|(_, f)| f)
+        rec.fields
+            .iter()
+            .enumerate()
+            .filter(move |(i, f)| {
+                if self.used.get(*i) {
+                    return false;
+                }
+                match Key::lookup(rec.format, f.key).and_then(|k| self.idx.pos(k)) {
+                    Some(p) => !(self.used.get(p) && rec.fields[p].raw == f.raw),
+                    None => true,
+                }
+            })
+            .map(|(_, f)| f)
     }
 
     pub fn user_agent(&self, ua: &str) -> Option<std::sync::Arc<user_agent::UserAgent>> {
@@ -408,6 +432,10 @@ pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
 
 /// Unknown keys land under `<prefix>.<key>` with dots made safe, so nothing is lost.
 pub(crate) fn extension_path(prefix: &str, key: &str) -> String {
-    let key = if key.is_empty() { "_unparsed".to_string() } else { key.replace('.', "_") };
+    let key = if key.is_empty() {
+        "_unparsed".to_string()
+    } else {
+        key.replace('.', "_")
+    };
     format!("{prefix}.{key}")
 }

@@ -7,8 +7,8 @@
 use std::borrow::Cow;
 
 use super::doc::{Doc, TsStyle, Val};
-use crate::p;
 use super::{Ctx, Dataset, domain, parse_ip};
+use crate::p;
 use crate::parse::Key;
 use crate::parse::time::parse_device_time;
 
@@ -17,32 +17,80 @@ const REASONS: &[(&str, &str)] = &[
     ("REQ_BAD_PARSE_ERROR", "The HTTP request was malformated"),
     ("REQ_BAD_TIMEOUT", "The HTTP request reached the idle timeout"),
     ("REQ_BAD_RESP_PARSE_ERROR", "The HTTP response was malformated"),
-    ("REQ_BAD_CONNECTION_TO_SERVER", "The destination server reset the connection"),
-    ("REQ_BAD_CLIENT_CLOSED_CONNECTION", "The client closed the connection before receiving the full response"),
+    (
+        "REQ_BAD_CONNECTION_TO_SERVER",
+        "The destination server reset the connection",
+    ),
+    (
+        "REQ_BAD_CLIENT_CLOSED_CONNECTION",
+        "The client closed the connection before receiving the full response",
+    ),
     ("REQ_BLOCKED_SESSION", "The request was blocked based on WAF settings"),
-    ("REQ_BLOCKED_SECURITY", "The request was blocked based on Security settings"),
+    (
+        "REQ_BLOCKED_SECURITY",
+        "The request was blocked based on Security settings",
+    ),
     ("REQ_BLOCKED_ACL", "The request was blocked based on Security settings"),
     ("REQ_BLOCKED_VISITOR", "The request was blocked based on WAF settings"),
     ("REQ_BLOCKED_DDOS", "The request was blocked due to a DDoS attack"),
-    ("REQ_BAD_TIMEOUT_CONNECTION_TO_SERVER", "The proxy failed to connect the destination"),
-    ("REQ_UNRESOLVED_SITE_UNKNOWN", "The proxy failed to resolve the destination"),
-    ("REQ_UNRESOLVED_SITE_DUPLICATE", "The proxy failed to resolve the destination"),
-    ("REQ_UNRESOLVED_SITE_INVALID_CNAME", "The proxy failed to resolve the destination"),
-    ("REQ_BAD_CONNECTION_TO_SERVER_SSL_FAILURE", "The proxy failed to connect the destination"),
+    (
+        "REQ_BAD_TIMEOUT_CONNECTION_TO_SERVER",
+        "The proxy failed to connect the destination",
+    ),
+    (
+        "REQ_UNRESOLVED_SITE_UNKNOWN",
+        "The proxy failed to resolve the destination",
+    ),
+    (
+        "REQ_UNRESOLVED_SITE_DUPLICATE",
+        "The proxy failed to resolve the destination",
+    ),
+    (
+        "REQ_UNRESOLVED_SITE_INVALID_CNAME",
+        "The proxy failed to resolve the destination",
+    ),
+    (
+        "REQ_BAD_CONNECTION_TO_SERVER_SSL_FAILURE",
+        "The proxy failed to connect the destination",
+    ),
     ("REQ_SSL_NOT_SUPPORTED", "SSL connections are disabled"),
     ("REQ_NO_IP_FOUND", "The proxy failed to resolve the destination"),
     ("REQ_ILLEGAL_PORT", "Unsupported destination port"),
     ("REQ_ALL_IPS_DOWN", "The destination is unavailable"),
     ("REQ_POST_TIMEOUT", "The HTTP request reached the timeout"),
-    ("REQ_BAD_SERVER_CERTIFICATE", "The certifcate of the destination is invalid"),
-    ("REQ_IPV6_NOT_SUPPORTED", "The destination doesn't support IPv6 addresses"),
-    ("REQ_LOCKED_IP_VIOLATION", "The request was blocked based on Security settings"),
+    (
+        "REQ_BAD_SERVER_CERTIFICATE",
+        "The certifcate of the destination is invalid",
+    ),
+    (
+        "REQ_IPV6_NOT_SUPPORTED",
+        "The destination doesn't support IPv6 addresses",
+    ),
+    (
+        "REQ_LOCKED_IP_VIOLATION",
+        "The request was blocked based on Security settings",
+    ),
     ("REQ_DOMAIN_BLACKLISTED", "The destination was blacklisted"),
-    ("REQ_ILLEGAL_IP_VIOLATION", "The proxy failed to resolve the destination"),
-    ("REQ_SSL_CERT_HOST_MISMATCH", "The certifcate of the destination is invalid"),
-    ("REQ_NON_SNI_FORBIDDEN", "The certificate of the destination doesn't support SNI"),
-    ("REQ_CLIENT_CERT_REQUIRED", "The request was blocked as a client certificat is required"),
-    ("REQ_TOO_MANY_CONNECTIONS_TO_ORIGIN", "Too many connections on the destination"),
+    (
+        "REQ_ILLEGAL_IP_VIOLATION",
+        "The proxy failed to resolve the destination",
+    ),
+    (
+        "REQ_SSL_CERT_HOST_MISMATCH",
+        "The certifcate of the destination is invalid",
+    ),
+    (
+        "REQ_NON_SNI_FORBIDDEN",
+        "The certificate of the destination doesn't support SNI",
+    ),
+    (
+        "REQ_CLIENT_CERT_REQUIRED",
+        "The request was blocked as a client certificat is required",
+    ),
+    (
+        "REQ_TOO_MANY_CONNECTIONS_TO_ORIGIN",
+        "Too many connections on the destination",
+    ),
 ];
 
 /// Action codes SEKOIA types by name before the prefix rules apply.
@@ -64,7 +112,11 @@ const TYPES: &[(&str, &str)] = &[
 
 /// `event.type`, `event.action` override and `event.reason` for an action code.
 pub(crate) fn classify(act: &str) -> (&'static str, Option<&'static str>, Option<&'static str>) {
-    let mut ty = TYPES.iter().find(|(a, _)| *a == act).map(|(_, t)| *t).unwrap_or("access");
+    let mut ty = TYPES
+        .iter()
+        .find(|(a, _)| *a == act)
+        .map(|(_, t)| *t)
+        .unwrap_or("access");
     let mut action = None;
     let mut reason = REASONS.iter().find(|(a, _)| *a == act).map(|(_, r)| *r);
     if act == "REQ_PASSED" || act.starts_with("REQ_CACHED") {
@@ -129,7 +181,12 @@ fn put_domain<'r>(d: &mut Doc<'r>, host: &'r str, base: Which) {
             p!("destination.subdomain"),
             p!("destination.top_level_domain"),
         ),
-        Which::Source => (p!("source.domain"), p!("source.registered_domain"), p!("source.subdomain"), p!("source.top_level_domain")),
+        Which::Source => (
+            p!("source.domain"),
+            p!("source.registered_domain"),
+            p!("source.subdomain"),
+            p!("source.top_level_domain"),
+        ),
     };
     d.str(dom, host);
     if let Some(p) = domain::split(host) {
@@ -181,12 +238,17 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     if let Some(ms) = end {
         d.put(p!("event.end"), Val::Ts(ms, TsStyle::Python));
     }
-    if let (Some(s), Some(e)) = (start_raw.and_then(|s| s.trim().parse::<i64>().ok()), end_raw.and_then(|e| e.trim().parse::<i64>().ok())) {
+    if let (Some(s), Some(e)) = (
+        start_raw.and_then(|s| s.trim().parse::<i64>().ok()),
+        end_raw.and_then(|e| e.trim().parse::<i64>().ok()),
+    ) {
         d.put(p!("event.duration"), Val::FloatDecimal((e - s) as f64));
     }
     if start.is_none() {
         let now = ctx.meta.received_ms;
-        let rt = ctx.raw(Key::Rt).and_then(|rt| parse_device_time(rt, &ctx.opts.zone, now));
+        let rt = ctx
+            .raw(Key::Rt)
+            .and_then(|rt| parse_device_time(rt, &ctx.opts.zone, now));
         d.put(p!("@timestamp"), Val::Ts(rt.unwrap_or(now), TsStyle::Python));
     }
 
@@ -210,11 +272,17 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     }
     let lat = ctx.raw(Key::Cs(7));
     let lon = ctx.raw(Key::Cs(8));
-    let geo_labels = ctx.raw(Key::CsLabel(7)).is_none_or(|l| l.eq_ignore_ascii_case("latitude"))
-        && ctx.raw(Key::CsLabel(8)).is_none_or(|l| l.eq_ignore_ascii_case("longitude"));
-    if let (Some(Ok(lat)), Some(Ok(lon)), true) =
-        (lat.map(|v| v.trim().parse::<f64>()), lon.map(|v| v.trim().parse::<f64>()), geo_labels)
-    {
+    let geo_labels = ctx
+        .raw(Key::CsLabel(7))
+        .is_none_or(|l| l.eq_ignore_ascii_case("latitude"))
+        && ctx
+            .raw(Key::CsLabel(8))
+            .is_none_or(|l| l.eq_ignore_ascii_case("longitude"));
+    if let (Some(Ok(lat)), Some(Ok(lon)), true) = (
+        lat.map(|v| v.trim().parse::<f64>()),
+        lon.map(|v| v.trim().parse::<f64>()),
+        geo_labels,
+    ) {
         d.put(p!("client.geo.location.lat"), Val::Float(lat));
         d.put(p!("client.geo.location.lon"), Val::Float(lon));
     }
@@ -301,7 +369,10 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     }
     if let Some(v) = ctx.raw(Key::Ver) {
         if let (Some((proto, _)), Some((_, cipher))) = (v.split_once('v'), v.split_once(' ')) {
-            let version = v.split_once('v').map(|(_, r)| r.split(' ').next().unwrap_or("")).unwrap_or("");
+            let version = v
+                .split_once('v')
+                .map(|(_, r)| r.split(' ').next().unwrap_or(""))
+                .unwrap_or("");
             d.str(p!("tls.version"), version);
             d.str(p!("tls.version_protocol"), proto.to_ascii_lowercase());
             d.str(p!("tls.cipher"), cipher.split(' ').next().unwrap_or(""));
@@ -322,7 +393,10 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     if let Some(p) = ctx.raw(Key::DeviceFacility) {
         d.str(p!("imperva.pop"), p);
     }
-    for (k, path) in [(Key::AdditionalReqHeaders, p!("imperva.request.headers")), (Key::AdditionalResHeaders, p!("imperva.response.headers"))] {
+    for (k, path) in [
+        (Key::AdditionalReqHeaders, p!("imperva.request.headers")),
+        (Key::AdditionalResHeaders, p!("imperva.response.headers")),
+    ] {
         if let Some(raw) = ctx.raw(k).filter(|r| !r.is_empty()) {
             match lenient_json(raw) {
                 Some(j) => d.put(path, Val::Json(Cow::Owned(j))),
@@ -336,7 +410,10 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
             Err(_) => d.str(p!("imperva.session.id"), id),
         }
     }
-    for (n, path) in [(2u8, p!("imperva.client.js_support")), (3u8, p!("imperva.client.cookie_support"))] {
+    for (n, path) in [
+        (2u8, p!("imperva.client.js_support")),
+        (3u8, p!("imperva.client.cookie_support")),
+    ] {
         if let Some(v) = ctx.raw(Key::Cs(n)).filter(|v| !v.is_empty()) {
             d.put(path, Val::Bool(v.trim().eq_ignore_ascii_case("true")));
         }
@@ -378,7 +455,10 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     }
     let o = ctx.opts;
     if !o.tags.is_empty() {
-        d.put(p!("tags"), Val::Strs(o.tags.iter().map(|t| Cow::Owned(t.clone())).collect()));
+        d.put(
+            p!("tags"),
+            Val::Strs(o.tags.iter().map(|t| Cow::Owned(t.clone())).collect()),
+        );
     }
 }
 
@@ -419,9 +499,18 @@ mod tests {
     fn action_codes() {
         assert_eq!(classify("REQ_PASSED"), ("allowed", None, None));
         assert_eq!(classify("REQ_CACHED_FRESH"), ("allowed", None, None));
-        assert_eq!(classify("REQ_BLOCKED_VISITOR"), ("denied", Some("block"), Some("The connection was blocked")));
-        assert_eq!(classify("REQ_DOMAIN_BLACKLISTED"), ("denied", None, Some("The destination was blacklisted")));
-        assert_eq!(classify("REQ_BAD_PARSE_ERROR"), ("error", None, Some("The HTTP request was malformated")));
+        assert_eq!(
+            classify("REQ_BLOCKED_VISITOR"),
+            ("denied", Some("block"), Some("The connection was blocked"))
+        );
+        assert_eq!(
+            classify("REQ_DOMAIN_BLACKLISTED"),
+            ("denied", None, Some("The destination was blacklisted"))
+        );
+        assert_eq!(
+            classify("REQ_BAD_PARSE_ERROR"),
+            ("error", None, Some("The HTTP request was malformated"))
+        );
         assert_eq!(classify("REQ_SOMETHING_NEW"), ("access", None, None));
     }
 

@@ -40,7 +40,12 @@ pub fn parse_into<'a>(text: &'a str, mut out: Vec<Field<'a>>) -> Result<Record<'
         severity: unescape_cef_header(fields[6]),
     };
     scan_extension(ext, &mut out)?;
-    Ok(Record { format: Format::Cef, syslog: None, header, fields: out })
+    Ok(Record {
+        format: Format::Cef,
+        syslog: None,
+        header,
+        fields: out,
+    })
 }
 
 /// Split the first `N` `|`-terminated header fields (honouring `\|` and `\\`) from the rest.
@@ -160,8 +165,16 @@ fn push_raw<'a>(out: &mut Vec<Field<'a>>, key: &'a str, raw: &'a str) -> Result<
     if out.len() >= MAX_FIELDS {
         return Err(ParseError::TooManyFields(MAX_FIELDS));
     }
-    let escape = if raw.as_bytes().contains(&b'\\') { Escape::Cef } else { Escape::None };
-    out.push(Field { key, raw: Cow::Borrowed(raw), escape });
+    let escape = if raw.as_bytes().contains(&b'\\') {
+        Escape::Cef
+    } else {
+        Escape::None
+    };
+    out.push(Field {
+        key,
+        raw: Cow::Borrowed(raw),
+        escape,
+    });
     Ok(())
 }
 
@@ -180,7 +193,8 @@ mod tests {
 
     #[test]
     fn header_fields() {
-        let r = parse("CEF:0|Imperva Inc.|SecureSphere|15.1.0|User logged in|User admin logged in.|High|suser=admin").unwrap();
+        let r = parse("CEF:0|Imperva Inc.|SecureSphere|15.1.0|User logged in|User admin logged in.|High|suser=admin")
+            .unwrap();
         assert_eq!(r.header.version, "0");
         assert_eq!(r.header.vendor, "Imperva Inc.");
         assert_eq!(r.header.class_id, "User logged in");
@@ -194,13 +208,19 @@ mod tests {
         assert_eq!(r.header.vendor, "Imp|erva");
         assert_eq!(r.header.product, r"Secure\Sphere");
         assert_eq!(r.header.name, "na|me");
-        assert_eq!(pairs(r"CEF:0|Imp\|erva|Secure\\Sphere|1|c|na\|me|Low|a=b"), vec![("a".into(), "b".into())]);
+        assert_eq!(
+            pairs(r"CEF:0|Imp\|erva|Secure\\Sphere|1|c|na\|me|Low|a=b"),
+            vec![("a".into(), "b".into())]
+        );
     }
 
     #[test]
     fn cef_value_with_spaces_pipes_and_escaped_equals() {
         let p = pairs(r"CEF:0|v|p|1|c|n|3| request=site/a.htm?Sip\=1.1.1.1 | cat /etc/passwd requestMethod=GET");
-        assert_eq!(p[0], ("request".into(), "site/a.htm?Sip=1.1.1.1 | cat /etc/passwd".into()));
+        assert_eq!(
+            p[0],
+            ("request".into(), "site/a.htm?Sip=1.1.1.1 | cat /etc/passwd".into())
+        );
         assert_eq!(p[1], ("requestMethod".into(), "GET".into()));
     }
 
@@ -231,7 +251,9 @@ mod tests {
 
     #[test]
     fn cef_json_value_and_raw_equals_inside_value() {
-        let p = pairs(r#"CEF:0|v|p|1|c|n|3|additionalResHeaders=[{"Content-Type":"text/html; charset\=UTF-8"}] cs5Label=clappsigdproc=Browser"#);
+        let p = pairs(
+            r#"CEF:0|v|p|1|c|n|3|additionalResHeaders=[{"Content-Type":"text/html; charset\=UTF-8"}] cs5Label=clappsigdproc=Browser"#,
+        );
         assert_eq!(p[0].1, r#"[{"Content-Type":"text/html; charset=UTF-8"}]"#);
         assert_eq!(p[1], ("cs5Label".into(), "clappsigdproc=Browser".into()));
     }

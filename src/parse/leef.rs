@@ -58,7 +58,11 @@ pub fn parse_into<'a>(text: &'a str, mut fields: Vec<Field<'a>>) -> Result<Recor
                 return Err(ParseError::TooManyFields(MAX_FIELDS));
             }
             let (key, raw) = item.split_once('=').unwrap_or(("", item));
-            fields.push(Field { key: key.trim(), raw: Cow::Borrowed(raw), escape: Escape::None });
+            fields.push(Field {
+                key: key.trim(),
+                raw: Cow::Borrowed(raw),
+                escape: Escape::None,
+            });
         }
     } else {
         scan_extension(attrs, &mut fields)?;
@@ -66,11 +70,21 @@ pub fn parse_into<'a>(text: &'a str, mut fields: Vec<Field<'a>>) -> Result<Recor
     // LEEF's `sev` attribute is the event severity.
     if let Some(sev) = fields.iter().rev().find(|f| f.key == "sev") {
         let sev = sev.raw.clone();
-        let mut r = Record { format: Format::Leef, syslog: None, header, fields };
+        let mut r = Record {
+            format: Format::Leef,
+            syslog: None,
+            header,
+            fields,
+        };
         r.header.severity = sev;
         return Ok(r);
     }
-    Ok(Record { format: Format::Leef, syslog: None, header, fields })
+    Ok(Record {
+        format: Format::Leef,
+        syslog: None,
+        header,
+        fields,
+    })
 }
 
 /// `^`, `x5E`, `0x5E`, `\t`-as-text are all accepted forms of the LEEF 2.0 delimiter field.
@@ -101,17 +115,25 @@ mod tests {
     use super::*;
 
     fn pairs(r: &Record<'_>) -> Vec<(String, String)> {
-        r.fields.iter().map(|f| (f.key.to_string(), f.value().into_owned())).collect()
+        r.fields
+            .iter()
+            .map(|f| (f.key.to_string(), f.value().into_owned()))
+            .collect()
     }
 
     #[test]
     fn leef1_tab_separated() {
-        let r = parse("LEEF:1.0|Incapsula|SIEMintegration|0|SQL Injection|src=1.2.3.4\tcpt=443\trequest=a b/c").unwrap();
+        let r =
+            parse("LEEF:1.0|Incapsula|SIEMintegration|0|SQL Injection|src=1.2.3.4\tcpt=443\trequest=a b/c").unwrap();
         assert_eq!(r.header.vendor, "Incapsula");
         assert_eq!(r.header.name, "SQL Injection");
         assert_eq!(
             pairs(&r),
-            vec![("src".into(), "1.2.3.4".into()), ("cpt".into(), "443".into()), ("request".into(), "a b/c".into())]
+            vec![
+                ("src".into(), "1.2.3.4".into()),
+                ("cpt".into(), "443".into()),
+                ("request".into(), "a b/c".into())
+            ]
         );
     }
 
@@ -120,14 +142,21 @@ mod tests {
         let r = parse("LEEF:2.0|Incapsula|SIEMintegration|0|Normal|^|src=1.2.3.4^qstr=a=b^ua=Mozilla 5").unwrap();
         assert_eq!(
             pairs(&r),
-            vec![("src".into(), "1.2.3.4".into()), ("qstr".into(), "a=b".into()), ("ua".into(), "Mozilla 5".into())]
+            vec![
+                ("src".into(), "1.2.3.4".into()),
+                ("qstr".into(), "a=b".into()),
+                ("ua".into(), "Mozilla 5".into())
+            ]
         );
     }
 
     #[test]
     fn leef2_with_hex_delimiter() {
         let r = parse("LEEF:2.0|Incapsula|SIEMintegration|0|Normal|x5E|src=1.2.3.4^cpt=1").unwrap();
-        assert_eq!(pairs(&r), vec![("src".into(), "1.2.3.4".into()), ("cpt".into(), "1".into())]);
+        assert_eq!(
+            pairs(&r),
+            vec![("src".into(), "1.2.3.4".into()), ("cpt".into(), "1".into())]
+        );
         let r = parse("LEEF:2.0|V|P|1|E|0x7C|a=1|b=2").unwrap();
         assert_eq!(pairs(&r), vec![("a".into(), "1".into()), ("b".into(), "2".into())]);
     }

@@ -24,7 +24,11 @@ pub enum ParseError {
     #[error("no LEEF: marker")]
     NotLeef,
     #[error("{format} header has {found} of {wanted} '|'-terminated fields")]
-    Header { format: &'static str, found: usize, wanted: usize },
+    Header {
+        format: &'static str,
+        found: usize,
+        wanted: usize,
+    },
     #[error("more than {0} key=value pairs")]
     TooManyFields(usize),
     #[error("W3C line has {found} columns, #Fields names {wanted}")]
@@ -78,8 +82,16 @@ mod tests {
 
     #[test]
     fn dispatches_on_payload() {
-        assert_eq!(parse_event("<14>CEF:0|a|b|c|d|e|f|x=1", None).unwrap().format, Format::Cef);
-        assert_eq!(parse_event("Jan  1 00:00:00 h LEEF:1.0|a|b|c|d|x=1", None).unwrap().format, Format::Leef);
+        assert_eq!(
+            parse_event("<14>CEF:0|a|b|c|d|e|f|x=1", None).unwrap().format,
+            Format::Cef
+        );
+        assert_eq!(
+            parse_event("Jan  1 00:00:00 h LEEF:1.0|a|b|c|d|x=1", None)
+                .unwrap()
+                .format,
+            Format::Leef
+        );
         let cols = W3cFields::from_directive("#Fields: c-ip").unwrap();
         assert_eq!(parse_event("1.2.3.4", Some(&cols)).unwrap().format, Format::W3c);
         assert_eq!(parse_event("1.2.3.4", None).unwrap_err(), ParseError::Unrecognized);

@@ -369,7 +369,10 @@ mod tests {
     fn known_keys_fold_case_and_long_names() {
         assert_eq!(Key::lookup(Format::Cef, "fileid"), Some(Key::FileId));
         assert_eq!(Key::lookup(Format::Cef, "fileId"), Some(Key::FileId));
-        assert_eq!(Key::lookup(Format::Cef, "deviceExternalID"), Some(Key::DeviceExternalId));
+        assert_eq!(
+            Key::lookup(Format::Cef, "deviceExternalID"),
+            Some(Key::DeviceExternalId)
+        );
         assert_eq!(Key::lookup(Format::Cef, "sourceAddress"), Some(Key::Src));
         assert_eq!(Key::lookup(Format::Cef, "cs21Label"), Some(Key::CsLabel(21)));
         assert_eq!(Key::lookup(Format::Cef, "deviceCustomString3"), Some(Key::Cs(3)));

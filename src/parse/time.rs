@@ -94,7 +94,9 @@ pub fn month_from_name(s: &str) -> Option<u32> {
     }
     MONTHS
         .iter()
-        .position(|m| m.eq_ignore_ascii_case(s) || (s.len() == 4 && s.eq_ignore_ascii_case("sept") && *m == "september"))
+        .position(|m| {
+            m.eq_ignore_ascii_case(s) || (s.len() == 4 && s.eq_ignore_ascii_case("sept") && *m == "september")
+        })
         .map(|i| i as u32 + 1)
 }
 
@@ -299,11 +301,26 @@ mod tests {
     #[test]
     fn securesphere_layouts() {
         let z = Zone::Utc;
-        assert_eq!(iso(parse_device_time("Oct 05 2023 18:33:02", &z, NOW).unwrap()), "2023-10-05T18:33:02.000Z");
-        assert_eq!(iso(parse_device_time("31 March 2016 13:04:55", &z, NOW).unwrap()), "2016-03-31T13:04:55.000Z");
-        assert_eq!(iso(parse_device_time("(Apr 26 2023 13:08:12)", &z, NOW).unwrap()), "2023-04-26T13:08:12.000Z");
-        assert_eq!(iso(parse_device_time("1396032820000", &z, NOW).unwrap()), "2014-03-28T18:53:40.000Z");
-        assert_eq!(iso(parse_device_time("Oct 05 2023 18:33:02.250 UTC", &z, NOW).unwrap()), "2023-10-05T18:33:02.250Z");
+        assert_eq!(
+            iso(parse_device_time("Oct 05 2023 18:33:02", &z, NOW).unwrap()),
+            "2023-10-05T18:33:02.000Z"
+        );
+        assert_eq!(
+            iso(parse_device_time("31 March 2016 13:04:55", &z, NOW).unwrap()),
+            "2016-03-31T13:04:55.000Z"
+        );
+        assert_eq!(
+            iso(parse_device_time("(Apr 26 2023 13:08:12)", &z, NOW).unwrap()),
+            "2023-04-26T13:08:12.000Z"
+        );
+        assert_eq!(
+            iso(parse_device_time("1396032820000", &z, NOW).unwrap()),
+            "2014-03-28T18:53:40.000Z"
+        );
+        assert_eq!(
+            iso(parse_device_time("Oct 05 2023 18:33:02.250 UTC", &z, NOW).unwrap()),
+            "2023-10-05T18:33:02.250Z"
+        );
         assert!(parse_device_time("yesterday", &z, NOW).is_none());
         assert!(parse_device_time("Foo 05 2023 18:33:02", &z, NOW).is_none());
         assert!(parse_device_time("Feb 30 2023 18:33:02", &z, NOW).is_none());
@@ -312,20 +329,35 @@ mod tests {
     #[test]
     fn configured_zone_applies_to_zoneless_times() {
         let paris = Zone::parse("Europe/Paris").unwrap();
-        assert_eq!(iso(parse_device_time("Oct 05 2023 18:33:02", &paris, NOW).unwrap()), "2023-10-05T16:33:02.000Z");
+        assert_eq!(
+            iso(parse_device_time("Oct 05 2023 18:33:02", &paris, NOW).unwrap()),
+            "2023-10-05T16:33:02.000Z"
+        );
         let fixed = Zone::parse("-0500").unwrap();
-        assert_eq!(iso(parse_device_time("Oct 05 2023 18:33:02", &fixed, NOW).unwrap()), "2023-10-05T23:33:02.000Z");
+        assert_eq!(
+            iso(parse_device_time("Oct 05 2023 18:33:02", &fixed, NOW).unwrap()),
+            "2023-10-05T23:33:02.000Z"
+        );
         // An explicit zone in the value wins over the configured one.
-        assert_eq!(iso(parse_device_time("Oct 05 2023 18:33:02 UTC", &paris, NOW).unwrap()), "2023-10-05T18:33:02.000Z");
+        assert_eq!(
+            iso(parse_device_time("Oct 05 2023 18:33:02 UTC", &paris, NOW).unwrap()),
+            "2023-10-05T18:33:02.000Z"
+        );
     }
 
     #[test]
     fn yearless_times_take_the_current_year_or_the_previous() {
         let z = Zone::Utc;
-        assert_eq!(iso(parse_device_time("Nov 14 01:00:00", &z, NOW).unwrap()), "2023-11-14T01:00:00.000Z");
+        assert_eq!(
+            iso(parse_device_time("Nov 14 01:00:00", &z, NOW).unwrap()),
+            "2023-11-14T01:00:00.000Z"
+        );
         // Dec 31 read on Jan 1st belongs to the year before.
         let jan1 = 1_704_067_200_000; // 2024-01-01T00:00:00Z
-        assert_eq!(iso(parse_device_time("Dec 31 23:59:59", &z, jan1).unwrap()), "2023-12-31T23:59:59.000Z");
+        assert_eq!(
+            iso(parse_device_time("Dec 31 23:59:59", &z, jan1).unwrap()),
+            "2023-12-31T23:59:59.000Z"
+        );
     }
 
     #[test]
@@ -345,7 +377,14 @@ mod tests {
         for days in [-800_000i64, -1, 0, 1, 59, 365, 11_016, 19_000, 2_932_896] {
             let (y, m, d) = civil_from_days(days);
             let c = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap() + chrono::Duration::days(days);
-            assert_eq!((y as i32, m, d), (chrono::Datelike::year(&c), chrono::Datelike::month(&c), chrono::Datelike::day(&c)));
+            assert_eq!(
+                (y as i32, m, d),
+                (
+                    chrono::Datelike::year(&c),
+                    chrono::Datelike::month(&c),
+                    chrono::Datelike::day(&c)
+                )
+            );
         }
     }
 }

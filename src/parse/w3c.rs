@@ -87,7 +87,12 @@ impl W3cFields {
             .collect();
         let date_col = names.iter().position(|n| n.eq_ignore_ascii_case("date"));
         let time_col = names.iter().position(|n| n.eq_ignore_ascii_case("time"));
-        Some(W3cFields { names, keys, date_col, time_col })
+        Some(W3cFields {
+            names,
+            keys,
+            date_col,
+            time_col,
+        })
     }
 }
 
@@ -167,12 +172,19 @@ pub fn parse<'a>(line: &'a str, cols: &'a W3cFields) -> Result<Record<'a>, Parse
 }
 
 /// [`parse`] into a caller's (empty) field vector.
-pub fn parse_into<'a>(line: &'a str, cols: &'a W3cFields, mut fields: Vec<Field<'a>>) -> Result<Record<'a>, ParseError> {
+pub fn parse_into<'a>(
+    line: &'a str,
+    cols: &'a W3cFields,
+    mut fields: Vec<Field<'a>>,
+) -> Result<Record<'a>, ParseError> {
     fields.clear();
     let line = line.trim_end_matches(['\r', '\n']);
     let toks = tokens(line);
     if toks.len() != cols.names.len() {
-        return Err(ParseError::W3cColumns { found: toks.len(), wanted: cols.names.len() });
+        return Err(ParseError::W3cColumns {
+            found: toks.len(),
+            wanted: cols.names.len(),
+        });
     }
     let mut date: Option<&str> = None;
     let mut time: Option<&str> = None;
@@ -192,11 +204,19 @@ pub fn parse_into<'a>(line: &'a str, cols: &'a W3cFields, mut fields: Vec<Field<
             }
             continue;
         }
-        fields.push(Field { key: cols.keys[i].as_str(), raw: tok, escape: Escape::None });
+        fields.push(Field {
+            key: cols.keys[i].as_str(),
+            raw: tok,
+            escape: Escape::None,
+        });
     }
     if let (Some(d), Some(t)) = (date, time) {
-        let ts = NaiveDateTime::parse_from_str(&format!("{d} {t}"), "%Y-%m-%d %H:%M:%S%.f")
-            .map_err(|_| ParseError::BadValue { key: "date/time", value: format!("{d} {t}") })?;
+        let ts = NaiveDateTime::parse_from_str(&format!("{d} {t}"), "%Y-%m-%d %H:%M:%S%.f").map_err(|_| {
+            ParseError::BadValue {
+                key: "date/time",
+                value: format!("{d} {t}"),
+            }
+        })?;
         fields.push(Field {
             key: "start",
             raw: Cow::Owned(ts.and_utc().timestamp_millis().to_string()),
@@ -210,10 +230,17 @@ pub fn parse_into<'a>(line: &'a str, cols: &'a W3cFields, mut fields: Vec<Field<
         product: Cow::Borrowed("SIEMintegration"),
         device_version: Cow::Borrowed("1"),
         class_id: Cow::Borrowed("1"),
-        name: rule.filter(|r| !r.trim_matches(',').is_empty()).unwrap_or(Cow::Borrowed("Normal")),
+        name: rule
+            .filter(|r| !r.trim_matches(',').is_empty())
+            .unwrap_or(Cow::Borrowed("Normal")),
         severity: Cow::Borrowed(""),
     };
-    Ok(Record { format: Format::W3c, syslog: None, header, fields })
+    Ok(Record {
+        format: Format::W3c,
+        syslog: None,
+        header,
+        fields,
+    })
 }
 
 #[cfg(test)]
@@ -222,15 +249,25 @@ mod tests {
 
     #[test]
     fn w3c_maps_columns_by_name_and_skips_dashes() {
-        let cols = W3cFields::from_directive("#Fields: date time c-ip c-port cs-method cs-uri sc-status s-xff cs(User-Agent) s-custom").unwrap();
-        let r = parse(r#"2024-01-20 10:00:01.5 1.2.3.4 5555 GET site.com/a - 10.0.0.1 "Mozilla/5.0 (X11; Linux) ""q""" x"#, &cols).unwrap();
+        let cols = W3cFields::from_directive(
+            "#Fields: date time c-ip c-port cs-method cs-uri sc-status s-xff cs(User-Agent) s-custom",
+        )
+        .unwrap();
+        let r = parse(
+            r#"2024-01-20 10:00:01.5 1.2.3.4 5555 GET site.com/a - 10.0.0.1 "Mozilla/5.0 (X11; Linux) ""q""" x"#,
+            &cols,
+        )
+        .unwrap();
         let get = |k: &str| r.fields.iter().find(|f| f.key == k).map(|f| f.raw.to_string());
         assert_eq!(get("src").as_deref(), Some("1.2.3.4"));
         assert_eq!(get("cpt").as_deref(), Some("5555"));
         assert_eq!(get("requestMethod").as_deref(), Some("GET"));
         assert_eq!(get("request").as_deref(), Some("site.com/a"));
         assert_eq!(get("cn1"), None, "`-` is empty");
-        assert_eq!(get("requestClientApplication").as_deref(), Some(r#"Mozilla/5.0 (X11; Linux) "q""#));
+        assert_eq!(
+            get("requestClientApplication").as_deref(),
+            Some(r#"Mozilla/5.0 (X11; Linux) "q""#)
+        );
         assert_eq!(get("s-custom").as_deref(), Some("x"));
         assert_eq!(get("start").as_deref(), Some("1705744801500"));
         assert_eq!(r.header.name, "Normal");
@@ -239,6 +276,9 @@ mod tests {
     #[test]
     fn w3c_column_count_mismatch_is_an_error() {
         let cols = W3cFields::from_directive("#Fields: c-ip c-port").unwrap();
-        assert!(matches!(parse("1.2.3.4", &cols), Err(ParseError::W3cColumns { found: 1, wanted: 2 })));
+        assert!(matches!(
+            parse("1.2.3.4", &cols),
+            Err(ParseError::W3cColumns { found: 1, wanted: 2 })
+        ));
     }
 }

@@ -53,7 +53,12 @@ pub enum Comp {
 }
 
 /// Build a container file around `plaintext` (the event lines).
-pub fn container(plaintext: &[u8], comp: Comp, encrypt_with: Option<(&RsaPublicKey, usize)>, checksum: Option<&str>) -> Vec<u8> {
+pub fn container(
+    plaintext: &[u8],
+    comp: Comp,
+    encrypt_with: Option<(&RsaPublicKey, usize)>,
+    checksum: Option<&str>,
+) -> Vec<u8> {
     let compressed = match comp {
         Comp::None => plaintext.to_vec(),
         Comp::Zlib => zlib(plaintext),
@@ -61,21 +66,31 @@ pub fn container(plaintext: &[u8], comp: Comp, encrypt_with: Option<(&RsaPublicK
     };
     let mut header = String::from("accountId:123456\nconfigId:12345\n");
     let sum = checksum.map(str::to_string).unwrap_or_else(|| md5_hex(plaintext));
-    header.push_str(&format!("checksum:{sum}\nformat:CEF\nstartTime:1705705619206\nendTime:1705705805378\n"));
+    header.push_str(&format!(
+        "checksum:{sum}\nformat:CEF\nstartTime:1705705619206\nendTime:1705705805378\n"
+    ));
     let body = match encrypt_with {
         None => compressed,
         Some((public, key_len)) => {
             let mut rng = StdRng::seed_from_u64(99);
-            let aes_key: Vec<u8> = (0..key_len).map(|i| (i as u8).wrapping_mul(37).wrapping_add(11)).collect();
+            let aes_key: Vec<u8> = (0..key_len)
+                .map(|i| (i as u8).wrapping_mul(37).wrapping_add(11))
+                .collect();
             let wrapped = public
                 .encrypt(&mut rng, Pkcs1v15Encrypt, STANDARD.encode(&aes_key).as_bytes())
                 .expect("rsa encrypt");
             header.push_str(&format!("publicKeyId:{KEY_ID}\nkey:{}\n", STANDARD.encode(wrapped)));
             let iv = [0u8; 16];
             match key_len {
-                16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(&aes_key, &iv).expect("aes").encrypt_padded_vec_mut::<Pkcs7>(&compressed),
-                24 => cbc::Encryptor::<aes::Aes192>::new_from_slices(&aes_key, &iv).expect("aes").encrypt_padded_vec_mut::<Pkcs7>(&compressed),
-                32 => cbc::Encryptor::<aes::Aes256>::new_from_slices(&aes_key, &iv).expect("aes").encrypt_padded_vec_mut::<Pkcs7>(&compressed),
+                16 => cbc::Encryptor::<aes::Aes128>::new_from_slices(&aes_key, &iv)
+                    .expect("aes")
+                    .encrypt_padded_vec_mut::<Pkcs7>(&compressed),
+                24 => cbc::Encryptor::<aes::Aes192>::new_from_slices(&aes_key, &iv)
+                    .expect("aes")
+                    .encrypt_padded_vec_mut::<Pkcs7>(&compressed),
+                32 => cbc::Encryptor::<aes::Aes256>::new_from_slices(&aes_key, &iv)
+                    .expect("aes")
+                    .encrypt_padded_vec_mut::<Pkcs7>(&compressed),
                 n => panic!("aes key length {n}"),
             }
         }

@@ -176,12 +176,18 @@ fn build_domain(rules: Vec<(String, bool, Templates)>) -> Result<Domain, String>
     for (re, ci, t) in rules {
         let mut opts = regex_filtered::Options::new();
         opts.case_insensitive(ci);
-        b = b.push_opt(&rewrite(&re), &opts).map_err(|e| format!("uap rule {re:?}: {e}"))?;
+        b = b
+            .push_opt(&rewrite(&re), &opts)
+            .map_err(|e| format!("uap rule {re:?}: {e}"))?;
         templates.push(t);
         sources.push(re);
     }
     let matcher = b.build().map_err(|e| format!("uap prefilter: {e}"))?;
-    Ok(Domain { matcher, templates, sources })
+    Ok(Domain {
+        matcher,
+        templates,
+        sources,
+    })
 }
 
 impl Rules {
@@ -205,7 +211,12 @@ impl Rules {
                 .map(|r| {
                     let t = Templates {
                         name: r.os_replacement,
-                        parts: [r.os_v1_replacement, r.os_v2_replacement, r.os_v3_replacement, r.os_v4_replacement],
+                        parts: [
+                            r.os_v1_replacement,
+                            r.os_v2_replacement,
+                            r.os_v3_replacement,
+                            r.os_v4_replacement,
+                        ],
                     };
                     (r.regex, r.regex_flag.as_deref() == Some("i"), t)
                 })
@@ -215,7 +226,10 @@ impl Rules {
             f.device_parsers
                 .into_iter()
                 .map(|r| {
-                    let t = Templates { name: r.device_replacement, parts: [None, None, None, None] };
+                    let t = Templates {
+                        name: r.device_replacement,
+                        parts: [None, None, None, None],
+                    };
                     (r.regex, r.regex_flag.as_deref() == Some("i"), t)
                 })
                 .collect(),
@@ -227,16 +241,31 @@ impl Rules {
             .filter(|(_, s)| ELASTIC_ABSENT_RULES.contains(&s.as_str()))
             .map(|(i, _)| i)
             .collect();
-        Ok(Rules { ua, os, device, elastic_skip })
+        Ok(Rules {
+            ua,
+            os,
+            device,
+            elastic_skip,
+        })
     }
 
     /// Apply the rules to one user agent.
     pub fn parse(&self, ua: &str, flavor: Flavor) -> Parsed {
-        let skip: &[usize] = if flavor == Flavor::Elastic { &self.elastic_skip } else { &[] };
+        let skip: &[usize] = if flavor == Flavor::Elastic {
+            &self.elastic_skip
+        } else {
+            &[]
+        };
         let (name, version) = extract(&self.ua, ua, skip).unwrap_or_default();
         let (os_name, os_version) = extract(&self.os, ua, &[]).unwrap_or_default();
         let (device, _) = extract(&self.device, ua, &[]).unwrap_or_default();
-        Parsed { name, version, os_name, os_version, device }
+        Parsed {
+            name,
+            version,
+            os_name,
+            os_version,
+            device,
+        }
     }
 }
 
@@ -315,8 +344,16 @@ impl Parsed {
         };
         let name = self.name.clone().unwrap_or_else(|| "Other".into());
         let os_name = self.os_name.clone().unwrap_or_else(|| "Other".into());
-        let version = if self.name.is_some() { join(&self.version, 4) } else { None };
-        let os_version = if self.os_name.is_some() { join(&self.os_version, 4) } else { None };
+        let version = if self.name.is_some() {
+            join(&self.version, 4)
+        } else {
+            None
+        };
+        let os_version = if self.os_name.is_some() {
+            join(&self.os_version, 4)
+        } else {
+            None
+        };
         let os_full = match (flavor, &os_version) {
             (Flavor::Elastic, Some(v)) => Some(format!("{os_name} {v}")),
             _ => None,
@@ -344,7 +381,14 @@ pub struct Cache {
 
 impl Cache {
     pub fn new(flavor: Flavor) -> Self {
-        Cache { rules: None, flavor, map: HashMap::new(), max_entries: 16_384, hits: 0, misses: 0 }
+        Cache {
+            rules: None,
+            flavor,
+            map: HashMap::new(),
+            max_entries: 16_384,
+            hits: 0,
+            misses: 0,
+        }
     }
 
     /// Parse (or recall) a user agent. `None` only if the bundled rules failed to compile.
@@ -397,9 +441,15 @@ mod tests {
             "Mozilla/5.0 (X11; OpenBSD i386) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/36.0.1985.125 Safari/537.36",
             Flavor::Python,
         );
-        assert_eq!((&*p.name, p.version.as_deref(), &*p.os_name), ("Chrome", Some("36.0.1985"), "OpenBSD"));
+        assert_eq!(
+            (&*p.name, p.version.as_deref(), &*p.os_name),
+            ("Chrome", Some("36.0.1985"), "OpenBSD")
+        );
         let o = ua("python-requests", Flavor::Python);
-        assert_eq!((&*o.name, o.version, &*o.os_name, &*o.device_name), ("Other", None, "Other", "Other"));
+        assert_eq!(
+            (&*o.name, o.version, &*o.os_name, &*o.device_name),
+            ("Other", None, "Other", "Other")
+        );
     }
 
     #[test]
