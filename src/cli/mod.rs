@@ -71,7 +71,7 @@ pub struct MappingArgs {
     /// Write the syslog envelope's facts to `log.syslog.*`.
     #[arg(long)]
     pub syslog_fields: bool,
-    /// Write each document's deterministic `_id` as its first key.
+    /// Write each document's deterministic `_id` into it (as `_id`).
     #[arg(long)]
     pub emit_id: bool,
 }
