@@ -41,12 +41,13 @@ pub enum TsStyle {
 const NONE: u16 = u16::MAX;
 
 /// Fields of one output document: static paths by slot (see [`paths`](super::paths)), run-time
-/// paths in a side list.
+/// keys (under a known object) in a side list.
 pub struct Doc<'a> {
     /// Per slot, the index of its value in `vals` (`NONE` when unset).
     slot_val: [u16; PATHS.len()],
     vals: Vec<Val<'a>>,
-    dynamic: Vec<(String, Val<'a>)>,
+    /// (full path, object node, leaf key, value), for keys only known at run time.
+    dynamic: Vec<(String, u16, Val<'a>)>,
 }
 
 impl Default for Doc<'_> {
@@ -63,11 +64,7 @@ impl<'a> Doc<'a> {
     /// A document storing its values in `vals` (cleared first); [`Doc::write`] hands it back.
     pub fn with_storage(mut vals: Vec<Val<'a>>) -> Self {
         vals.clear();
-        Doc {
-            slot_val: [NONE; PATHS.len()],
-            vals,
-            dynamic: Vec::new(),
-        }
+        Doc { slot_val: [NONE; PATHS.len()], vals, dynamic: Vec::new() }
     }
 
     /// Set a field; a later set of the same path wins.
@@ -81,12 +78,20 @@ impl<'a> Doc<'a> {
         }
     }
 
-    /// Set a field whose path is only known at run time (unknown extension keys).
-    pub fn put_owned(&mut self, path: String, v: Val<'a>) {
-        if let Some(e) = self.dynamic.iter_mut().find(|(p, _)| *p == path) {
-            e.1 = v;
+    /// Set `<object>.<key>` where only the key is known at run time (unknown extension keys).
+    /// `object` must be an object of the static paths or one of [`EXTRA_OBJECTS`] (`""` is the
+    /// document itself); `key` must not contain `.`.
+    pub fn put_dynamic(&mut self, object: &str, key: &str, v: Val<'a>) {
+        let tree = tree();
+        let Some(&node) = tree.node_by_path.get(object) else {
+            debug_assert!(false, "unknown object {object:?}");
+            return;
+        };
+        let path = if object.is_empty() { key.to_string() } else { format!("{object}.{key}") };
+        if let Some(e) = self.dynamic.iter_mut().find(|(p, _, _)| *p == path) {
+            e.2 = v;
         } else {
-            self.dynamic.push((path, v));
+            self.dynamic.push((path, node, v));
         }
     }
 
@@ -128,13 +133,9 @@ impl<'a> Doc<'a> {
     /// Write the document as one JSON object (no trailing newline). Returns the value storage,
     /// emptied, for reuse.
     pub fn write(mut self, out: &mut Vec<u8>) -> Vec<Val<'a>> {
-        let table = seg_table();
+        let t = tree();
         self.dynamic.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut w = Nester {
-            open: Vec::with_capacity(8),
-            has_member: Vec::with_capacity(8),
-        };
-        w.has_member.push(false);
+        let mut w = Writer { t, cur: 0, has_member: [false; MAX_DEPTH] };
         out.push(b'{');
         let mut dyn_iter = self.dynamic.iter().peekable();
         for (slot, &vi) in self.slot_val.iter().enumerate() {
@@ -143,22 +144,28 @@ impl<'a> Doc<'a> {
             }
             if dyn_iter.peek().is_some() {
                 let path = PATHS[slot];
-                while let Some((dp, dv)) = dyn_iter.next_if(|(dp, _)| dp.as_bytes() < path.as_bytes()) {
-                    w.field(out, &dynamic_segs(dp, table), dv);
+                while let Some((dp, node, v)) = dyn_iter.next_if(|(dp, _, _)| dp.as_bytes() < path.as_bytes()) {
+                    let key = &dp[dp.len() - leaf_len(dp, *node, t)..];
+                    w.field(out, *node, Key::Dynamic(key), v);
                 }
             }
-            w.field(out, &table.by_slot[slot], &self.vals[vi as usize]);
+            w.field(out, t.slot_parent[slot], Key::Static(&t.slot_key[slot]), &self.vals[vi as usize]);
         }
-        for (dp, dv) in dyn_iter {
-            w.field(out, &dynamic_segs(dp, table), dv);
+        for (path, node, v) in dyn_iter {
+            let key = &path[path.len() - leaf_len(path, *node, t)..];
+            w.field(out, *node, Key::Dynamic(key), v);
         }
-        for _ in 0..w.open.len() {
-            out.push(b'}');
-        }
+        w.close_to(out, 0);
         out.push(b'}');
         self.vals.clear();
         self.vals
     }
+}
+
+/// Length of the leaf key in a dynamic `path` under `node`.
+fn leaf_len(path: &str, node: u16, t: &Tree) -> usize {
+    let obj = t.node_path[node as usize];
+    if obj.is_empty() { path.len() } else { path.len() - obj.len() - 1 }
 }
 
 /// Re-type an emptied vector to another lifetime, keeping its allocation (the in-place
@@ -168,123 +175,142 @@ pub fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
     v.into_iter().map(|_| unreachable!("vector was cleared")).collect()
 }
 
-/// A path segment: its text and, for segments of static paths, an interned id, so the writer
-/// compares numbers rather than strings on the hot path.
-#[derive(Clone, Copy)]
-struct Seg<'p> {
-    id: u16,
-    text: &'p str,
-    /// `"text"`, already JSON-quoted (static segments need no escaping).
-    quoted: Option<&'static str>,
+/// Objects that only run-time keys live in (no static path below them).
+pub const EXTRA_OBJECTS: &[&str] = &["imperva.securesphere.extensions", "imperva_cloud_waf.event.extensions"];
+
+const MAX_DEPTH: usize = 16;
+
+/// The object tree of all static paths, built once: for every object node its parent, depth
+/// and pre-quoted `"name":{`; for every slot its parent node and pre-quoted `"leaf":`.
+struct Tree {
+    node_parent: Vec<u16>,
+    node_depth: Vec<u8>,
+    node_open: Vec<Box<str>>,
+    node_path: Vec<&'static str>,
+    node_by_path: std::collections::HashMap<&'static str, u16>,
+    slot_parent: Vec<u16>,
+    slot_key: Vec<Box<str>>,
 }
 
-const DYNAMIC: u16 = u16::MAX;
-
-impl Seg<'_> {
-    fn write(&self, out: &mut Vec<u8>) {
-        match self.quoted {
-            Some(q) => out.extend_from_slice(q.as_bytes()),
-            None => write_str(out, self.text),
-        }
-    }
+fn quoted(s: &str, tail: &str) -> Box<str> {
+    let mut v = Vec::with_capacity(s.len() + 4);
+    write_str(&mut v, s);
+    v.extend_from_slice(tail.as_bytes());
+    String::from_utf8(v).unwrap_or_default().into_boxed_str()
 }
 
-impl PartialEq for Seg<'_> {
-    fn eq(&self, o: &Self) -> bool {
-        if self.id != DYNAMIC && o.id != DYNAMIC {
-            self.id == o.id
-        } else {
-            self.text == o.text
-        }
-    }
-}
-
-/// Segments of every static path, interned once per process.
-struct SegTable {
-    by_slot: Vec<Vec<Seg<'static>>>,
-    ids: std::collections::HashMap<&'static str, u16>,
-}
-
-fn seg_table() -> &'static SegTable {
-    static T: std::sync::OnceLock<SegTable> = std::sync::OnceLock::new();
+fn tree() -> &'static Tree {
+    static T: std::sync::OnceLock<Tree> = std::sync::OnceLock::new();
     T.get_or_init(|| {
-        let mut ids = std::collections::HashMap::new();
-        let mut quoted: std::collections::HashMap<&'static str, &'static str> = std::collections::HashMap::new();
-        let by_slot = PATHS
-            .iter()
-            .map(|p| {
-                p.split('.')
-                    .map(|text| {
-                        let next = ids.len() as u16;
-                        let id = *ids.entry(text).or_insert(next);
-                        // One small string per distinct segment, made once per process.
-                        let q = *quoted.entry(text).or_insert_with(|| {
-                            let mut v = Vec::new();
-                            write_str(&mut v, text);
-                            Box::leak(String::from_utf8(v).unwrap_or_default().into_boxed_str())
-                        });
-                        Seg {
-                            id,
-                            text,
-                            quoted: Some(q),
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        SegTable { by_slot, ids }
+        let mut t = Tree {
+            node_parent: vec![0],
+            node_depth: vec![0],
+            node_open: vec!["".into()],
+            node_path: vec![""],
+            node_by_path: std::collections::HashMap::from([("", 0u16)]),
+            slot_parent: Vec::with_capacity(PATHS.len()),
+            slot_key: Vec::with_capacity(PATHS.len()),
+        };
+        fn node(t: &mut Tree, object: &'static str) -> u16 {
+            if let Some(&n) = t.node_by_path.get(object) {
+                return n;
+            }
+            let (parent, name) = match object.rfind('.') {
+                Some(i) => (node(t, &object[..i]), &object[i + 1..]),
+                None => (0, object),
+            };
+            let id = t.node_parent.len() as u16;
+            t.node_parent.push(parent);
+            t.node_depth.push(t.node_depth[parent as usize] + 1);
+            t.node_open.push(quoted(name, ":{"));
+            t.node_path.push(object);
+            t.node_by_path.insert(object, id);
+            id
+        }
+        for path in PATHS {
+            let (parent, leaf) = match path.rfind('.') {
+                Some(i) => (node(&mut t, &path[..i]), &path[i + 1..]),
+                None => (0, *path),
+            };
+            t.slot_parent.push(parent);
+            t.slot_key.push(quoted(leaf, ":"));
+        }
+        for object in EXTRA_OBJECTS {
+            node(&mut t, object);
+        }
+        t
     })
 }
 
-/// Opens and closes nested objects as sorted dotted paths go by.
-struct Nester<'p> {
-    open: Vec<Seg<'p>>,
-    has_member: Vec<bool>,
+enum Key<'k> {
+    /// Pre-quoted `"leaf":`.
+    Static(&'k str),
+    Dynamic(&'k str),
 }
 
-impl<'p> Nester<'p> {
-    /// Write one field given its path segments (parents then leaf).
-    fn field(&mut self, out: &mut Vec<u8>, segs: &[Seg<'p>], v: &Val<'_>) {
-        let Some((leaf, parents)) = segs.split_last() else {
-            return;
-        };
-        let common = self.open.iter().zip(parents).take_while(|(a, b)| a == b).count();
-        while self.open.len() > common {
-            self.open.pop();
-            self.has_member.pop();
-            out.push(b'}');
+/// Streams fields in path order, opening and closing objects by walking the node tree.
+struct Writer<'t> {
+    t: &'t Tree,
+    cur: u16,
+    has_member: [bool; MAX_DEPTH],
+}
+
+impl Writer<'_> {
+    fn sep(&mut self, out: &mut Vec<u8>) {
+        let d = self.t.node_depth[self.cur as usize] as usize;
+        if self.has_member[d] {
+            out.push(b',');
         }
-        for seg in &parents[common..] {
-            self.sep(out);
-            seg.write(out);
-            out.extend_from_slice(b":{");
-            self.open.push(*seg);
-            self.has_member.push(false);
+        self.has_member[d] = true;
+    }
+
+    /// Close objects until `target` (an ancestor of the current node) is current.
+    fn close_to(&mut self, out: &mut Vec<u8>, target: u16) {
+        while self.cur != target && self.cur != 0 {
+            out.push(b'}');
+            self.cur = self.t.node_parent[self.cur as usize];
+        }
+    }
+
+    fn field(&mut self, out: &mut Vec<u8>, parent: u16, key: Key<'_>, v: &Val<'_>) {
+        let t = self.t;
+        if parent != self.cur {
+            // Lowest common ancestor of the open node and the field's parent.
+            let (mut a, mut b) = (self.cur, parent);
+            let mut down = [0u16; MAX_DEPTH];
+            let mut nd = 0;
+            while t.node_depth[b as usize] > t.node_depth[a as usize] {
+                down[nd] = b;
+                nd += 1;
+                b = t.node_parent[b as usize];
+            }
+            while t.node_depth[a as usize] > t.node_depth[b as usize] {
+                a = t.node_parent[a as usize];
+            }
+            while a != b {
+                a = t.node_parent[a as usize];
+                down[nd] = b;
+                nd += 1;
+                b = t.node_parent[b as usize];
+            }
+            self.close_to(out, a);
+            for &n in down[..nd].iter().rev() {
+                self.sep(out);
+                out.extend_from_slice(t.node_open[n as usize].as_bytes());
+                self.cur = n;
+                self.has_member[t.node_depth[n as usize] as usize] = false;
+            }
         }
         self.sep(out);
-        leaf.write(out);
-        out.push(b':');
+        match key {
+            Key::Static(q) => out.extend_from_slice(q.as_bytes()),
+            Key::Dynamic(k) => {
+                write_str(out, k);
+                out.push(b':');
+            }
+        }
         write_val(out, v);
     }
-
-    fn sep(&mut self, out: &mut Vec<u8>) {
-        if let Some(level) = self.has_member.last_mut() {
-            if *level {
-                out.push(b',');
-            }
-            *level = true;
-        }
-    }
-}
-
-fn dynamic_segs<'p>(path: &'p str, table: &SegTable) -> Vec<Seg<'p>> {
-    path.split('.')
-        .map(|text| Seg {
-            id: table.ids.get(text).copied().unwrap_or(DYNAMIC),
-            text,
-            quoted: None,
-        })
-        .collect()
 }
 
 fn write_val(out: &mut Vec<u8>, v: &Val<'_>) {
@@ -481,10 +507,10 @@ mod tests {
         let mut d = Doc::default();
         d.str(p!("imperva.securesphere.severity"), "High");
         d.str(p!("imperva.securesphere.device.custom_string1.label"), "Policy");
-        d.put_owned("imperva.securesphere.extensions.zz".into(), Val::Str("1".into()));
-        d.put_owned("imperva.securesphere.extensions.aa".into(), Val::Str("2".into()));
-        d.put_owned("imperva.securesphere.extensions.aa".into(), Val::Str("3".into()));
-        d.put_owned("zzz_top".into(), Val::Int(1));
+        d.put_dynamic("imperva.securesphere.extensions", "zz", Val::Str("1".into()));
+        d.put_dynamic("imperva.securesphere.extensions", "aa", Val::Str("2".into()));
+        d.put_dynamic("imperva.securesphere.extensions", "aa", Val::Str("3".into()));
+        d.put_dynamic("", "zzz_top", Val::Int(1));
         d.str(p!("message"), "m");
         let v = render(d);
         assert_eq!(

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 
 use super::doc::{Doc, TsStyle, Val};
 use super::paths::P;
-use super::{Ctx, extension_path, parse_ip};
+use super::{Ctx, extension_key, parse_ip};
 use crate::p;
 use crate::parse::Key;
 use crate::parse::time::{parse_device_time, parse_epoch_ms};
@@ -163,7 +163,7 @@ fn keep_unused<'r>(ctx: &Ctx<'r, '_>, d: &mut Doc<'r>, prefix: &str) {
     for f in ctx.unused() {
         let v = f.value().into_owned();
         if !v.is_empty() {
-            d.put_owned(extension_path(prefix, f.key), Val::Str(Cow::Owned(v)));
+            d.put_dynamic(prefix, &extension_key(f.key), Val::Str(Cow::Owned(v)));
         }
     }
 }

@@ -430,12 +430,13 @@ pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
-/// Unknown keys land under `<prefix>.<key>` with dots made safe, so nothing is lost.
-pub(crate) fn extension_path(prefix: &str, key: &str) -> String {
-    let key = if key.is_empty() {
-        "_unparsed".to_string()
+/// Unknown keys land under `<dataset>.extensions.<key>`, with dots made safe, so nothing is lost.
+pub(crate) fn extension_key(key: &str) -> Cow<'_, str> {
+    if key.is_empty() {
+        Cow::Borrowed("_unparsed")
+    } else if key.contains('.') {
+        Cow::Owned(key.replace('.', "_"))
     } else {
-        key.replace('.', "_")
-    };
-    format!("{prefix}.{key}")
+        Cow::Borrowed(key)
+    }
 }
