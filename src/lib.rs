@@ -4,6 +4,8 @@
 //!
 //! The folders follow the data's path:
 //!
+//! - [`ingress`]: syslog TCP (newline / octet counting, [`ingress::framing`]) and UDP → frames.
+//! - [`bus`]: the in-memory bounded bus of the embedded mode ([`embedded`]).
 //! - [`container`]: Cloud WAF log files (pull API / pushed): header, `|==|`, decryption,
 //!   decompression, checksum → plaintext body lines.
 //! - [`parse`]: one frame's text → a borrowed [`parse::Record`]: syslog envelope
@@ -18,8 +20,11 @@
 //! Parsers are pure functions over `&str` with no I/O, so they are fuzzed (`fuzz/`) and
 //! benchmarked (`bench/`) alone.
 
+pub mod bus;
 pub mod cli;
 pub mod container;
 pub mod ecs;
+pub mod embedded;
 pub mod generate;
+pub mod ingress;
 pub mod parse;

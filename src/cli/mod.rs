@@ -2,6 +2,7 @@
 //! module and returns an exit code; `main.rs` only prints errors.
 
 mod parse;
+mod run;
 
 use std::process::ExitCode;
 
@@ -29,9 +30,43 @@ pub enum Command {
     /// Exit status: 0 when every event mapped, 1 when any went to the dead-letter output,
     /// 2 on a usage or I/O error.
     Parse(ParseArgs),
+    /// Embedded pipeline: listen for syslog (TCP and UDP, port 9507 by default) and write one
+    /// ECS JSON document per received event to stdout or `--output`, until SIGTERM / Ctrl-C.
+    /// No Kafka needed. Unparseable or oversized frames become dead-letter records.
+    Run(RunArgs),
     /// Write deterministic, realistic sample lines (Cloud WAF ~1 KB, SecureSphere ~0.5 KB) to
     /// stdout, for benchmarks and demos.
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+    /// TCP listen address (newline or RFC 6587 octet-counted syslog); `off` to disable.
+    #[arg(long, default_value = "0.0.0.0:9507", env = "WAFSTREAM_LISTEN_TCP")]
+    pub listen_tcp: String,
+    /// UDP listen address (one datagram = one message); `off` to disable.
+    #[arg(long, default_value = "0.0.0.0:9507", env = "WAFSTREAM_LISTEN_UDP")]
+    pub listen_udp: String,
+    /// Documents go here (`-` = stdout).
+    #[arg(long, default_value = "-", value_name = "FILE")]
+    pub output: String,
+    /// Dead-letter records go here instead of the document output.
+    #[arg(long, value_name = "FILE")]
+    pub dlq: Option<std::path::PathBuf>,
+    /// Longest message; longer ones are cut to it and dead-lettered with the reason.
+    #[arg(long, default_value_t = 50 * 1024, value_name = "BYTES", env = "WAFSTREAM_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: usize,
+    /// Most concurrent TCP connections; more wait in the listen backlog.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Close a TCP connection idle this long.
+    #[arg(long, default_value_t = 300_000, value_name = "MS")]
+    pub idle_timeout_ms: u64,
+    /// Frames buffered between ingress and worker before TCP stops reading (UDP then drops).
+    #[arg(long, default_value_t = 65_536)]
+    pub bus_capacity: usize,
 }
 
 #[derive(Debug, Args)]
@@ -132,6 +167,7 @@ pub struct ParseArgs {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Parse(args) => parse::run(args),
+        Command::Run(args) => run::run(args),
         Command::Generate(args) => {
             use std::io::Write;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -64,7 +64,11 @@ impl<'a> Doc<'a> {
     /// A document storing its values in `vals` (cleared first); [`Doc::write`] hands it back.
     pub fn with_storage(mut vals: Vec<Val<'a>>) -> Self {
         vals.clear();
-        Doc { slot_val: [NONE; PATHS.len()], vals, dynamic: Vec::new() }
+        Doc {
+            slot_val: [NONE; PATHS.len()],
+            vals,
+            dynamic: Vec::new(),
+        }
     }
 
     /// Set a field; a later set of the same path wins.
@@ -87,7 +91,11 @@ impl<'a> Doc<'a> {
             debug_assert!(false, "unknown object {object:?}");
             return;
         };
-        let path = if object.is_empty() { key.to_string() } else { format!("{object}.{key}") };
+        let path = if object.is_empty() {
+            key.to_string()
+        } else {
+            format!("{object}.{key}")
+        };
         if let Some(e) = self.dynamic.iter_mut().find(|(p, _, _)| *p == path) {
             e.2 = v;
         } else {
@@ -135,7 +143,11 @@ impl<'a> Doc<'a> {
     pub fn write(mut self, out: &mut Vec<u8>) -> Vec<Val<'a>> {
         let t = tree();
         self.dynamic.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let mut w = Writer { t, cur: 0, has_member: [false; MAX_DEPTH] };
+        let mut w = Writer {
+            t,
+            cur: 0,
+            has_member: [false; MAX_DEPTH],
+        };
         out.push(b'{');
         let mut dyn_iter = self.dynamic.iter().peekable();
         for (slot, &vi) in self.slot_val.iter().enumerate() {
@@ -149,7 +161,12 @@ impl<'a> Doc<'a> {
                     w.field(out, *node, Key::Dynamic(key), v);
                 }
             }
-            w.field(out, t.slot_parent[slot], Key::Static(&t.slot_key[slot]), &self.vals[vi as usize]);
+            w.field(
+                out,
+                t.slot_parent[slot],
+                Key::Static(&t.slot_key[slot]),
+                &self.vals[vi as usize],
+            );
         }
         for (path, node, v) in dyn_iter {
             let key = &path[path.len() - leaf_len(path, *node, t)..];
@@ -165,7 +182,11 @@ impl<'a> Doc<'a> {
 /// Length of the leaf key in a dynamic `path` under `node`.
 fn leaf_len(path: &str, node: u16, t: &Tree) -> usize {
     let obj = t.node_path[node as usize];
-    if obj.is_empty() { path.len() } else { path.len() - obj.len() - 1 }
+    if obj.is_empty() {
+        path.len()
+    } else {
+        path.len() - obj.len() - 1
+    }
 }
 
 /// Re-type an emptied vector to another lifetime, keeping its allocation (the in-place

@@ -1,0 +1,199 @@
+//! Ingress: syslog over TCP (newline or octet-counted, detected per connection) and UDP (one
+//! datagram, one frame). It only cuts frames and hands them to the bus; no parsing here.
+//!
+//! Caps: message size (cut and flagged, never silently dropped), concurrent connections (a
+//! semaphore; further clients wait in the listen backlog), idle connections (closed). A full
+//! bus makes TCP stop reading (backpressure to the sender); UDP cannot wait, so a datagram that
+//! finds the bus full is dropped and counted.
+
+pub mod framing;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, watch};
+
+use crate::bus::{RawFrame, Sender, now_ms};
+use framing::{Framer, Mode};
+
+/// Ingress limits (defaults match what SecureSphere users configure).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 50 * 1024,
+            max_connections: 1024,
+            idle_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Counters the ingress keeps.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub frames: AtomicU64,
+    pub truncated: AtomicU64,
+    pub udp_dropped: AtomicU64,
+    pub connections: AtomicU64,
+    pub framing_errors: AtomicU64,
+    pub idle_closed: AtomicU64,
+}
+
+/// Accept TCP connections until `shutdown` turns true; each connection is framed and forwarded.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    bus: Sender,
+    limits: Limits,
+    stats: Arc<Stats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("wafstream: accept failed: {e}");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        stats.connections.fetch_add(1, Ordering::Relaxed);
+        let (bus, limits, stats, sd) = (bus.clone(), limits.clone(), stats.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            connection(stream, peer, bus, limits, stats, sd).await;
+            drop(permit);
+        });
+    }
+    // Stop accepting; let open connections finish what they already received.
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    bus: Sender,
+    limits: Limits,
+    stats: Arc<Stats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut framer = Framer::new(Mode::Auto, limits.max_message_bytes);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let peer_s = peer.to_string();
+    loop {
+        let read = tokio::select! {
+            r = tokio::time::timeout(limits.idle_timeout, stream.read_buf(&mut buf)) => r,
+            _ = shutdown.changed() => break,
+        };
+        let eof = match read {
+            Err(_) => {
+                stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Ok(Ok(0)) => true,
+            Ok(Ok(_)) => false,
+            Ok(Err(_)) => true,
+        };
+        loop {
+            match framer.decode(&mut buf) {
+                Ok(Some(f)) => {
+                    if f.truncated {
+                        stats.truncated.fetch_add(1, Ordering::Relaxed);
+                    }
+                    stats.frames.fetch_add(1, Ordering::Relaxed);
+                    let frame = RawFrame {
+                        bytes: f.bytes,
+                        received_ms: now_ms(),
+                        input: "tcp",
+                        peer: Some(peer_s.clone()),
+                        truncated_from: f.truncated.then_some(f.original_len),
+                    };
+                    // Waiting here is the backpressure: we stop reading this socket.
+                    if bus.send(frame).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    stats.framing_errors.fetch_add(1, Ordering::Relaxed);
+                    eprintln!("wafstream: closing {peer}: {e}");
+                    return;
+                }
+            }
+        }
+        if eof {
+            // A last message without its newline is still a message.
+            if !buf.is_empty() && framer.mode() != Mode::OctetCounting {
+                let bytes = buf.split().freeze();
+                stats.frames.fetch_add(1, Ordering::Relaxed);
+                let _ = bus
+                    .send(RawFrame {
+                        bytes,
+                        received_ms: now_ms(),
+                        input: "tcp",
+                        peer: Some(peer_s.clone()),
+                        truncated_from: None,
+                    })
+                    .await;
+            }
+            return;
+        }
+    }
+}
+
+/// Receive UDP datagrams until `shutdown`; one datagram is one frame.
+pub async fn serve_udp(
+    socket: UdpSocket,
+    bus: Sender,
+    limits: Limits,
+    stats: Arc<Stats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let (n, peer) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+            _ = shutdown.changed() => return,
+        };
+        let mut end = n;
+        while end > 0 && matches!(buf[end - 1], b'\n' | b'\r' | 0) {
+            end -= 1;
+        }
+        let cut = end > limits.max_message_bytes;
+        let keep = end.min(limits.max_message_bytes);
+        stats.frames.fetch_add(1, Ordering::Relaxed);
+        if cut {
+            stats.truncated.fetch_add(1, Ordering::Relaxed);
+        }
+        let frame = RawFrame {
+            bytes: bytes::Bytes::copy_from_slice(&buf[..keep]),
+            received_ms: now_ms(),
+            input: "udp",
+            peer: Some(peer.to_string()),
+            truncated_from: cut.then_some(end),
+        };
+        if bus.try_send(frame).is_err() {
+            stats.udp_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! `wafstream run` end to end: real syslog senders (Rust sockets and util-linux `logger`) over
+//! TCP (newline and octet counting) and UDP on 127.0.0.1, documents out, SIGTERM drains.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Running {
+    child: Child,
+    tcp: String,
+    udp: String,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+fn start(out: &std::path::Path, extra: &[&str]) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wafstream"))
+        .args([
+            "run",
+            "--listen-tcp",
+            "127.0.0.1:0",
+            "--listen-udp",
+            "127.0.0.1:0",
+            "--output",
+        ])
+        .arg(out)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wafstream run");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut tcp, mut udp) = (String::new(), String::new());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tcp.is_empty() || udp.is_empty() {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("listening lines");
+        if let Some(a) = line.strip_prefix("wafstream: listening on tcp ") {
+            tcp = a.to_string();
+        } else if let Some(a) = line.strip_prefix("wafstream: listening on udp ") {
+            udp = a.to_string();
+        }
+    }
+    Running {
+        child,
+        tcp,
+        udp,
+        stderr: rx,
+    }
+}
+
+fn wait_for_lines(path: &std::path::Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let docs: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if docs.len() >= n || Instant::now() > deadline {
+            return docs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop(mut r: Running) -> String {
+    let status = Command::new("kill")
+        .args(["-TERM", &r.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let code = r.child.wait().expect("wait");
+    assert!(code.success(), "exit {code:?}");
+    let mut all = String::new();
+    while let Ok(l) = r.stderr.recv_timeout(Duration::from_secs(5)) {
+        all.push_str(&l);
+        all.push('\n');
+    }
+    all
+}
+
+const SS: &str = "CEF:0|Imperva Inc.|SecureSphere|15.1.0|Signature|sig|High|act=block src=198.51.100.4 spt=5 dst=10.0.0.5 dpt=443 cat=Alert";
+const CLOUD: &str = "CEF:0|Incapsula|SIEMintegration|1|1|Normal|0| fileId=1 start=1700000000000 end=1700000000001 src=203.0.113.9 cpt=44000 act=REQ_PASSED";
+
+#[test]
+fn tcp_udp_and_octet_counting_round_trip_then_sigterm_drains() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.ndjson");
+    let r = start(&out, &["--max-message-bytes", "2000"]);
+
+    let mut t = TcpStream::connect(&r.tcp).expect("tcp");
+    write!(t, "<14>{SS}\n{CLOUD}\r\nnot an imperva line\n").expect("write");
+    t.write_all(format!("{}\n", "x".repeat(3000)).as_bytes())
+        .expect("write");
+    drop(t);
+    let mut o = TcpStream::connect(&r.tcp).expect("tcp");
+    let m1 = format!("<14>{SS}");
+    let m2 = CLOUD.replace("fileId=1", "fileId=2");
+    write!(o, "{} {m1}{} {m2}", m1.len(), m2.len()).expect("write");
+    drop(o);
+    let u = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    u.send_to(CLOUD.replace("fileId=1", "fileId=3").as_bytes(), &r.udp)
+        .expect("send");
+    u.send_to(format!("<14>{SS}\n").as_bytes(), &r.udp).expect("send");
+
+    let docs = wait_for_lines(&out, 8);
+    let summary = stop(r);
+    let docs = if docs.len() < 8 { wait_for_lines(&out, 8) } else { docs };
+    assert_eq!(docs.len(), 8, "{docs:#?}\n{summary}");
+    let count = |f: &dyn Fn(&Value) -> bool| docs.iter().filter(|d| f(d)).count();
+    assert_eq!(count(&|d| d["input"]["type"] == "udp"), 2);
+    assert_eq!(count(&|d| d["data_stream"]["dataset"] == "imperva.securesphere"), 3);
+    assert_eq!(count(&|d| d["data_stream"]["dataset"] == "imperva_cloud_waf.event"), 3);
+    let dead: Vec<&Value> = docs.iter().filter(|d| d["event"]["kind"] == "pipeline_error").collect();
+    assert_eq!(dead.len(), 2);
+    assert!(dead.iter().any(|d| {
+        d["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exceeds max_message_bytes 2000")
+    }));
+    assert!(docs.iter().all(|d| {
+        d["log"]["source"]["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:"))
+    }));
+    assert!(summary.contains("6 documents, 2 dead-lettered"), "{summary}");
+    assert!(summary.contains("(1 cut at the size limit)"), "{summary}");
+}
+
+#[test]
+fn util_linux_logger_over_tcp_octet_counting_and_udp() {
+    if Command::new("logger").arg("--help").output().is_err() {
+        eprintln!("SKIPPED: util-linux logger not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.ndjson");
+    let r = start(&out, &[]);
+    let port = |a: &str| a.rsplit(':').next().unwrap_or("").to_string();
+    let send = |args: &[&str], msg: &str| {
+        let st = Command::new("logger").args(args).arg(msg).status().expect("logger");
+        assert!(st.success(), "logger {args:?}");
+    };
+    let (tp, up) = (port(&r.tcp), port(&r.udp));
+    send(
+        &["-n", "127.0.0.1", "-P", &tp, "--tcp", "--octet-count", "--rfc3164"],
+        SS,
+    );
+    send(&["-n", "127.0.0.1", "-P", &tp, "--tcp", "--rfc5424"], CLOUD);
+    send(
+        &["-n", "127.0.0.1", "-P", &up, "--udp", "--rfc3164"],
+        &CLOUD.replace("fileId=1", "fileId=9"),
+    );
+    let docs = wait_for_lines(&out, 3);
+    let summary = stop(r);
+    assert_eq!(docs.len(), 3, "{docs:#?}\n{summary}");
+    assert!(docs.iter().all(|d| d["event"]["kind"] != "pipeline_error"), "{docs:#?}");
+    assert_eq!(docs.iter().filter(|d| d["input"]["type"] == "udp").count(), 1);
+}
