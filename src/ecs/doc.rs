@@ -334,49 +334,37 @@ impl Writer<'_> {
     }
 }
 
+fn write_list<'s>(out: &mut Vec<u8>, items: impl Iterator<Item = &'s str>) {
+    out.push(b'[');
+    for (i, s) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, s);
+    }
+    out.push(b']');
+}
+
 fn write_val(out: &mut Vec<u8>, v: &Val<'_>) {
     match v {
         Val::Str(s) => write_str(out, s),
         Val::Shared(s) => write_str(out, s),
-        Val::StaticStrs(list) => {
-            out.push(b'[');
-            for (i, s) in list.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, s);
-            }
-            out.push(b']');
-        }
+        Val::StaticStrs(list) => write_list(out, list.iter().copied()),
         Val::Int(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
         Val::UInt(i) => out.extend_from_slice(itoa::Buffer::new().format(*i).as_bytes()),
         Val::Float(f) | Val::FloatDecimal(f) if !f.is_finite() => out.extend_from_slice(b"null"),
-        Val::Float(f) => {
+        Val::Float(f) | Val::FloatDecimal(f) => {
             if f.fract() == 0.0 && f.abs() < 1e15 {
                 out.extend_from_slice(itoa::Buffer::new().format(*f as i64).as_bytes());
-            } else {
-                out.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes());
-            }
-        }
-        Val::FloatDecimal(f) => {
-            if f.fract() == 0.0 && f.abs() < 1e15 {
-                out.extend_from_slice(itoa::Buffer::new().format(*f as i64).as_bytes());
-                out.extend_from_slice(b".0");
+                if matches!(v, Val::FloatDecimal(_)) {
+                    out.extend_from_slice(b".0");
+                }
             } else {
                 out.extend_from_slice(ryu::Buffer::new().format_finite(*f).as_bytes());
             }
         }
         Val::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Val::Strs(list) => {
-            out.push(b'[');
-            for (i, s) in list.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(out, s);
-            }
-            out.push(b']');
-        }
+        Val::Strs(list) => write_list(out, list.iter().map(|s| s.as_ref())),
         Val::Json(j) => out.extend_from_slice(j.as_bytes()),
         Val::Ts(ms, TsStyle::Millis) => {
             out.push(b'"');
