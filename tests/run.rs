@@ -72,8 +72,10 @@ fn wait_for_lines(path: &std::path::Path, n: usize) -> Vec<Value> {
 }
 
 fn stop(mut r: Running) -> String {
-    let status = Command::new("kill")
-        .args(["-TERM", &r.child.id().to_string()])
+    // The shell's own `kill` builtin: no extra package needed.
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -TERM {}", r.child.id()))
         .status()
         .expect("kill");
     assert!(status.success());
