@@ -10,7 +10,7 @@ use bytes::{Buf, Bytes, BytesMut};
 /// How a connection frames its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Decide from the first byte: a digit means octet counting, anything else newlines.
+    /// Decide from the first bytes: `LEN SP` means octet counting, anything else newlines.
     Auto,
     Newline,
     OctetCounting,
@@ -91,10 +91,13 @@ impl Framer {
                 return Ok(None);
             }
             if self.mode == Mode::Auto {
-                self.mode = if buf[0].is_ascii_digit() {
-                    Mode::OctetCounting
-                } else {
-                    Mode::Newline
+                // Octet counting starts `[1-9][0-9]* SP`; anything else (a PRI, `CEF:`, a W3C
+                // line starting with a date) is newline framing.
+                let digits = buf.iter().take(11).take_while(|b| b.is_ascii_digit()).count();
+                self.mode = match buf.get(digits) {
+                    Some(b' ') if digits > 0 && buf[0] != b'0' => Mode::OctetCounting,
+                    None if digits == buf.len() && digits < 11 => return Ok(None),
+                    _ => Mode::Newline,
                 };
             }
             let frame = match self.mode {
@@ -221,7 +224,7 @@ mod tests {
     #[test]
     fn octet_counting_detected_and_split() {
         let mut f = Framer::new(Mode::Auto, 100);
-        let got = all(&mut f, &[b"11 <14>CEF:0|a", b"b13 <14>CEF:0\nx|y", b"z"]);
+        let got = all(&mut f, &[b"12 <14>CEF:0|a", b"b14 <14>CEF:0\nx|y", b"z"]);
         assert_eq!(
             got,
             vec![("<14>CEF:0|ab".into(), false), ("<14>CEF:0\nx|yz".into(), false)]
@@ -244,6 +247,14 @@ mod tests {
         let mut f = Framer::new(Mode::OctetCounting, 4);
         let got = all(&mut f, &[b"10 0123", b"456789", b"2 ok"]);
         assert_eq!(got, vec![("0123".into(), true), ("ok".into(), false)]);
+    }
+
+    #[test]
+    fn lines_starting_with_digits_are_newline_framed() {
+        let mut f = Framer::new(Mode::Auto, 100);
+        let got = all(&mut f, &[b"2024", b"-01-20 10:00:00 1.2.3.4 GET /\n"]);
+        assert_eq!(got, vec![("2024-01-20 10:00:00 1.2.3.4 GET /".into(), false)]);
+        assert_eq!(f.mode(), Mode::Newline);
     }
 
     #[test]
