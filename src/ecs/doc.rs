@@ -148,6 +148,8 @@ impl<'a> Doc<'a> {
             cur: 0,
             has_member: [false; MAX_DEPTH],
         };
+        // One reservation for a typical document instead of many small growth checks.
+        out.reserve(4096);
         out.push(b'{');
         let mut dyn_iter = self.dynamic.iter().peekable();
         for (slot, &vi) in self.slot_val.iter().enumerate() {

@@ -286,7 +286,12 @@ impl Mapper {
 }
 
 fn hex128(v: u128) -> String {
-    format!("{v:032x}")
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(32);
+    for i in (0..32).rev() {
+        s.push(H[((v >> (i * 4)) & 15) as usize] as char);
+    }
+    s
 }
 
 fn source_hash(meta: &FrameMeta<'_>) -> u128 {
@@ -438,5 +443,30 @@ pub(crate) fn extension_key(key: &str) -> Cow<'_, str> {
         Cow::Owned(key.replace('.', "_"))
     } else {
         Cow::Borrowed(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_ids_are_32_lower_hex_digits() {
+        for v in [
+            0u128,
+            1,
+            0xdead_beef,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+        ] {
+            assert_eq!(hex128(v), format!("{v:032x}"));
+        }
+    }
+
+    #[test]
+    fn extension_keys_are_made_safe() {
+        assert_eq!(extension_key(""), "_unparsed");
+        assert_eq!(extension_key("a.b"), "a_b");
+        assert!(matches!(extension_key("plain"), Cow::Borrowed("plain")));
     }
 }

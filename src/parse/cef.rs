@@ -90,14 +90,28 @@ fn count_unescaped_pipes(s: &str) -> usize {
     n
 }
 
+/// Bytes allowed in an extension key: `[A-Za-z0-9_.,\[\]]`, as a lookup table.
+static KEY_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b',' | b'[' | b']');
+        i += 1;
+    }
+    t
+};
+
 #[inline]
 pub(crate) fn is_key_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b',' | b'[' | b']')
+    KEY_BYTES[b as usize]
 }
 
 /// Find the `key=value` pairs of a CEF-style extension (space separated, `key=` boundaries).
 pub(crate) fn scan_extension<'a>(ext: &'a str, out: &mut Vec<Field<'a>>) -> Result<(), ParseError> {
     let b = ext.as_bytes();
+    // Most lines have no backslash at all; then no value needs a look for escapes.
+    let any_escape = memchr::memchr(b'\\', b).is_some();
     // (key start, key end, value start) of the pair being read.
     let mut cur: Option<(usize, usize, usize)> = None;
     for eq in memchr_iter(b'=', b) {
@@ -125,10 +139,10 @@ pub(crate) fn scan_extension<'a>(ext: &'a str, out: &mut Vec<Field<'a>>) -> Resu
             while ve > pvs && b[ve - 1] == b' ' {
                 ve -= 1;
             }
-            push(out, ext, pks, pke, pvs, ve.max(pvs))?;
+            push(out, ext, pks, pke, pvs, ve.max(pvs), any_escape)?;
         } else if ext[..ks].trim() != "" {
             // Text before the first key is not a pair; keep it so nothing is lost.
-            push_raw(out, "", ext[..ks].trim())?;
+            push_raw(out, "", ext[..ks].trim(), any_escape)?;
         }
         cur = Some((ks, eq, eq + 1));
     }
@@ -138,18 +152,19 @@ pub(crate) fn scan_extension<'a>(ext: &'a str, out: &mut Vec<Field<'a>>) -> Resu
             while ve > vs && matches!(b[ve - 1], b' ' | b'\t' | b'\r' | b'\n') {
                 ve -= 1;
             }
-            push(out, ext, ks, ke, vs, ve)?;
+            push(out, ext, ks, ke, vs, ve, any_escape)?;
         }
         None => {
             let t = ext.trim();
             if !t.is_empty() {
-                push_raw(out, "", t)?;
+                push_raw(out, "", t, any_escape)?;
             }
         }
     }
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn push<'a>(
     out: &mut Vec<Field<'a>>,
     ext: &'a str,
@@ -157,15 +172,16 @@ fn push<'a>(
     ke: usize,
     vs: usize,
     ve: usize,
+    any_escape: bool,
 ) -> Result<(), ParseError> {
-    push_raw(out, &ext[ks..ke], &ext[vs..ve])
+    push_raw(out, &ext[ks..ke], &ext[vs..ve], any_escape)
 }
 
-fn push_raw<'a>(out: &mut Vec<Field<'a>>, key: &'a str, raw: &'a str) -> Result<(), ParseError> {
+fn push_raw<'a>(out: &mut Vec<Field<'a>>, key: &'a str, raw: &'a str, any_escape: bool) -> Result<(), ParseError> {
     if out.len() >= MAX_FIELDS {
         return Err(ParseError::TooManyFields(MAX_FIELDS));
     }
-    let escape = if raw.as_bytes().contains(&b'\\') {
+    let escape = if any_escape && raw.as_bytes().contains(&b'\\') {
         Escape::Cef
     } else {
         Escape::None

@@ -369,11 +369,28 @@ impl Parsed {
     }
 }
 
-/// A per-worker cache in front of the shared rules (bounded: cleared when full).
+/// Hasher for keys that are already hashes (xxh3 of the user agent).
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl std::hash::Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A per-worker cache in front of the shared rules (bounded: cleared when full). Keyed by the
+/// xxh3 hash of the user agent, with the string kept to rule out collisions.
 pub struct Cache {
     rules: Option<Arc<Rules>>,
     flavor: Flavor,
-    map: HashMap<String, Arc<UserAgent>>,
+    map: HashMap<u64, (Box<str>, Arc<UserAgent>), std::hash::BuildHasherDefault<PreHashed>>,
     max_entries: usize,
     pub hits: u64,
     pub misses: u64,
@@ -384,7 +401,7 @@ impl Cache {
         Cache {
             rules: None,
             flavor,
-            map: HashMap::new(),
+            map: HashMap::default(),
             max_entries: 16_384,
             hits: 0,
             misses: 0,
@@ -393,9 +410,12 @@ impl Cache {
 
     /// Parse (or recall) a user agent. `None` only if the bundled rules failed to compile.
     pub fn get(&mut self, ua: &str) -> Option<Arc<UserAgent>> {
-        if let Some(hit) = self.map.get(ua) {
-            self.hits += 1;
-            return Some(hit.clone());
+        let h = xxhash_rust::xxh3::xxh3_64(ua.as_bytes());
+        if let Some((k, hit)) = self.map.get(&h) {
+            if **k == *ua {
+                self.hits += 1;
+                return Some(hit.clone());
+            }
         }
         self.misses += 1;
         if self.rules.is_none() {
@@ -406,7 +426,7 @@ impl Cache {
         if self.map.len() >= self.max_entries {
             self.map.clear();
         }
-        self.map.insert(ua.to_string(), out.clone());
+        self.map.insert(h, (ua.into(), out.clone()));
         Some(out)
     }
 }
