@@ -89,15 +89,14 @@ pub struct Config {
     pub bus_capacity: usize,
 }
 
-/// Run until `shutdown` resolves, then drain and return the counts. `on_listen` is told the
-/// bound addresses (port 0 picks a free one).
-pub async fn run(
+/// Start the listeners feeding a new bus, hand the bus's receiving end to `consume`, run until
+/// `shutdown`, then stop the listeners (closing the bus) and return what `consume` returned.
+pub async fn listen<T>(
     cfg: Config,
-    opts: Options,
-    outputs: Outputs,
     shutdown: impl std::future::Future<Output = ()>,
     on_listen: impl Fn(&str, SocketAddr),
-) -> anyhow::Result<(Summary, Arc<Stats>)> {
+    consume: impl FnOnce(Receiver) -> T,
+) -> anyhow::Result<(Arc<Stats>, T)> {
     let (tx, rx) = bus::channel(cfg.bus_capacity);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
@@ -129,15 +128,33 @@ pub async fn run(
         )));
     }
     drop(tx);
-    let worker = std::thread::Builder::new()
-        .name("wafstream-worker".into())
-        .spawn(move || work(rx, opts, outputs))?;
+    let consumer = consume(rx);
     shutdown.await;
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
     }
-    let summary = worker.join().map_err(|_| anyhow::anyhow!("worker thread panicked"))??;
+    Ok((stats, consumer))
+}
+
+/// Run until `shutdown` resolves, then drain and return the counts. `on_listen` is told the
+/// bound addresses (port 0 picks a free one).
+pub async fn run(
+    cfg: Config,
+    opts: Options,
+    outputs: Outputs,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_listen: impl Fn(&str, SocketAddr),
+) -> anyhow::Result<(Summary, Arc<Stats>)> {
+    let (stats, worker) = listen(cfg, shutdown, on_listen, |rx| {
+        std::thread::Builder::new()
+            .name("wafstream-worker".into())
+            .spawn(move || work(rx, opts, outputs))
+    })
+    .await?;
+    let summary = worker?
+        .join()
+        .map_err(|_| anyhow::anyhow!("worker thread panicked"))??;
     Ok((summary, stats))
 }
 

@@ -6,6 +6,7 @@
 //!
 //! - [`ingress`]: syslog TCP (newline / octet counting, [`ingress::framing`]) and UDP → frames.
 //! - [`bus`]: the in-memory bounded bus of the embedded mode ([`embedded`]).
+//! - [`kafka`]: the raw-topic contract, the ingress producer and the parser worker.
 //! - [`container`]: Cloud WAF log files (pull API / pushed): header, `|==|`, decryption,
 //!   decompression, checksum → plaintext body lines.
 //! - [`parse`]: one frame's text → a borrowed [`parse::Record`]: syslog envelope
@@ -27,4 +28,5 @@ pub mod ecs;
 pub mod embedded;
 pub mod generate;
 pub mod ingress;
+pub mod kafka;
 pub mod parse;

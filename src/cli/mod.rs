@@ -34,39 +34,108 @@ pub enum Command {
     /// ECS JSON document per received event to stdout or `--output`, until SIGTERM / Ctrl-C.
     /// No Kafka needed. Unparseable or oversized frames become dead-letter records.
     Run(RunArgs),
+    /// Ingress role: listen for syslog (TCP/UDP) and publish each frame, unchanged, to the raw
+    /// Kafka topic (headers: receive time, peer, input kind). Stops on SIGTERM after flushing.
+    Ingress(IngressArgs),
+    /// Worker role: consume the raw topic in a consumer group, map to ECS, produce documents to
+    /// the dataset topics and failures to the DLQ topic; offsets are stored only after the
+    /// outputs are acknowledged.
+    Worker(WorkerArgs),
     /// Write deterministic, realistic sample lines (Cloud WAF ~1 KB, SecureSphere ~0.5 KB) to
     /// stdout, for benchmarks and demos.
     Generate(GenerateArgs),
 }
 
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub mapping: MappingArgs,
+/// Syslog listeners and their limits (shared by `run` and `ingress`).
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
     /// TCP listen address (newline or RFC 6587 octet-counted syslog); `off` to disable.
     #[arg(long, default_value = "0.0.0.0:9507", env = "WAFSTREAM_LISTEN_TCP")]
     pub listen_tcp: String,
     /// UDP listen address (one datagram = one message); `off` to disable.
     #[arg(long, default_value = "0.0.0.0:9507", env = "WAFSTREAM_LISTEN_UDP")]
     pub listen_udp: String,
+    /// Longest message; longer ones are cut to it and flagged (then dead-lettered).
+    #[arg(long, default_value_t = 50 * 1024, value_name = "BYTES", env = "WAFSTREAM_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: usize,
+    /// Most concurrent TCP connections; more wait in the listen backlog.
+    #[arg(long, default_value_t = 1024, env = "WAFSTREAM_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+    /// Close a TCP connection idle this long.
+    #[arg(
+        long,
+        default_value_t = 300_000,
+        value_name = "MS",
+        env = "WAFSTREAM_IDLE_TIMEOUT_MS"
+    )]
+    pub idle_timeout_ms: u64,
+    /// Frames buffered in memory before TCP stops reading (UDP then drops, counted).
+    #[arg(long, default_value_t = 65_536, env = "WAFSTREAM_BUS_CAPACITY")]
+    pub bus_capacity: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
     /// Documents go here (`-` = stdout).
     #[arg(long, default_value = "-", value_name = "FILE")]
     pub output: String,
     /// Dead-letter records go here instead of the document output.
     #[arg(long, value_name = "FILE")]
     pub dlq: Option<std::path::PathBuf>,
-    /// Longest message; longer ones are cut to it and dead-lettered with the reason.
-    #[arg(long, default_value_t = 50 * 1024, value_name = "BYTES", env = "WAFSTREAM_MAX_MESSAGE_BYTES")]
-    pub max_message_bytes: usize,
-    /// Most concurrent TCP connections; more wait in the listen backlog.
-    #[arg(long, default_value_t = 1024)]
-    pub max_connections: usize,
-    /// Close a TCP connection idle this long.
-    #[arg(long, default_value_t = 300_000, value_name = "MS")]
-    pub idle_timeout_ms: u64,
-    /// Frames buffered between ingress and worker before TCP stops reading (UDP then drops).
-    #[arg(long, default_value_t = 65_536)]
-    pub bus_capacity: usize,
+}
+
+/// Kafka connection options.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, `host:port[,host:port]`.
+    #[arg(long, env = "WAFSTREAM_BROKERS")]
+    pub brokers: String,
+    /// Raw topic (frames as received).
+    #[arg(long, default_value = "imperva.raw", env = "WAFSTREAM_RAW_TOPIC")]
+    pub raw_topic: String,
+    /// librdkafka property passed through, `key=value` (repeatable): `security.protocol`,
+    /// `sasl.mechanisms`, `sasl.username`, `ssl.ca.location`, ...
+    #[arg(long = "kafka", value_name = "KEY=VALUE")]
+    pub properties: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IngressArgs {
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group of the workers.
+    #[arg(long, default_value = "wafstream", env = "WAFSTREAM_GROUP")]
+    pub group: String,
+    /// Output topic for `imperva.securesphere` documents.
+    #[arg(
+        long,
+        default_value = "imperva.ecs.securesphere",
+        env = "WAFSTREAM_TOPIC_SECURESPHERE"
+    )]
+    pub topic_securesphere: String,
+    /// Output topic for `imperva_cloud_waf.event` documents.
+    #[arg(long, default_value = "imperva.ecs.cloud_waf", env = "WAFSTREAM_TOPIC_CLOUD_WAF")]
+    pub topic_cloud_waf: String,
+    /// Dead-letter topic.
+    #[arg(long, default_value = "imperva.dlq", env = "WAFSTREAM_DLQ_TOPIC")]
+    pub dlq_topic: String,
+    /// Outputs awaiting acknowledgement before the worker stops consuming.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_inflight: usize,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +237,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Parse(args) => parse::run(args),
         Command::Run(args) => run::run(args),
+        Command::Ingress(args) => run::ingress(args),
+        Command::Worker(args) => run::worker(args),
         Command::Generate(args) => {
             use std::io::Write;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

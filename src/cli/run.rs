@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::RunArgs;
+use super::{IngressArgs, ListenArgs, RunArgs, WorkerArgs};
 use crate::embedded::{self, Config, Outputs};
 use crate::ingress::Limits;
+use crate::kafka::{self, ClientSettings};
 
 fn addr(s: &str, what: &str) -> anyhow::Result<Option<SocketAddr>> {
     if s.is_empty() || s.eq_ignore_ascii_case("off") {
@@ -21,21 +22,30 @@ fn addr(s: &str, what: &str) -> anyhow::Result<Option<SocketAddr>> {
         .with_context(|| format!("--listen-{what} {s:?}: expected ip:port or `off`"))
 }
 
-pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let opts = args.mapping.options()?;
+fn listen_config(l: &ListenArgs) -> anyhow::Result<Config> {
     let cfg = Config {
-        tcp: addr(&args.listen_tcp, "tcp")?,
-        udp: addr(&args.listen_udp, "udp")?,
+        tcp: addr(&l.listen_tcp, "tcp")?,
+        udp: addr(&l.listen_udp, "udp")?,
         limits: Limits {
-            max_message_bytes: args.max_message_bytes,
-            max_connections: args.max_connections,
-            idle_timeout: Duration::from_millis(args.idle_timeout_ms.max(1)),
+            max_message_bytes: l.max_message_bytes,
+            max_connections: l.max_connections,
+            idle_timeout: Duration::from_millis(l.idle_timeout_ms.max(1)),
         },
-        bus_capacity: args.bus_capacity,
+        bus_capacity: l.bus_capacity,
     };
     if cfg.tcp.is_none() && cfg.udp.is_none() {
         anyhow::bail!("nothing to listen on: both --listen-tcp and --listen-udp are off");
     }
+    Ok(cfg)
+}
+
+fn announce(kind: &str, a: SocketAddr) {
+    eprintln!("wafstream: listening on {kind} {a}")
+}
+
+pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.mapping.options()?;
+    let cfg = listen_config(&args.listen)?;
     let docs: Box<dyn Write + Send> = if args.output == "-" {
         Box::new(BufWriter::with_capacity(1 << 16, io::stdout()))
     } else {
@@ -61,5 +71,58 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         |kind, a| eprintln!("wafstream: listening on {kind} {a}"),
     ))?;
     eprintln!("{}", embedded::report(&summary, &stats));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wafstream ingress`: listeners → bus → raw topic.
+pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
+    let cfg = listen_config(&args.listen)?;
+    let settings = ClientSettings::new(&args.kafka.brokers, &args.kafka.properties)?;
+    let producer = kafka::producer::raw_producer(&settings)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (stats, pstats) = rt.block_on(async move {
+        let pstats = std::sync::Arc::new(kafka::producer::ProducerStats::default());
+        let topic = args.kafka.raw_topic.clone();
+        let ps = pstats.clone();
+        let (stats, publish) = embedded::listen(cfg, embedded::signal(), announce, move |rx| {
+            tokio::spawn(kafka::producer::publish(rx, producer, topic, ps))
+        })
+        .await?;
+        publish.await??;
+        anyhow::Ok((stats, pstats))
+    })?;
+    eprintln!(
+        "wafstream: {} frames published, {} failed; {} cut at the size limit, {} UDP datagrams dropped on a full bus",
+        pstats.sent.load(std::sync::atomic::Ordering::Relaxed),
+        pstats.failed.load(std::sync::atomic::Ordering::Relaxed),
+        stats.truncated.load(std::sync::atomic::Ordering::Relaxed),
+        stats.udp_dropped.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `wafstream worker`: raw topic → ECS topics / DLQ topic.
+pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let opts = args.mapping.options()?;
+    let settings = ClientSettings::new(&args.kafka.brokers, &args.kafka.properties)?;
+    let cfg = kafka::worker::Config {
+        settings,
+        group: args.group,
+        raw_topic: args.kafka.raw_topic,
+        topic_securesphere: args.topic_securesphere,
+        topic_cloud_waf: args.topic_cloud_waf,
+        dlq_topic: args.dlq_topic,
+        max_inflight: args.max_inflight,
+    };
+    // One thread: the mapper is per thread, and the loop never needs to move between threads.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let s = rt.block_on(kafka::worker::run(cfg, opts, embedded::signal()))?;
+    eprintln!(
+        "wafstream: worker consumed {}, {} documents, {} dead-lettered, {} offsets stored, {} retries",
+        s.consumed, s.documents, s.dead_letters, s.offsets_stored, s.retries
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,101 @@
+//! Kafka: the raw-topic contract, the ingress-side producer and the parser worker.
+//!
+//! Raw topic record = the frame's bytes exactly as received; headers carry what parsing needs
+//! and cannot be recovered later (`wafstream.received_ms`, `.peer`, `.input`, `.truncated_from`);
+//! the key is the sender address, which spreads senders over partitions and keeps each
+//! connection's order.
+
+pub mod producer;
+pub mod worker;
+
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+use crate::bus::RawFrame;
+
+pub const H_RECEIVED: &str = "wafstream.received_ms";
+pub const H_PEER: &str = "wafstream.peer";
+pub const H_INPUT: &str = "wafstream.input";
+pub const H_TRUNCATED: &str = "wafstream.truncated_from";
+pub const H_DATASET: &str = "wafstream.dataset";
+pub const H_ID: &str = "wafstream.id";
+pub const H_ERROR: &str = "wafstream.error";
+
+/// Client settings shared by producers and consumers: brokers plus pass-through properties
+/// (`security.protocol`, `sasl.*`, `ssl.*`, ...), as `key=value`.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSettings {
+    pub brokers: String,
+    pub properties: Vec<(String, String)>,
+}
+
+impl ClientSettings {
+    /// Parse `key=value` pass-through properties.
+    pub fn new(brokers: &str, props: &[String]) -> anyhow::Result<Self> {
+        let mut properties = Vec::new();
+        for p in props {
+            let (k, v) = p
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--kafka {p:?}: expected key=value"))?;
+            properties.push((k.trim().to_string(), v.trim().to_string()));
+        }
+        if brokers.trim().is_empty() {
+            anyhow::bail!("--brokers is empty");
+        }
+        Ok(ClientSettings {
+            brokers: brokers.to_string(),
+            properties,
+        })
+    }
+
+    /// A client config with the brokers, `defaults` (ours), then the user's properties on top.
+    pub fn config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+}
+
+/// Headers for a raw frame.
+pub fn raw_headers(f: &RawFrame) -> OwnedHeaders {
+    let received = f.received_ms.to_string();
+    let mut h = OwnedHeaders::new_with_capacity(4)
+        .insert(Header {
+            key: H_RECEIVED,
+            value: Some(received.as_bytes()),
+        })
+        .insert(Header {
+            key: H_INPUT,
+            value: Some(f.input.as_bytes()),
+        });
+    if let Some(p) = &f.peer {
+        h = h.insert(Header {
+            key: H_PEER,
+            value: Some(p.as_bytes()),
+        });
+    }
+    if let Some(t) = f.truncated_from {
+        let t = t.to_string();
+        h = h.insert(Header {
+            key: H_TRUNCATED,
+            value: Some(t.as_bytes()),
+        });
+    }
+    h
+}
+
+/// A header's value as text.
+pub fn header<'h, H: Headers>(h: Option<&'h H>, key: &str) -> Option<&'h str> {
+    let h = h?;
+    (0..h.count())
+        .map(|i| h.get(i))
+        .find(|x| x.key == key)
+        .and_then(|x| x.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+}

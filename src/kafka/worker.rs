@@ -1,0 +1,276 @@
+//! The parser worker: consumes the raw topic in a consumer group, maps each frame, produces the
+//! document to its dataset's topic (or the dead-letter record to the DLQ topic), and stores a
+//! frame's offset only after its output is acknowledged (at-least-once; the deterministic `_id`
+//! makes redelivery harmless downstream).
+//!
+//! Outputs are produced without waiting for each acknowledgement; a FIFO of pending deliveries
+//! is settled from the front, so an offset is never stored past an unacknowledged frame.
+//! Auto-commit then commits the stored offsets.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use super::{ClientSettings, H_DATASET, H_ERROR, H_ID, H_INPUT, H_PEER, H_RECEIVED, H_TRUNCATED, header};
+use crate::ecs::{Dataset, FrameMeta, Mapper, Options};
+
+/// Topics and limits of a worker.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: ClientSettings,
+    pub group: String,
+    pub raw_topic: String,
+    pub topic_securesphere: String,
+    pub topic_cloud_waf: String,
+    pub dlq_topic: String,
+    /// Outputs in flight before the worker waits for acknowledgements.
+    pub max_inflight: usize,
+}
+
+/// What a worker did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub consumed: u64,
+    pub documents: u64,
+    pub dead_letters: u64,
+    pub offsets_stored: u64,
+    pub retries: u64,
+}
+
+struct Pending {
+    partition: i32,
+    offset: i64,
+    topic: String,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+    headers: OwnedHeaders,
+    delivery: DeliveryFuture,
+    attempts: u32,
+}
+
+const MAX_ATTEMPTS: u32 = 5;
+
+fn producer(settings: &ClientSettings) -> anyhow::Result<FutureProducer> {
+    Ok(settings
+        .config(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("compression.type", "lz4"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", "120000"),
+        ])
+        .create()?)
+}
+
+/// Enqueue a record, waiting (settling the oldest pending delivery) while the queue is full.
+async fn enqueue(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &[u8],
+    payload: &[u8],
+    headers: &OwnedHeaders,
+) -> anyhow::Result<DeliveryFuture> {
+    loop {
+        let rec = FutureRecord::to(topic)
+            .key(key)
+            .payload(payload)
+            .headers(headers.clone());
+        match producer.send_result(rec) {
+            Ok(d) => return Ok(d),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => anyhow::bail!("producing to {topic}: {e}"),
+        }
+    }
+}
+
+/// Settle the front of the queue: on success store its offset; on failure re-send it (a few
+/// times, then give up so the frame is redelivered after a restart).
+async fn settle_front(
+    pending: &mut VecDeque<Pending>,
+    consumer: &StreamConsumer,
+    producer: &FutureProducer,
+    raw_topic: &str,
+    s: &mut Summary,
+    wait: bool,
+) -> anyhow::Result<bool> {
+    let Some(front) = pending.front_mut() else {
+        return Ok(false);
+    };
+    let result = if wait {
+        (&mut front.delivery).await
+    } else {
+        match (&mut front.delivery).now_or_never() {
+            Some(r) => r,
+            None => return Ok(false),
+        }
+    };
+    match result {
+        Ok(Ok(_)) => {
+            let p = pending
+                .pop_front()
+                .ok_or_else(|| anyhow::anyhow!("pending queue empty"))?;
+            // After a rebalance the partition may be gone; its new owner redelivers the frame.
+            if consumer.store_offset(raw_topic, p.partition, p.offset).is_ok() {
+                s.offsets_stored += 1;
+            }
+            Ok(true)
+        }
+        other => {
+            let why = match &other {
+                Ok(Err((e, _))) => e.to_string(),
+                _ => "delivery canceled".to_string(),
+            };
+            if front.attempts >= MAX_ATTEMPTS {
+                anyhow::bail!(
+                    "output for {raw_topic}/{}@{} not acknowledged after {MAX_ATTEMPTS} attempts: {why}",
+                    front.partition,
+                    front.offset
+                );
+            }
+            eprintln!(
+                "wafstream: retrying output for {raw_topic}/{}@{}: {why}",
+                front.partition, front.offset
+            );
+            front.attempts += 1;
+            s.retries += 1;
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(front.attempts))).await;
+            front.delivery = enqueue(producer, &front.topic, &front.key, &front.payload, &front.headers).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Consume until `shutdown`, then drain, commit and flush.
+pub async fn run(
+    cfg: Config,
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Summary> {
+    let consumer: StreamConsumer = cfg
+        .settings
+        .config(&[
+            ("group.id", cfg.group.as_str()),
+            ("enable.auto.commit", "true"),
+            ("auto.commit.interval.ms", "1000"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("enable.partition.eof", "false"),
+        ])
+        .create()?;
+    consumer.subscribe(&[cfg.raw_topic.as_str()])?;
+    let producer = producer(&cfg.settings)?;
+    let mapper = Mapper::new(opts);
+    let mut pending: VecDeque<Pending> = VecDeque::new();
+    let mut s = Summary::default();
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let msg = tokio::select! {
+            _ = &mut shutdown => break,
+            m = consumer.recv() => m,
+        };
+        let m = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("wafstream: consume: {e}");
+                continue;
+            }
+        };
+        s.consumed += 1;
+        let headers = m.headers();
+        let received_ms = header(headers, H_RECEIVED)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(crate::bus::now_ms);
+        let input = header(headers, H_INPUT).unwrap_or("kafka").to_string();
+        let peer = header(headers, H_PEER).map(str::to_string);
+        let truncated = header(headers, H_TRUNCATED).and_then(|v| v.parse::<usize>().ok());
+        let payload = m.payload().unwrap_or_default();
+        let meta = FrameMeta {
+            received_ms,
+            input: &input,
+            source: None,
+            peer: peer.as_deref(),
+            offset: None,
+        };
+        buf.clear();
+        let mapped = match truncated {
+            Some(len) => {
+                let reason = format!(
+                    "message of {len} bytes exceeds max_message_bytes {}; cut",
+                    payload.len()
+                );
+                mapper.dead_letter(payload, &meta, &reason, &mut buf)
+            }
+            None => mapper.map(payload, &meta, None, &mut buf),
+        };
+        let (topic, out_headers) = match mapped.dataset {
+            Some(ds) => {
+                s.documents += 1;
+                let t = if ds == Dataset::SecureSphere {
+                    &cfg.topic_securesphere
+                } else {
+                    &cfg.topic_cloud_waf
+                };
+                let h = OwnedHeaders::new()
+                    .insert(Header {
+                        key: H_DATASET,
+                        value: Some(ds.name().as_bytes()),
+                    })
+                    .insert(Header {
+                        key: H_ID,
+                        value: Some(mapped.id.as_bytes()),
+                    });
+                (t.clone(), h)
+            }
+            None => {
+                s.dead_letters += 1;
+                let h = OwnedHeaders::new()
+                    .insert(Header {
+                        key: H_ID,
+                        value: Some(mapped.id.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: H_ERROR,
+                        value: mapped.error.as_deref().map(str::as_bytes),
+                    });
+                (cfg.dlq_topic.clone(), h)
+            }
+        };
+        let key = mapped.id.clone().into_bytes();
+        let delivery = enqueue(&producer, &topic, &key, &buf, &out_headers).await?;
+        pending.push_back(Pending {
+            partition: m.partition(),
+            offset: m.offset(),
+            topic,
+            key,
+            payload: buf.clone(),
+            headers: out_headers,
+            delivery,
+            attempts: 1,
+        });
+        drop(m);
+        while settle_front(&mut pending, &consumer, &producer, &cfg.raw_topic, &mut s, false).await? {}
+        while pending.len() >= cfg.max_inflight.max(1) {
+            settle_front(&mut pending, &consumer, &producer, &cfg.raw_topic, &mut s, true).await?;
+        }
+    }
+    // Drain: every output acknowledged and its offset stored, then a synchronous commit.
+    while !pending.is_empty() {
+        settle_front(&mut pending, &consumer, &producer, &cfg.raw_topic, &mut s, true).await?;
+    }
+    if s.offsets_stored > 0 {
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            eprintln!("wafstream: final commit: {e}");
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(s)
+}
