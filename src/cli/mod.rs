@@ -136,6 +136,9 @@ pub struct WorkerArgs {
     /// Outputs awaiting acknowledgement before the worker stops consuming.
     #[arg(long, default_value_t = 10_000)]
     pub max_inflight: usize,
+    /// Exit (after draining and committing) once no record arrived for this long after the last one.
+    #[arg(long, value_name = "MS")]
+    pub exit_when_idle_ms: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -116,13 +116,20 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         topic_cloud_waf: args.topic_cloud_waf,
         dlq_topic: args.dlq_topic,
         max_inflight: args.max_inflight,
+        exit_when_idle: args.exit_when_idle_ms.map(Duration::from_millis),
     };
     // One thread: the mapper is per thread, and the loop never needs to move between threads.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let s = rt.block_on(kafka::worker::run(cfg, opts, embedded::signal()))?;
     eprintln!(
-        "wafstream: worker consumed {}, {} documents, {} dead-lettered, {} offsets stored, {} retries",
-        s.consumed, s.documents, s.dead_letters, s.offsets_stored, s.retries
+        "wafstream: worker consumed {}, {} documents, {} dead-lettered, {} offsets stored, {} retries; {:.0} events/s over {:.2} s of work",
+        s.consumed,
+        s.documents,
+        s.dead_letters,
+        s.offsets_stored,
+        s.retries,
+        s.rate(),
+        s.active_secs
     );
     Ok(ExitCode::SUCCESS)
 }

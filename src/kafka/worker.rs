@@ -31,16 +31,32 @@ pub struct Config {
     pub dlq_topic: String,
     /// Outputs in flight before the worker waits for acknowledgements.
     pub max_inflight: usize,
+    /// Stop (drain, commit, exit) once no record arrived for this long after the last one; for
+    /// backfills and benchmarks.
+    pub exit_when_idle: Option<Duration>,
 }
 
 /// What a worker did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Summary {
     pub consumed: u64,
     pub documents: u64,
     pub dead_letters: u64,
     pub offsets_stored: u64,
     pub retries: u64,
+    /// Seconds from the first record consumed to the last output acknowledged.
+    pub active_secs: f64,
+}
+
+impl Summary {
+    /// Records per second while there was work.
+    pub fn rate(&self) -> f64 {
+        if self.active_secs > 0.0 {
+            self.consumed as f64 / self.active_secs
+        } else {
+            0.0
+        }
+    }
 }
 
 struct Pending {
@@ -172,11 +188,18 @@ pub async fn run(
     let mut s = Summary::default();
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut first: Option<std::time::Instant> = None;
+    let idle = cfg.exit_when_idle.unwrap_or(Duration::from_secs(365 * 24 * 3600));
     loop {
         let msg = tokio::select! {
             _ = &mut shutdown => break,
-            m = consumer.recv() => m,
+            // The idle clock starts with the first record (joining the group takes a while).
+            m = tokio::time::timeout(if first.is_some() { idle } else { Duration::MAX / 4 }, consumer.recv()) => match m {
+                Ok(m) => m,
+                Err(_) => break,
+            },
         };
+        first.get_or_insert_with(std::time::Instant::now);
         let m = match msg {
             Ok(m) => m,
             Err(e) => {
@@ -265,6 +288,14 @@ pub async fn run(
     // Drain: every output acknowledged and its offset stored, then a synchronous commit.
     while !pending.is_empty() {
         settle_front(&mut pending, &consumer, &producer, &cfg.raw_topic, &mut s, true).await?;
+    }
+    if let Some(f) = first {
+        let idle_tail = if cfg.exit_when_idle.is_some() {
+            idle
+        } else {
+            Duration::ZERO
+        };
+        s.active_secs = f.elapsed().saturating_sub(idle_tail).as_secs_f64();
     }
     if s.offsets_stored > 0 {
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
