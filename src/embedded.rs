@@ -81,10 +81,12 @@ pub fn work(mut rx: Receiver, opts: Options, mut out: Outputs) -> io::Result<Sum
 }
 
 /// Listening addresses and sizes for [`run`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub tcp: Option<SocketAddr>,
     pub udp: Option<SocketAddr>,
+    /// Address, acceptor and handshake timeout of the TLS listener.
+    pub tls: Option<(SocketAddr, tokio_rustls::TlsAcceptor, std::time::Duration)>,
     pub limits: Limits,
     pub bus_capacity: usize,
 }
@@ -108,6 +110,21 @@ pub async fn listen<T>(
         on_listen("tcp", l.local_addr()?);
         tasks.push(tokio::spawn(ingress::serve_tcp(
             l,
+            tx.clone(),
+            cfg.limits.clone(),
+            stats.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some((addr, acceptor, hs)) = cfg.tls.clone() {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding tls {addr}: {e}"))?;
+        on_listen("tls", l.local_addr()?);
+        tasks.push(tokio::spawn(ingress::serve_tls(
+            l,
+            acceptor,
+            hs,
             tx.clone(),
             cfg.limits.clone(),
             stats.clone(),
@@ -184,7 +201,7 @@ pub async fn signal() {
 /// One line for the operator at exit.
 pub fn report(summary: &Summary, stats: &Stats) -> String {
     format!(
-        "wafstream: {} documents, {} dead-lettered; {} frames ({} cut at the size limit), {} UDP datagrams dropped on a full bus, {} TCP connections, {} framing errors",
+        "wafstream: {} documents, {} dead-lettered; {} frames ({} cut at the size limit), {} UDP datagrams dropped on a full bus, {} TCP/TLS connections, {} framing errors, {} TLS handshake failures",
         summary.documents,
         summary.dead_letters,
         stats.frames.load(Ordering::Relaxed),
@@ -192,5 +209,6 @@ pub fn report(summary: &Summary, stats: &Stats) -> String {
         stats.udp_dropped.load(Ordering::Relaxed),
         stats.connections.load(Ordering::Relaxed),
         stats.framing_errors.load(Ordering::Relaxed),
+        stats.tls_handshake_failures.load(Ordering::Relaxed),
     )
 }

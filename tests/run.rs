@@ -12,6 +12,7 @@ struct Running {
     child: Child,
     tcp: String,
     udp: String,
+    tls: String,
     stderr: std::sync::mpsc::Receiver<String>,
 }
 
@@ -39,9 +40,10 @@ fn start(out: &std::path::Path, extra: &[&str]) -> Running {
             let _ = tx.send(line);
         }
     });
-    let (mut tcp, mut udp) = (String::new(), String::new());
+    let (mut tcp, mut udp, mut tls) = (String::new(), String::new(), String::new());
+    let want_tls = extra.contains(&"--listen-tls");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while tcp.is_empty() || udp.is_empty() {
+    while tcp.is_empty() || udp.is_empty() || (want_tls && tls.is_empty()) {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("listening lines");
@@ -49,12 +51,15 @@ fn start(out: &std::path::Path, extra: &[&str]) -> Running {
             tcp = a.to_string();
         } else if let Some(a) = line.strip_prefix("wafstream: listening on udp ") {
             udp = a.to_string();
+        } else if let Some(a) = line.strip_prefix("wafstream: listening on tls ") {
+            tls = a.to_string();
         }
     }
     Running {
         child,
         tcp,
         udp,
+        tls,
         stderr: rx,
     }
 }
@@ -167,4 +172,115 @@ fn util_linux_logger_over_tcp_octet_counting_and_udp() {
     assert_eq!(docs.len(), 3, "{docs:#?}\n{summary}");
     assert!(docs.iter().all(|d| d["event"]["kind"] != "pipeline_error"), "{docs:#?}");
     assert_eq!(docs.iter().filter(|d| d["input"]["type"] == "udp").count(), 1);
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+fn pki(dir: &std::path::Path) -> bool {
+    let sh = |cmd: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=wafstream-test-ca")
+        && sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1")
+        && sh("printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext")
+        && sh(
+            "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext",
+        )
+        && sh("openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=securesphere-gw")
+        && sh("printf 'extendedKeyUsage=clientAuth\\n' > client.ext")
+        && sh(
+            "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext",
+        )
+}
+
+/// Send `input` through `openssl s_client` to `addr`, with extra s_client arguments.
+fn s_client(dir: &std::path::Path, addr: &str, extra: &[&str], input: &str) {
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            addr,
+            "-CAfile",
+            "ca.pem",
+            "-quiet",
+            "-no_ign_eof",
+        ])
+        .args(extra)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    let _ = child.wait();
+}
+
+#[test]
+fn tls_with_openssl_s_client_and_client_certificates() {
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("SKIPPED: openssl not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(pki(dir.path()), "openssl could not make the test PKI");
+    let p = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
+    let out = dir.path().join("out.ndjson");
+    let (cert, key, ca) = (p("server.pem"), p("server.key"), p("ca.pem"));
+    // Server authentication only.
+    let r = start(
+        &out,
+        &["--listen-tls", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key],
+    );
+    s_client(dir.path(), &r.tls, &[], &format!("<14>{SS}\n{CLOUD}\n"));
+    let docs = wait_for_lines(&out, 2);
+    let summary = stop(r);
+    assert_eq!(docs.len(), 2, "{summary}");
+    assert!(docs.iter().all(|d| d["input"]["type"] == "tls"), "{docs:#?}");
+
+    // Client certificates required: a client without one is refused, one with one is heard.
+    let out2 = dir.path().join("out2.ndjson");
+    let r = start(
+        &out2,
+        &[
+            "--listen-tls",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-client-ca",
+            &ca,
+        ],
+    );
+    s_client(dir.path(), &r.tls, &[], &format!("<14>{SS}\n"));
+    s_client(
+        dir.path(),
+        &r.tls,
+        &["-cert", "client.pem", "-key", "client.key"],
+        &format!("{CLOUD}\n"),
+    );
+    let docs = wait_for_lines(&out2, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let summary = stop(r);
+    let docs = if docs.is_empty() {
+        wait_for_lines(&out2, 1)
+    } else {
+        docs
+    };
+    assert_eq!(docs.len(), 1, "{docs:#?}\n{summary}");
+    assert_eq!(docs[0]["data_stream"]["dataset"], "imperva_cloud_waf.event");
+    assert!(summary.contains("1 TLS handshake failures"), "{summary}");
 }

@@ -55,6 +55,26 @@ pub struct ListenArgs {
     /// UDP listen address (one datagram = one message); `off` to disable.
     #[arg(long, default_value = "0.0.0.0:9507", env = "WAFSTREAM_LISTEN_UDP")]
     pub listen_udp: String,
+    /// TLS listen address (syslog over TLS, same framing as TCP); off unless set.
+    #[arg(long, default_value = "off", env = "WAFSTREAM_LISTEN_TLS")]
+    pub listen_tls: String,
+    /// Server certificate chain (PEM) for `--listen-tls`.
+    #[arg(long, value_name = "FILE", env = "WAFSTREAM_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Server private key (PEM) for `--listen-tls`.
+    #[arg(long, value_name = "FILE", env = "WAFSTREAM_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates that chain to this CA bundle (PEM).
+    #[arg(long, value_name = "FILE", env = "WAFSTREAM_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+    /// Close a TLS connection whose handshake takes longer than this.
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        value_name = "MS",
+        env = "WAFSTREAM_TLS_HANDSHAKE_TIMEOUT_MS"
+    )]
+    pub tls_handshake_timeout_ms: u64,
     /// Longest message; longer ones are cut to it and flagged (then dead-lettered).
     #[arg(long, default_value_t = 50 * 1024, value_name = "BYTES", env = "WAFSTREAM_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: usize,

@@ -23,9 +23,20 @@ fn addr(s: &str, what: &str) -> anyhow::Result<Option<SocketAddr>> {
 }
 
 fn listen_config(l: &ListenArgs) -> anyhow::Result<Config> {
+    let tls = match addr(&l.listen_tls, "tls")? {
+        None => None,
+        Some(a) => {
+            let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) else {
+                anyhow::bail!("--listen-tls needs --tls-cert and --tls-key");
+            };
+            let acceptor = crate::ingress::tls::acceptor(cert, key, l.tls_client_ca.as_deref())?;
+            Some((a, acceptor, Duration::from_millis(l.tls_handshake_timeout_ms.max(1))))
+        }
+    };
     let cfg = Config {
         tcp: addr(&l.listen_tcp, "tcp")?,
         udp: addr(&l.listen_udp, "udp")?,
+        tls,
         limits: Limits {
             max_message_bytes: l.max_message_bytes,
             max_connections: l.max_connections,
@@ -33,8 +44,8 @@ fn listen_config(l: &ListenArgs) -> anyhow::Result<Config> {
         },
         bus_capacity: l.bus_capacity,
     };
-    if cfg.tcp.is_none() && cfg.udp.is_none() {
-        anyhow::bail!("nothing to listen on: both --listen-tcp and --listen-udp are off");
+    if cfg.tcp.is_none() && cfg.udp.is_none() && cfg.tls.is_none() {
+        anyhow::bail!("nothing to listen on: --listen-tcp, --listen-udp and --listen-tls are all off");
     }
     Ok(cfg)
 }

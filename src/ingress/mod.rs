@@ -1,5 +1,5 @@
-//! Ingress: syslog over TCP (newline or octet-counted, detected per connection) and UDP (one
-//! datagram, one frame). It only cuts frames and hands them to the bus; no parsing here.
+//! Ingress: syslog over TCP and TLS (newline or octet-counted, detected per connection) and UDP
+//! (one datagram, one frame). It only cuts frames and hands them to the bus; no parsing here.
 //!
 //! Caps: message size (cut and flagged, never silently dropped), concurrent connections (a
 //! semaphore; further clients wait in the listen backlog), idle connections (closed). A full
@@ -7,6 +7,7 @@
 //! finds the bus full is dropped and counted.
 
 pub mod framing;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, watch};
 
 use crate::bus::{RawFrame, Sender, now_ms};
@@ -48,11 +49,44 @@ pub struct Stats {
     pub connections: AtomicU64,
     pub framing_errors: AtomicU64,
     pub idle_closed: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
 }
 
 /// Accept TCP connections until `shutdown` turns true; each connection is framed and forwarded.
 pub async fn serve_tcp(
     listener: TcpListener,
+    bus: Sender,
+    limits: Limits,
+    stats: Arc<Stats>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve(listener, None, bus, limits, stats, shutdown).await
+}
+
+/// As [`serve_tcp`], with a TLS handshake (capped by `handshake_timeout`) first.
+pub async fn serve_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshake_timeout: Duration,
+    bus: Sender,
+    limits: Limits,
+    stats: Arc<Stats>,
+    shutdown: watch::Receiver<bool>,
+) {
+    serve(
+        listener,
+        Some((acceptor, handshake_timeout)),
+        bus,
+        limits,
+        stats,
+        shutdown,
+    )
+    .await
+}
+
+async fn serve(
+    listener: TcpListener,
+    tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
     bus: Sender,
     limits: Limits,
     stats: Arc<Stats>,
@@ -76,9 +110,28 @@ pub async fn serve_tcp(
             _ = shutdown.changed() => break,
         };
         stats.connections.fetch_add(1, Ordering::Relaxed);
-        let (bus, limits, stats, sd) = (bus.clone(), limits.clone(), stats.clone(), shutdown.clone());
+        let (bus, limits, stats, sd, tls) = (
+            bus.clone(),
+            limits.clone(),
+            stats.clone(),
+            shutdown.clone(),
+            tls.clone(),
+        );
         tasks.spawn(async move {
-            connection(stream, peer, bus, limits, stats, sd).await;
+            match tls {
+                None => connection(stream, "tcp", peer, bus, limits, stats, sd).await,
+                Some((acceptor, timeout)) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => connection(s, "tls", peer, bus, limits, stats, sd).await,
+                    Ok(Err(e)) => {
+                        stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("wafstream: TLS handshake with {peer} failed: {e}");
+                    }
+                    Err(_) => {
+                        stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("wafstream: TLS handshake with {peer} timed out");
+                    }
+                },
+            }
             drop(permit);
         });
     }
@@ -86,8 +139,9 @@ pub async fn serve_tcp(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn connection(
-    mut stream: TcpStream,
+async fn connection<S: AsyncRead + Unpin>(
+    mut stream: S,
+    input: &'static str,
     peer: SocketAddr,
     bus: Sender,
     limits: Limits,
@@ -121,7 +175,7 @@ async fn connection(
                     let frame = RawFrame {
                         bytes: f.bytes,
                         received_ms: now_ms(),
-                        input: "tcp",
+                        input,
                         peer: Some(peer_s.clone()),
                         truncated_from: f.truncated.then_some(f.original_len),
                     };
@@ -147,7 +201,7 @@ async fn connection(
                     .send(RawFrame {
                         bytes,
                         received_ms: now_ms(),
-                        input: "tcp",
+                        input,
                         peer: Some(peer_s.clone()),
                         truncated_from: None,
                     })
