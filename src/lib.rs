@@ -23,6 +23,7 @@
 
 pub mod bus;
 pub mod cli;
+pub mod config;
 pub mod container;
 pub mod ecs;
 pub mod embedded;

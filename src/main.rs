@@ -10,6 +10,14 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // A configuration file feeds the flags through `WAFSTREAM_*` variables, so it is read
+    // before the flags are parsed (and before any thread exists).
+    if let Some(path) = config_path() {
+        if let Err(e) = wafstream::config::apply(&path) {
+            eprintln!("wafstream: error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let cli = wafstream::cli::Cli::parse();
     match wafstream::cli::run(cli) {
         Ok(code) => code,
@@ -18,4 +26,18 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `--config FILE` / `--config=FILE` from the arguments, else `WAFSTREAM_CONFIG`.
+fn config_path() -> Option<std::path::PathBuf> {
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--config" {
+            return args.next().map(Into::into);
+        }
+        if let Some(v) = a.to_str().and_then(|s| s.strip_prefix("--config=")) {
+            return Some(v.into());
+        }
+    }
+    std::env::var_os("WAFSTREAM_CONFIG").map(Into::into)
 }

@@ -191,3 +191,89 @@ fn missing_input_file_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/file.log"));
 }
+
+fn wafstream_env(args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wafstream"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wafstream");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn config_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("wafstream.toml");
+    std::fs::write(&cfg, "[mapping]\nprofile = \"sekoia\"\ntags = [\"from-file\"]\n").expect("write");
+    let line = "CEF:0|Incapsula|SIEMintegration|1|1|Normal|0| src=1.2.3.4 start=1700000000000";
+    let c = cfg.to_str().unwrap();
+    // File: sekoia shape and the file's tag.
+    let d = docs(&wafstream_env(&["--config", c, "parse", "-"], &[], line.as_bytes()));
+    assert_eq!(d[0]["event"]["dataset"], "imperva-waf");
+    assert_eq!(d[0]["tags"], serde_json::json!(["from-file"]));
+    // Environment beats the file.
+    let d = docs(&wafstream_env(
+        &["--config", c, "parse", "-"],
+        &[("WAFSTREAM_PROFILE", "elastic")],
+        line.as_bytes(),
+    ));
+    assert_eq!(d[0]["data_stream"]["dataset"], "imperva_cloud_waf.event");
+    // A flag beats both.
+    let d = docs(&wafstream_env(
+        &["--config", c, "parse", "--profile", "sekoia", "-"],
+        &[("WAFSTREAM_PROFILE", "elastic")],
+        line.as_bytes(),
+    ));
+    assert_eq!(d[0]["event"]["dataset"], "imperva-waf");
+    // WAFSTREAM_CONFIG names the file too.
+    let d = docs(&wafstream_env(
+        &["parse", "-"],
+        &[("WAFSTREAM_CONFIG", c)],
+        line.as_bytes(),
+    ));
+    assert_eq!(d[0]["event"]["dataset"], "imperva-waf");
+}
+
+#[test]
+fn validate_config_reports_every_problem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        "[mapping]\nprofile = \"x\"\ntz = \"Nowhere/Else\"\n[listen]\nudp = \"nope\"\n",
+    )
+    .expect("write");
+    let out = wafstream(&["validate-config", cfg.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mapping.profile") && err.contains("mapping.tz") && err.contains("listen.udp"),
+        "{err}"
+    );
+    assert!(err.contains("3 problem(s)"), "{err}");
+    std::fs::write(&cfg, "[kafka]\nbrokers = \"k:9092\"\n").expect("write");
+    let out = wafstream(&["validate-config", cfg.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("WAFSTREAM_BROKERS=k:9092"));
+    // A bad file given to any command stops it before it starts.
+    let out = wafstream(
+        &[
+            "--config",
+            cfg.with_extension("missing").to_str().unwrap(),
+            "parse",
+            "-",
+        ],
+        Some(b""),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -16,6 +16,10 @@ use crate::parse::time::Zone;
 #[derive(Debug, Parser)]
 #[command(name = "wafstream", version, about, long_about = None)]
 pub struct Cli {
+    /// Configuration file (TOML; see `wafstream validate-config --help`). Precedence: flags,
+    /// then environment (`WAFSTREAM_*`), then this file, then defaults.
+    #[arg(long, global = true, value_name = "FILE", env = "WAFSTREAM_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -41,6 +45,12 @@ pub enum Command {
     /// the dataset topics and failures to the DLQ topic; offsets are stored only after the
     /// outputs are acknowledged.
     Worker(WorkerArgs),
+    /// Check a configuration file: report every problem at once (exit 1), or print the
+    /// settings it makes, as the `WAFSTREAM_*` variables they feed (exit 0).
+    ValidateConfig {
+        /// The TOML file.
+        file: std::path::PathBuf,
+    },
     /// Write deterministic, realistic sample lines (Cloud WAF ~1 KB, SecureSphere ~0.5 KB) to
     /// stdout, for benchmarks and demos.
     Generate(GenerateArgs),
@@ -101,10 +111,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub listen: ListenArgs,
     /// Documents go here (`-` = stdout).
-    #[arg(long, default_value = "-", value_name = "FILE")]
+    #[arg(long, default_value = "-", value_name = "FILE", env = "WAFSTREAM_OUTPUT")]
     pub output: String,
     /// Dead-letter records go here instead of the document output.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "WAFSTREAM_DLQ")]
     pub dlq: Option<std::path::PathBuf>,
 }
 
@@ -119,7 +129,12 @@ pub struct KafkaArgs {
     pub raw_topic: String,
     /// librdkafka property passed through, `key=value` (repeatable): `security.protocol`,
     /// `sasl.mechanisms`, `sasl.username`, `ssl.ca.location`, ...
-    #[arg(long = "kafka", value_name = "KEY=VALUE")]
+    #[arg(
+        long = "kafka",
+        value_name = "KEY=VALUE",
+        env = "WAFSTREAM_KAFKA",
+        value_delimiter = ';'
+    )]
     pub properties: Vec<String>,
 }
 
@@ -154,7 +169,7 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "imperva.dlq", env = "WAFSTREAM_DLQ_TOPIC")]
     pub dlq_topic: String,
     /// Outputs awaiting acknowledgement before the worker stops consuming.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "WAFSTREAM_MAX_INFLIGHT")]
     pub max_inflight: usize,
     /// Exit (after draining and committing) once no record arrived for this long after the last one.
     #[arg(long, value_name = "MS")]
@@ -190,13 +205,13 @@ pub struct MappingArgs {
     #[arg(long, env = "WAFSTREAM_PRESERVE_DUPLICATE_CUSTOM_FIELDS")]
     pub preserve_duplicate_custom_fields: bool,
     /// Extra tag for every document (repeatable).
-    #[arg(long = "tag", value_name = "TAG")]
+    #[arg(long = "tag", value_name = "TAG", env = "WAFSTREAM_TAGS", value_delimiter = ',')]
     pub tags: Vec<String>,
     /// Data stream namespace (`logs-<dataset>-<namespace>`).
     #[arg(long, default_value = "default", env = "WAFSTREAM_NAMESPACE")]
     pub namespace: String,
     /// Write the syslog envelope's facts to `log.syslog.*`.
-    #[arg(long)]
+    #[arg(long, env = "WAFSTREAM_SYSLOG_FIELDS")]
     pub syslog_fields: bool,
     /// Write each document's deterministic `_id` into it (as `_id`).
     #[arg(long)]
@@ -260,6 +275,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Parse(args) => parse::run(args),
         Command::Run(args) => run::run(args),
+        Command::ValidateConfig { file } => Ok(crate::config::validate_command(&file)),
         Command::Ingress(args) => run::ingress(args),
         Command::Worker(args) => run::worker(args),
         Command::Generate(args) => {
