@@ -11,12 +11,16 @@ pub struct RawFrame {
     pub bytes: Bytes,
     /// Receive time, epoch ms.
     pub received_ms: i64,
-    /// `tcp` or `udp`.
+    /// `tcp`, `tls`, `udp` or `file`.
     pub input: &'static str,
     /// Sender `ip:port`.
     pub peer: Option<String>,
     /// Set when the frame was longer than the limit and cut: its full length.
     pub truncated_from: Option<usize>,
+    /// File path, for file inputs.
+    pub source: Option<std::sync::Arc<str>>,
+    /// Byte offset of the line in its file, for file inputs.
+    pub offset: Option<u64>,
 }
 
 pub type Sender = mpsc::Sender<RawFrame>;

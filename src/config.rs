@@ -19,6 +19,8 @@
 //! tls_cert = "/etc/wafstream/tls/server.pem"
 //! tls_key = "/etc/wafstream/tls/server.key"
 //! max_message_bytes = 51200
+//! files = ["/var/log/imperva/*.log"]
+//! checkpoint = "/var/lib/wafstream/files.json"
 //!
 //! [kafka]
 //! brokers = "kafka-0:9092,kafka-1:9092"
@@ -71,6 +73,11 @@ pub struct Listen {
     pub max_connections: Option<u64>,
     pub idle_timeout_ms: Option<u64>,
     pub bus_capacity: Option<u64>,
+    /// Globs of files to follow.
+    pub files: Option<Vec<String>>,
+    /// Checkpoint file for file progress.
+    pub checkpoint: Option<String>,
+    pub file_poll_ms: Option<u64>,
 }
 
 /// `[kafka]`
@@ -191,6 +198,13 @@ impl File {
                 p.push(format!("{name} = 0: must be at least 1"));
             }
         }
+        if let Some(files) = &l.files {
+            for f in files {
+                if f.contains(',') || glob::Pattern::new(f).is_err() {
+                    p.push(format!("listen.files: {f:?} is not a usable glob (no ',' allowed)"));
+                }
+            }
+        }
         if let Some(b) = &self.kafka.brokers {
             if b.trim().is_empty() {
                 p.push("kafka.brokers is empty".into());
@@ -246,6 +260,9 @@ impl File {
         put("MAX_CONNECTIONS", l.max_connections.map(|v| v.to_string()));
         put("IDLE_TIMEOUT_MS", l.idle_timeout_ms.map(|v| v.to_string()));
         put("BUS_CAPACITY", l.bus_capacity.map(|v| v.to_string()));
+        put("FILES", l.files.as_ref().map(|f| f.join(",")));
+        put("CHECKPOINT", l.checkpoint.clone());
+        put("FILE_POLL_MS", l.file_poll_ms.map(|v| v.to_string()));
         let k = &self.kafka;
         put("BROKERS", k.brokers.clone());
         put("RAW_TOPIC", k.raw_topic.clone());

@@ -38,9 +38,9 @@ pub fn work(mut rx: Receiver, opts: Options, mut out: Outputs) -> io::Result<Sum
         let meta = FrameMeta {
             received_ms: frame.received_ms,
             input: frame.input,
-            source: None,
+            source: frame.source.as_deref(),
             peer: frame.peer.as_deref(),
-            offset: None,
+            offset: frame.offset,
         };
         buf.clear();
         let dead = match frame.truncated_from {
@@ -87,6 +87,8 @@ pub struct Config {
     pub udp: Option<SocketAddr>,
     /// Address, acceptor and handshake timeout of the TLS listener.
     pub tls: Option<(SocketAddr, tokio_rustls::TlsAcceptor, std::time::Duration)>,
+    /// Files to follow.
+    pub files: Option<ingress::files::Config>,
     pub limits: Limits,
     pub bus_capacity: usize,
 }
@@ -144,12 +146,28 @@ pub async fn listen<T>(
             stop_rx.clone(),
         )));
     }
+    let files_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let files = match cfg.files.clone() {
+        Some(fc) => {
+            let (tx, stats, stop) = (tx.clone(), stats.clone(), files_stop.clone());
+            Some(
+                std::thread::Builder::new()
+                    .name("wafstream-files".into())
+                    .spawn(move || ingress::files::run(fc, tx, stats, stop))?,
+            )
+        }
+        None => None,
+    };
     drop(tx);
     let consumer = consume(rx);
     shutdown.await;
     let _ = stop_tx.send(true);
+    files_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(h) = files {
+        let _ = tokio::task::spawn_blocking(move || h.join()).await;
     }
     Ok((stats, consumer))
 }

@@ -284,3 +284,78 @@ fn tls_with_openssl_s_client_and_client_certificates() {
     assert_eq!(docs[0]["data_stream"]["dataset"], "imperva_cloud_waf.event");
     assert!(summary.contains("1 TLS handshake failures"), "{summary}");
 }
+
+#[test]
+fn files_followed_through_appends_rotation_truncation_and_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("waf.log");
+    let cp = dir.path().join("files.json");
+    let glob = dir.path().join("waf.log").to_string_lossy().into_owned();
+    let cps = cp.to_string_lossy().into_owned();
+    let line = |i: usize| format!("<14>{}", SS.replace("sig|", &format!("sig-{i}|")));
+    let append = |path: &std::path::Path, from: usize, to: usize| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open");
+        for i in from..to {
+            writeln!(f, "{}", line(i)).expect("write");
+        }
+    };
+    let names = |docs: &[Value]| -> Vec<String> {
+        docs.iter()
+            .map(|d| d["message"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    let args = [
+        "--file",
+        glob.as_str(),
+        "--checkpoint",
+        cps.as_str(),
+        "--file-poll-ms",
+        "50",
+    ];
+
+    append(&log, 0, 3);
+    let out = dir.path().join("out1.ndjson");
+    let r = start(&out, &args);
+    assert_eq!(wait_for_lines(&out, 3).len(), 3);
+    append(&log, 3, 5);
+    assert_eq!(wait_for_lines(&out, 5).len(), 5);
+    // Rotation: the last line lands in the renamed file after the rename; a new file starts.
+    append(&log, 5, 6);
+    let rotated = dir.path().join("waf.log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    append(&rotated, 6, 7);
+    append(&log, 7, 9);
+    let docs = wait_for_lines(&out, 9);
+    let summary = stop(r);
+    let got = names(&docs);
+    assert_eq!(got.len(), 9, "{got:#?}\n{summary}");
+    for i in 0..9 {
+        assert!(got.contains(&format!("sig-{i}")), "sig-{i} missing: {got:#?}");
+    }
+    assert!(
+        docs.iter()
+            .all(|d| d["input"]["type"] == "file" && d["log"]["offset"].is_u64())
+    );
+
+    // Restart from the checkpoint: only what is new is read.
+    append(&log, 9, 10);
+    let out2 = dir.path().join("out2.ndjson");
+    let r = start(&out2, &args);
+    let docs = wait_for_lines(&out2, 1);
+    std::thread::sleep(Duration::from_millis(300));
+    let docs = if docs.len() == 1 {
+        wait_for_lines(&out2, 1)
+    } else {
+        docs
+    };
+    assert_eq!(names(&docs), vec!["sig-9".to_string()]);
+    // Truncation: the file starts over and is read from its beginning.
+    std::fs::write(&log, format!("{}\n", line(10))).expect("truncate");
+    let docs = wait_for_lines(&out2, 2);
+    stop(r);
+    assert_eq!(names(&docs), vec!["sig-9".to_string(), "sig-10".to_string()]);
+}

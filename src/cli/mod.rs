@@ -85,6 +85,16 @@ pub struct ListenArgs {
         env = "WAFSTREAM_TLS_HANDSHAKE_TIMEOUT_MS"
     )]
     pub tls_handshake_timeout_ms: u64,
+    /// Files to follow (glob, repeatable): new lines are read as they are written, rotated
+    /// files are read to their end, truncated files from the start.
+    #[arg(long = "file", value_name = "GLOB", env = "WAFSTREAM_FILES", value_delimiter = ',')]
+    pub files: Vec<String>,
+    /// Where file progress is kept across restarts (JSON, written atomically).
+    #[arg(long, value_name = "FILE", env = "WAFSTREAM_CHECKPOINT")]
+    pub checkpoint: Option<std::path::PathBuf>,
+    /// How often files are checked for new lines and new files.
+    #[arg(long, default_value_t = 1000, value_name = "MS", env = "WAFSTREAM_FILE_POLL_MS")]
+    pub file_poll_ms: u64,
     /// Longest message; longer ones are cut to it and flagged (then dead-lettered).
     #[arg(long, default_value_t = 50 * 1024, value_name = "BYTES", env = "WAFSTREAM_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: usize,

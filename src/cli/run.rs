@@ -33,10 +33,17 @@ fn listen_config(l: &ListenArgs) -> anyhow::Result<Config> {
             Some((a, acceptor, Duration::from_millis(l.tls_handshake_timeout_ms.max(1))))
         }
     };
+    let files = (!l.files.is_empty()).then(|| crate::ingress::files::Config {
+        globs: l.files.clone(),
+        checkpoint: l.checkpoint.clone(),
+        poll: Duration::from_millis(l.file_poll_ms.max(10)),
+        max_message_bytes: l.max_message_bytes,
+    });
     let cfg = Config {
         tcp: addr(&l.listen_tcp, "tcp")?,
         udp: addr(&l.listen_udp, "udp")?,
         tls,
+        files,
         limits: Limits {
             max_message_bytes: l.max_message_bytes,
             max_connections: l.max_connections,
@@ -44,8 +51,8 @@ fn listen_config(l: &ListenArgs) -> anyhow::Result<Config> {
         },
         bus_capacity: l.bus_capacity,
     };
-    if cfg.tcp.is_none() && cfg.udp.is_none() && cfg.tls.is_none() {
-        anyhow::bail!("nothing to listen on: --listen-tcp, --listen-udp and --listen-tls are all off");
+    if cfg.tcp.is_none() && cfg.udp.is_none() && cfg.tls.is_none() && cfg.files.is_none() {
+        anyhow::bail!("nothing to read: --listen-tcp, --listen-udp and --listen-tls are off and no --file is given");
     }
     Ok(cfg)
 }

@@ -1,11 +1,12 @@
-//! Ingress: syslog over TCP and TLS (newline or octet-counted, detected per connection) and UDP
-//! (one datagram, one frame). It only cuts frames and hands them to the bus; no parsing here.
+//! Ingress: syslog over TCP and TLS (newline or octet-counted, detected per connection), UDP
+//! (one datagram, one frame) and files ([`files`]: glob, tail, rotation, checkpoints). It only cuts frames and hands them to the bus; no parsing here.
 //!
 //! Caps: message size (cut and flagged, never silently dropped), concurrent connections (a
 //! semaphore; further clients wait in the listen backlog), idle connections (closed). A full
 //! bus makes TCP stop reading (backpressure to the sender); UDP cannot wait, so a datagram that
 //! finds the bus full is dropped and counted.
 
+pub mod files;
 pub mod framing;
 pub mod tls;
 
@@ -178,6 +179,8 @@ async fn connection<S: AsyncRead + Unpin>(
                         input,
                         peer: Some(peer_s.clone()),
                         truncated_from: f.truncated.then_some(f.original_len),
+                        source: None,
+                        offset: None,
                     };
                     // Waiting here is the backpressure: we stop reading this socket.
                     if bus.send(frame).await.is_err() {
@@ -204,6 +207,8 @@ async fn connection<S: AsyncRead + Unpin>(
                         input,
                         peer: Some(peer_s.clone()),
                         truncated_from: None,
+                        source: None,
+                        offset: None,
                     })
                     .await;
             }
@@ -245,6 +250,8 @@ pub async fn serve_udp(
             input: "udp",
             peer: Some(peer.to_string()),
             truncated_from: cut.then_some(end),
+            source: None,
+            offset: None,
         };
         if bus.try_send(frame).is_err() {
             stats.udp_dropped.fetch_add(1, Ordering::Relaxed);

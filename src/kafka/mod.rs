@@ -1,7 +1,8 @@
 //! Kafka: the raw-topic contract, the ingress-side producer and the parser worker.
 //!
 //! Raw topic record = the frame's bytes exactly as received; headers carry what parsing needs
-//! and cannot be recovered later (`wafstream.received_ms`, `.peer`, `.input`, `.truncated_from`);
+//! and cannot be recovered later (`wafstream.received_ms`, `.peer`, `.input`, `.source`, `.offset`,
+//! `.truncated_from`);
 //! the key is the sender address, which spreads senders over partitions and keeps each
 //! connection's order.
 
@@ -17,6 +18,8 @@ pub const H_RECEIVED: &str = "wafstream.received_ms";
 pub const H_PEER: &str = "wafstream.peer";
 pub const H_INPUT: &str = "wafstream.input";
 pub const H_TRUNCATED: &str = "wafstream.truncated_from";
+pub const H_SOURCE: &str = "wafstream.source";
+pub const H_OFFSET: &str = "wafstream.offset";
 pub const H_DATASET: &str = "wafstream.dataset";
 pub const H_ID: &str = "wafstream.id";
 pub const H_ERROR: &str = "wafstream.error";
@@ -78,6 +81,19 @@ pub fn raw_headers(f: &RawFrame) -> OwnedHeaders {
         h = h.insert(Header {
             key: H_PEER,
             value: Some(p.as_bytes()),
+        });
+    }
+    if let Some(src) = &f.source {
+        h = h.insert(Header {
+            key: H_SOURCE,
+            value: Some(src.as_bytes()),
+        });
+    }
+    if let Some(o) = f.offset {
+        let o = o.to_string();
+        h = h.insert(Header {
+            key: H_OFFSET,
+            value: Some(o.as_bytes()),
         });
     }
     if let Some(t) = f.truncated_from {

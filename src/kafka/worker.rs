@@ -17,7 +17,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use super::{ClientSettings, H_DATASET, H_ERROR, H_ID, H_INPUT, H_PEER, H_RECEIVED, H_TRUNCATED, header};
+use super::{
+    ClientSettings, H_DATASET, H_ERROR, H_ID, H_INPUT, H_OFFSET, H_PEER, H_RECEIVED, H_SOURCE, H_TRUNCATED, header,
+};
 use crate::ecs::{Dataset, FrameMeta, Mapper, Options};
 
 /// Topics and limits of a worker.
@@ -216,12 +218,14 @@ pub async fn run(
         let peer = header(headers, H_PEER).map(str::to_string);
         let truncated = header(headers, H_TRUNCATED).and_then(|v| v.parse::<usize>().ok());
         let payload = m.payload().unwrap_or_default();
+        let source = header(headers, H_SOURCE).map(str::to_string);
+        let line_offset = header(headers, H_OFFSET).and_then(|v| v.parse::<u64>().ok());
         let meta = FrameMeta {
             received_ms,
             input: &input,
-            source: None,
+            source: source.as_deref(),
             peer: peer.as_deref(),
-            offset: None,
+            offset: line_offset,
         };
         buf.clear();
         let mapped = match truncated {
