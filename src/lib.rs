@@ -6,6 +6,7 @@
 //!
 //! - [`ingress`]: syslog TCP (newline / octet counting, [`ingress::framing`]) and UDP → frames.
 //! - [`bus`]: the in-memory bounded bus of the embedded mode ([`embedded`]).
+//! - [`sink`]: where documents go (the interface a worker hands outputs to; Kafka today).
 //! - [`kafka`]: the raw-topic contract, the ingress producer and the parser worker.
 //! - [`container`]: Cloud WAF log files (pull API / pushed): header, `|==|`, decryption,
 //!   decompression, checksum → plaintext body lines.
@@ -31,3 +32,4 @@ pub mod generate;
 pub mod ingress;
 pub mod kafka;
 pub mod parse;
+pub mod sink;

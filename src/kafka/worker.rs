@@ -13,14 +13,11 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use super::{
-    ClientSettings, H_DATASET, H_ERROR, H_ID, H_INPUT, H_OFFSET, H_PEER, H_RECEIVED, H_SOURCE, H_TRUNCATED, header,
-};
-use crate::ecs::{Dataset, FrameMeta, Mapper, Options};
+use super::{ClientSettings, H_INPUT, H_OFFSET, H_PEER, H_RECEIVED, H_SOURCE, H_TRUNCATED, header};
+use crate::ecs::{FrameMeta, Mapper, Options};
+use crate::sink::kafka::{KafkaSink, Topics};
+use crate::sink::{Ack, Output, Sink};
 
 /// Topics and limits of a worker.
 #[derive(Debug, Clone)]
@@ -45,7 +42,6 @@ pub struct Summary {
     pub documents: u64,
     pub dead_letters: u64,
     pub offsets_stored: u64,
-    pub retries: u64,
     /// Seconds from the first record consumed to the last output acknowledged.
     pub active_secs: f64,
 }
@@ -64,57 +60,15 @@ impl Summary {
 struct Pending {
     partition: i32,
     offset: i64,
-    topic: String,
-    key: Vec<u8>,
-    payload: Vec<u8>,
-    headers: OwnedHeaders,
-    delivery: DeliveryFuture,
-    attempts: u32,
+    ack: Ack,
 }
 
-const MAX_ATTEMPTS: u32 = 5;
-
-fn producer(settings: &ClientSettings) -> anyhow::Result<FutureProducer> {
-    Ok(settings
-        .config(&[
-            ("enable.idempotence", "true"),
-            ("acks", "all"),
-            ("compression.type", "lz4"),
-            ("linger.ms", "5"),
-            ("message.timeout.ms", "120000"),
-        ])
-        .create()?)
-}
-
-/// Enqueue a record, waiting (settling the oldest pending delivery) while the queue is full.
-async fn enqueue(
-    producer: &FutureProducer,
-    topic: &str,
-    key: &[u8],
-    payload: &[u8],
-    headers: &OwnedHeaders,
-) -> anyhow::Result<DeliveryFuture> {
-    loop {
-        let rec = FutureRecord::to(topic)
-            .key(key)
-            .payload(payload)
-            .headers(headers.clone());
-        match producer.send_result(rec) {
-            Ok(d) => return Ok(d),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => anyhow::bail!("producing to {topic}: {e}"),
-        }
-    }
-}
-
-/// Settle the front of the queue: on success store its offset; on failure re-send it (a few
-/// times, then give up so the frame is redelivered after a restart).
+/// Settle the front of the queue (waiting for it, or only if already done): store its offset
+/// once its output is acknowledged. A refused output is fatal: its offset is never stored, so
+/// the frame is redelivered after a restart.
 async fn settle_front(
     pending: &mut VecDeque<Pending>,
     consumer: &StreamConsumer,
-    producer: &FutureProducer,
     raw_topic: &str,
     s: &mut Summary,
     wait: bool,
@@ -123,47 +77,24 @@ async fn settle_front(
         return Ok(false);
     };
     let result = if wait {
-        (&mut front.delivery).await
+        (&mut front.ack).await
     } else {
-        match (&mut front.delivery).now_or_never() {
+        match (&mut front.ack).now_or_never() {
             Some(r) => r,
             None => return Ok(false),
         }
     };
-    match result {
-        Ok(Ok(_)) => {
-            let p = pending
-                .pop_front()
-                .ok_or_else(|| anyhow::anyhow!("pending queue empty"))?;
-            // After a rebalance the partition may be gone; its new owner redelivers the frame.
-            if consumer.store_offset(raw_topic, p.partition, p.offset).is_ok() {
-                s.offsets_stored += 1;
-            }
-            Ok(true)
-        }
-        other => {
-            let why = match &other {
-                Ok(Err((e, _))) => e.to_string(),
-                _ => "delivery canceled".to_string(),
-            };
-            if front.attempts >= MAX_ATTEMPTS {
-                anyhow::bail!(
-                    "output for {raw_topic}/{}@{} not acknowledged after {MAX_ATTEMPTS} attempts: {why}",
-                    front.partition,
-                    front.offset
-                );
-            }
-            eprintln!(
-                "wafstream: retrying output for {raw_topic}/{}@{}: {why}",
-                front.partition, front.offset
-            );
-            front.attempts += 1;
-            s.retries += 1;
-            tokio::time::sleep(Duration::from_millis(100 * u64::from(front.attempts))).await;
-            front.delivery = enqueue(producer, &front.topic, &front.key, &front.payload, &front.headers).await?;
-            Ok(true)
-        }
+    let p = pending
+        .pop_front()
+        .ok_or_else(|| anyhow::anyhow!("pending queue empty"))?;
+    if let Err(e) = result {
+        anyhow::bail!("output for {raw_topic}/{}@{} refused: {e}", p.partition, p.offset);
     }
+    // After a rebalance the partition may be gone; its new owner redelivers the frame.
+    if consumer.store_offset(raw_topic, p.partition, p.offset).is_ok() {
+        s.offsets_stored += 1;
+    }
+    Ok(true)
 }
 
 /// Consume until `shutdown`, then drain, commit and flush.
@@ -184,7 +115,14 @@ pub async fn run(
         ])
         .create()?;
     consumer.subscribe(&[cfg.raw_topic.as_str()])?;
-    let producer = producer(&cfg.settings)?;
+    let sink = KafkaSink::new(
+        &cfg.settings,
+        Topics {
+            securesphere: cfg.topic_securesphere.clone(),
+            cloud_waf: cfg.topic_cloud_waf.clone(),
+            dlq: cfg.dlq_topic.clone(),
+        },
+    )?;
     let mapper = Mapper::new(opts);
     let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut s = Summary::default();
@@ -238,60 +176,32 @@ pub async fn run(
             }
             None => mapper.map(payload, &meta, None, &mut buf),
         };
-        let (topic, out_headers) = match mapped.dataset {
-            Some(ds) => {
-                s.documents += 1;
-                let t = if ds == Dataset::SecureSphere {
-                    &cfg.topic_securesphere
-                } else {
-                    &cfg.topic_cloud_waf
-                };
-                let h = OwnedHeaders::new()
-                    .insert(Header {
-                        key: H_DATASET,
-                        value: Some(ds.name().as_bytes()),
-                    })
-                    .insert(Header {
-                        key: H_ID,
-                        value: Some(mapped.id.as_bytes()),
-                    });
-                (t.clone(), h)
-            }
-            None => {
-                s.dead_letters += 1;
-                let h = OwnedHeaders::new()
-                    .insert(Header {
-                        key: H_ID,
-                        value: Some(mapped.id.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: H_ERROR,
-                        value: mapped.error.as_deref().map(str::as_bytes),
-                    });
-                (cfg.dlq_topic.clone(), h)
-            }
+        if mapped.is_dead() {
+            s.dead_letters += 1;
+        } else {
+            s.documents += 1;
+        }
+        let out = Output {
+            dataset: mapped.dataset,
+            id: &mapped.id,
+            body: &buf,
+            error: mapped.error.as_deref(),
         };
-        let key = mapped.id.clone().into_bytes();
-        let delivery = enqueue(&producer, &topic, &key, &buf, &out_headers).await?;
+        let ack = sink.send(out).await.map_err(|e| anyhow::anyhow!(e))?;
         pending.push_back(Pending {
             partition: m.partition(),
             offset: m.offset(),
-            topic,
-            key,
-            payload: buf.clone(),
-            headers: out_headers,
-            delivery,
-            attempts: 1,
+            ack,
         });
         drop(m);
-        while settle_front(&mut pending, &consumer, &producer, &cfg.raw_topic, &mut s, false).await? {}
+        while settle_front(&mut pending, &consumer, &cfg.raw_topic, &mut s, false).await? {}
         while pending.len() >= cfg.max_inflight.max(1) {
-            settle_front(&mut pending, &consumer, &producer, &cfg.raw_topic, &mut s, true).await?;
+            settle_front(&mut pending, &consumer, &cfg.raw_topic, &mut s, true).await?;
         }
     }
     // Drain: every output acknowledged and its offset stored, then a synchronous commit.
     while !pending.is_empty() {
-        settle_front(&mut pending, &consumer, &producer, &cfg.raw_topic, &mut s, true).await?;
+        settle_front(&mut pending, &consumer, &cfg.raw_topic, &mut s, true).await?;
     }
     if let Some(f) = first {
         let idle_tail = if cfg.exit_when_idle.is_some() {
@@ -306,6 +216,6 @@ pub async fn run(
             eprintln!("wafstream: final commit: {e}");
         }
     }
-    producer.flush(Duration::from_secs(30))?;
+    sink.flush().map_err(|e| anyhow::anyhow!(e))?;
     Ok(s)
 }
