@@ -41,6 +41,7 @@ pub fn work(mut rx: Receiver, opts: Options, mut out: Outputs) -> io::Result<Sum
             source: frame.source.as_deref(),
             peer: frame.peer.as_deref(),
             offset: frame.offset,
+            tz: None,
         };
         buf.clear();
         let dead = match frame.truncated_from {

@@ -51,6 +51,7 @@ fn map_line(line: &str, opts: Options) -> Value {
         source: None,
         peer: None,
         offset: None,
+        tz: None,
     };
     let mut out = Vec::new();
     let m = mapper.map(line.as_bytes(), &meta, None, &mut out);

@@ -225,7 +225,7 @@ fn listening(rx: &std::sync::mpsc::Receiver<String>) -> (String, String) {
 
 fn ss_line(i: usize) -> String {
     format!(
-        "<14>CEF:0|Imperva Inc.|SecureSphere|15.1.0|Signature|sig-{i}|High|act=block src=198.51.100.{} spt={i} dst=10.0.0.5 dpt=443 cat=Alert cs1=line {i} cs1Label=Seq",
+        "<14>CEF:0|Imperva Inc.|SecureSphere|15.1.0|Signature|sig-{i}|High|act=block src=198.51.100.{} spt={i} dst=10.0.0.5 dpt=443 rt=Oct 05 2023 18:33:02 cat=Alert cs1=line {i} cs1Label=Seq",
         i % 250 + 1
     )
 }
@@ -255,6 +255,8 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
             "127.0.0.1:0",
             "--max-message-bytes",
             "4000",
+            "--tz",
+            "+0200",
         ],
     );
     let (tcp, udp) = listening(&irx);
@@ -305,6 +307,14 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
         })
         .collect();
     assert_eq!(seqs.len(), n / 2);
+    // The ingress's time zone travelled in the headers and was applied by the worker.
+    let ss = got
+        .iter()
+        .find(|(tp, _)| *tp == t.ss)
+        .map(|(_, v)| v)
+        .expect("a securesphere doc");
+    assert_eq!(ss["@timestamp"], "2023-10-05T16:33:02.000Z");
+    assert_eq!(ss["event"]["timezone"], "+0200");
 }
 
 fn produce_raw(b: &Broker, topic: &str, lines: &[String]) {

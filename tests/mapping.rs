@@ -12,6 +12,7 @@ fn meta() -> FrameMeta<'static> {
         source: None,
         peer: Some("192.0.2.10:5140"),
         offset: None,
+        tz: None,
     }
 }
 
@@ -278,4 +279,27 @@ fn rt_layouts_and_missing_year() {
         v["@timestamp"], "2023-11-14T22:13:20.000Z",
         "falls back to the receive time"
     );
+}
+
+#[test]
+fn a_frames_own_time_zone_overrides_the_mappers() {
+    let m = Mapper::new(Options::default());
+    let ny = FrameMeta {
+        tz: Some("America/New_York"),
+        ..meta()
+    };
+    let mut out = Vec::new();
+    m.map(SS.as_bytes(), &ny, None, &mut out);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["@timestamp"], "2023-10-05T22:33:02.000Z");
+    assert_eq!(v["event"]["timezone"], "America/New_York");
+    // A zone that does not parse leaves the mapper's own (UTC here).
+    let bad = FrameMeta {
+        tz: Some("Not/AZone"),
+        ..meta()
+    };
+    let mut out = Vec::new();
+    m.map(SS.as_bytes(), &bad, None, &mut out);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["@timestamp"], "2023-10-05T18:33:02.000Z");
 }

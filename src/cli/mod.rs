@@ -152,6 +152,10 @@ pub struct KafkaArgs {
 pub struct IngressArgs {
     #[command(flatten)]
     pub listen: ListenArgs,
+    /// Time zone of the senders' device clocks (IANA name or `±HHMM`), carried in each raw
+    /// record's headers so workers read zone-less times correctly.
+    #[arg(long = "tz", value_name = "ZONE", env = "WAFSTREAM_TZ")]
+    pub tz: Option<String>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
 }

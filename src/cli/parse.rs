@@ -107,6 +107,7 @@ pub(super) fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
                             source,
                             peer: None,
                             offset: Some(i as u64 + 1),
+                            tz: None,
                         };
                         map_line(&mapper, line, &meta, &mut cols, &mut sinks)?;
                     }
@@ -118,6 +119,7 @@ pub(super) fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
                         source,
                         peer: None,
                         offset: None,
+                        tz: None,
                     };
                     mapper.dead_letter(&bytes, &meta, &format!("container: {e}"), &mut sinks.buf);
                     sinks.emit(true)?;
@@ -142,6 +144,7 @@ pub(super) fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
                 source,
                 peer: None,
                 offset: Some(line_no),
+                tz: None,
             };
             if cut {
                 let reason = format!(

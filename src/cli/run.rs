@@ -95,6 +95,11 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// `wafstream ingress`: listeners → bus → raw topic.
 pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
     let cfg = listen_config(&args.listen)?;
+    if let Some(tz) = &args.tz {
+        if crate::parse::time::Zone::parse(tz).is_none() {
+            anyhow::bail!("--tz {tz:?}: not an IANA zone or ±HHMM offset");
+        }
+    }
     let settings = ClientSettings::new(&args.kafka.brokers, &args.kafka.properties)?;
     let producer = kafka::producer::raw_producer(&settings)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -104,9 +109,10 @@ pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
     let (stats, pstats) = rt.block_on(async move {
         let pstats = std::sync::Arc::new(kafka::producer::ProducerStats::default());
         let topic = args.kafka.raw_topic.clone();
+        let tz = args.tz.clone();
         let ps = pstats.clone();
         let (stats, publish) = embedded::listen(cfg, embedded::signal(), announce, move |rx| {
-            tokio::spawn(kafka::producer::publish(rx, producer, topic, ps))
+            tokio::spawn(kafka::producer::publish(rx, producer, topic, tz, ps))
         })
         .await?;
         publish.await??;

@@ -218,7 +218,7 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     let now = ctx.meta.received_ms;
     let mut ts = None;
     if let Some(rt) = ctx.val_ne(Key::Rt) {
-        match parse_device_time(&rt, &ctx.opts.zone, now) {
+        match parse_device_time(&rt, &ctx.zone, now) {
             Some(ms) => ts = Some(ms),
             None => ctx.error(format!(
                 "error in field 'deviceReceiptTime': value {rt:?} is not a known time layout"
@@ -236,8 +236,8 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     } else {
         d.put(p!("@timestamp"), Val::Ts(envelope_or_received(ctx), TsStyle::Millis));
     }
-    if let Some(tz) = &ctx.opts.tz_name {
-        d.str(p!("event.timezone"), tz.as_str());
+    if let Some(tz) = ctx.tz_name {
+        d.str(p!("event.timezone"), tz);
     }
     if let Some(cat) = ctx.val_ne(Key::Cat) {
         let lower = cat.to_ascii_lowercase();
@@ -344,7 +344,7 @@ fn envelope_or_received(ctx: &Ctx<'_, '_>) -> i64 {
         .syslog
         .as_ref()
         .and_then(|s| s.timestamp)
-        .and_then(|t| parse_device_time(t, &ctx.opts.zone, now))
+        .and_then(|t| parse_device_time(t, &ctx.zone, now))
         .unwrap_or(now)
 }
 
@@ -460,7 +460,7 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     let ts = start_ms.unwrap_or_else(|| envelope_or_received(ctx));
     d.put(p!("@timestamp"), Val::Ts(ts, TsStyle::Millis));
     if let Some(rt) = ctx.val_ne(Key::Rt) {
-        if let Some(ms) = parse_device_time(&rt, &ctx.opts.zone, ctx.meta.received_ms) {
+        if let Some(ms) = parse_device_time(&rt, &ctx.zone, ctx.meta.received_ms) {
             d.put(p!("@timestamp"), Val::Ts(ms, TsStyle::Millis));
         }
     }

@@ -122,6 +122,9 @@ pub struct FrameMeta<'a> {
     pub peer: Option<&'a str>,
     /// Line number (files) or offset, when the input has one.
     pub offset: Option<u64>,
+    /// Time zone configured where the frame was received (raw-topic header); overrides the
+    /// mapper's own for this frame.
+    pub tz: Option<&'a str>,
 }
 
 /// Result of mapping one frame.
@@ -155,6 +158,8 @@ pub struct Mapper {
     opts: Options,
     ua: RefCell<user_agent::Cache>,
     scratch: RefCell<Scratch>,
+    /// The last per-frame zone seen, parsed (frames of one sender carry the same one).
+    frame_zone: RefCell<Option<(String, Zone)>>,
     pub counters: Counters,
 }
 
@@ -178,12 +183,26 @@ impl Mapper {
                 fields: Vec::with_capacity(64),
                 vals: Vec::with_capacity(128),
             }),
+            frame_zone: RefCell::new(None),
             counters: Counters::default(),
         }
     }
 
     pub fn options(&self) -> &Options {
         &self.opts
+    }
+
+    /// Parse a per-frame zone, remembering the last one. `None` if it does not parse.
+    fn zone_for(&self, tz: &str) -> Option<Zone> {
+        let mut cached = self.frame_zone.try_borrow_mut().ok()?;
+        if let Some((name, z)) = cached.as_ref() {
+            if name == tz {
+                return Some(z.clone());
+            }
+        }
+        let z = Zone::parse(tz)?;
+        *cached = Some((tz.to_string(), z.clone()));
+        Some(z)
     }
 
     /// Map one frame, appending one JSON document (no newline) to `out`: the ECS document, or
@@ -213,7 +232,12 @@ impl Mapper {
             return self.dead_letter(frame, meta, &reason, out);
         };
         let original = text.trim_end_matches(['\r', '\n', '\0']);
-        let mut ctx = Ctx::new(&rec, original, meta, &self.opts, &self.ua);
+        let frame_zone = meta.tz.and_then(|tz| self.zone_for(tz));
+        let (zone, tz_name) = match (&frame_zone, meta.tz) {
+            (Some(z), Some(name)) => (z.clone(), Some(name)),
+            _ => (self.opts.zone.clone(), self.opts.tz_name.as_deref()),
+        };
+        let mut ctx = Ctx::new(&rec, original, meta, &self.opts, &self.ua, zone, tz_name);
         let mut d = Doc::with_storage(doc::recycle(vals));
         match self.opts.profile {
             Profile::Elastic => match dataset {
@@ -322,18 +346,25 @@ pub(crate) struct Ctx<'r, 'a> {
     pub original: &'r str,
     pub meta: &'r FrameMeta<'r>,
     pub opts: &'r Options,
+    /// Zone for zone-less device times: the frame's, else the mapper's.
+    pub zone: Zone,
+    /// The zone's name for `event.timezone`.
+    pub tz_name: Option<&'r str>,
     ua: &'r RefCell<user_agent::Cache>,
     used: Used,
     pub errors: Vec<String>,
 }
 
 impl<'r, 'a> Ctx<'r, 'a> {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         rec: &'r Record<'a>,
         original: &'r str,
         meta: &'r FrameMeta<'r>,
         opts: &'r Options,
         ua: &'r RefCell<user_agent::Cache>,
+        zone: Zone,
+        tz_name: Option<&'r str>,
     ) -> Self {
         Ctx {
             idx: rec.index(),
@@ -342,6 +373,8 @@ impl<'r, 'a> Ctx<'r, 'a> {
             original,
             meta,
             opts,
+            zone,
+            tz_name,
             ua,
             errors: Vec::new(),
         }

@@ -246,9 +246,7 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     }
     if start.is_none() {
         let now = ctx.meta.received_ms;
-        let rt = ctx
-            .raw(Key::Rt)
-            .and_then(|rt| parse_device_time(rt, &ctx.opts.zone, now));
+        let rt = ctx.raw(Key::Rt).and_then(|rt| parse_device_time(rt, &ctx.zone, now));
         d.put(p!("@timestamp"), Val::Ts(rt.unwrap_or(now), TsStyle::Python));
     }
 

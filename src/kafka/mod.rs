@@ -2,7 +2,7 @@
 //!
 //! Raw topic record = the frame's bytes exactly as received; headers carry what parsing needs
 //! and cannot be recovered later (`wafstream.received_ms`, `.peer`, `.input`, `.source`, `.offset`,
-//! `.truncated_from`);
+//! `.truncated_from`, `.tz`);
 //! the key is the sender address, which spreads senders over partitions and keeps each
 //! connection's order.
 
@@ -20,6 +20,8 @@ pub const H_INPUT: &str = "wafstream.input";
 pub const H_TRUNCATED: &str = "wafstream.truncated_from";
 pub const H_SOURCE: &str = "wafstream.source";
 pub const H_OFFSET: &str = "wafstream.offset";
+/// The time zone configured for the senders of this ingress (their device clocks).
+pub const H_TZ: &str = "wafstream.tz";
 pub const H_DATASET: &str = "wafstream.dataset";
 pub const H_ID: &str = "wafstream.id";
 pub const H_ERROR: &str = "wafstream.error";
@@ -65,8 +67,8 @@ impl ClientSettings {
     }
 }
 
-/// Headers for a raw frame.
-pub fn raw_headers(f: &RawFrame) -> OwnedHeaders {
+/// Headers for a raw frame, with the ingress's configured time zone when it has one.
+pub fn raw_headers(f: &RawFrame, tz: Option<&str>) -> OwnedHeaders {
     let received = f.received_ms.to_string();
     let mut h = OwnedHeaders::new_with_capacity(4)
         .insert(Header {
@@ -81,6 +83,12 @@ pub fn raw_headers(f: &RawFrame) -> OwnedHeaders {
         h = h.insert(Header {
             key: H_PEER,
             value: Some(p.as_bytes()),
+        });
+    }
+    if let Some(tz) = tz {
+        h = h.insert(Header {
+            key: H_TZ,
+            value: Some(tz.as_bytes()),
         });
     }
     if let Some(src) = &f.source {

@@ -38,11 +38,12 @@ pub async fn publish(
     mut rx: Receiver,
     producer: FutureProducer,
     topic: String,
+    tz: Option<String>,
     stats: Arc<ProducerStats>,
 ) -> anyhow::Result<()> {
     let mut inflight = FuturesUnordered::new();
     while let Some(frame) = rx.recv().await {
-        let headers = raw_headers(&frame);
+        let headers = raw_headers(&frame, tz.as_deref());
         let key = frame.peer.clone().unwrap_or_default();
         loop {
             let rec = FutureRecord::to(&topic)

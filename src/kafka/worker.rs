@@ -14,7 +14,7 @@ use futures_util::FutureExt;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 
-use super::{ClientSettings, H_INPUT, H_OFFSET, H_PEER, H_RECEIVED, H_SOURCE, H_TRUNCATED, header};
+use super::{ClientSettings, H_INPUT, H_OFFSET, H_PEER, H_RECEIVED, H_SOURCE, H_TRUNCATED, H_TZ, header};
 use crate::ecs::{FrameMeta, Mapper, Options};
 use crate::sink::kafka::{KafkaSink, Topics};
 use crate::sink::{Ack, Output, Sink};
@@ -158,12 +158,14 @@ pub async fn run(
         let payload = m.payload().unwrap_or_default();
         let source = header(headers, H_SOURCE).map(str::to_string);
         let line_offset = header(headers, H_OFFSET).and_then(|v| v.parse::<u64>().ok());
+        let tz = header(headers, H_TZ).map(str::to_string);
         let meta = FrameMeta {
             received_ms,
             input: &input,
             source: source.as_deref(),
             peer: peer.as_deref(),
             offset: line_offset,
+            tz: tz.as_deref(),
         };
         buf.clear();
         let mapped = match truncated {
