@@ -18,6 +18,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
+mod support;
+
 fn tansu() -> Option<PathBuf> {
     match std::env::var_os("WAFSTREAM_TANSU") {
         Some(p) => Some(PathBuf::from(p)),
@@ -207,10 +209,10 @@ fn read_all(b: &Broker, topics: &[&str], want: usize, secs: u64) -> Vec<(String,
     Reader::new(b, topics).until(want, secs).to_vec()
 }
 
-fn listening(rx: &std::sync::mpsc::Receiver<String>) -> (String, String) {
-    let (mut tcp, mut udp) = (String::new(), String::new());
+fn listening(rx: &std::sync::mpsc::Receiver<String>) -> (String, String, String) {
+    let (mut tcp, mut udp, mut tls) = (String::new(), String::new(), String::new());
     let deadline = Instant::now() + Duration::from_secs(20);
-    while tcp.is_empty() || udp.is_empty() {
+    while tcp.is_empty() || udp.is_empty() || tls.is_empty() {
         let l = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("listening");
@@ -218,9 +220,11 @@ fn listening(rx: &std::sync::mpsc::Receiver<String>) -> (String, String) {
             tcp = a.into();
         } else if let Some(a) = l.strip_prefix("wafstream: listening on udp ") {
             udp = a.into();
+        } else if let Some(a) = l.strip_prefix("wafstream: listening on tls ") {
+            tls = a.into();
         }
     }
-    (tcp, udp)
+    (tcp, udp, tls)
 }
 
 fn ss_line(i: usize) -> String {
@@ -244,6 +248,10 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
     let Some(bin) = tansu() else { return };
     let b = broker(&bin);
     let t = topics(&b, "e2e", 3);
+    let pki_dir = tempfile::tempdir().expect("tempdir");
+    assert!(support::pki(pki_dir.path()), "openssl could not make the test PKI");
+    let cert = pki_dir.path().join("server.pem").to_string_lossy().into_owned();
+    let key = pki_dir.path().join("server.key").to_string_lossy().into_owned();
     let (mut ingress, irx) = wafstream(
         "ingress",
         &b,
@@ -257,9 +265,15 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
             "4000",
             "--tz",
             "+0200",
+            "--listen-tls",
+            "127.0.0.1:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
         ],
     );
-    let (tcp, udp) = listening(&irx);
+    let (tcp, udp, tls) = listening(&irx);
     let (mut worker, _wrx) = wafstream("worker", &b, &t, &["--group", "g-e2e"]);
 
     let n = 200;
@@ -275,13 +289,15 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
         u.send_to(cloud_line(i).as_bytes(), &udp).expect("send");
         std::thread::sleep(Duration::from_millis(2));
     }
-    let total = n + 20 + 2;
+    let over_tls: String = (n + 20..n + 30).map(|i| format!("{}\n", cloud_line(i))).collect();
+    support::s_client(pki_dir.path(), &tls, &[], &over_tls);
+    let total = n + 30 + 2;
     let got = read_all(&b, &[&t.ss, &t.cloud, &t.dlq], total, 90);
     sigterm(&mut ingress);
     sigterm(&mut worker);
     let on = |topic: &str| got.iter().filter(|(tp, _)| tp == topic).count();
     assert_eq!(on(&t.ss), n / 2, "securesphere documents");
-    assert_eq!(on(&t.cloud), n / 2 + 20, "cloud waf documents");
+    assert_eq!(on(&t.cloud), n / 2 + 30, "cloud waf documents");
     assert_eq!(on(&t.dlq), 2, "dead letters");
     let dlq: Vec<&serde_json::Value> = got.iter().filter(|(tp, _)| *tp == t.dlq).map(|(_, v)| v).collect();
     assert!(dlq.iter().any(|v| {
@@ -296,6 +312,8 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
     );
     let udp_docs = got.iter().filter(|(_, v)| v["input"]["type"] == "udp").count();
     assert_eq!(udp_docs, 20);
+    let tls_docs = got.iter().filter(|(_, v)| v["input"]["type"] == "tls").count();
+    assert_eq!(tls_docs, 10);
     // Every SecureSphere line arrived exactly once, content intact.
     let seqs: HashSet<String> = got
         .iter()

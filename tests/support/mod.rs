@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use aes::cipher::{BlockEncryptMut, KeyIvInit, block_padding::Pkcs7};
 use base64::Engine;
@@ -120,4 +121,58 @@ deviceExternalId={} cpt={} src=203.0.113.{} ver=TLSv1.3 TLS_AES_128_GCM_SHA256 e
         ));
     }
     s
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+pub fn pki(dir: &std::path::Path) -> bool {
+    let sh = |cmd: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=wafstream-test-ca")
+        && sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1")
+        && sh("printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext")
+        && sh(
+            "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext",
+        )
+        && sh("openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=securesphere-gw")
+        && sh("printf 'extendedKeyUsage=clientAuth\\n' > client.ext")
+        && sh(
+            "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext",
+        )
+}
+
+/// Send `input` through `openssl s_client` to `addr`, with extra s_client arguments.
+pub fn s_client(dir: &std::path::Path, addr: &str, extra: &[&str], input: &str) {
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            addr,
+            "-CAfile",
+            "ca.pem",
+            "-quiet",
+            "-no_ign_eof",
+        ])
+        .args(extra)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    let _ = child.wait();
 }
