@@ -146,11 +146,12 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let s = rt.block_on(kafka::worker::run(cfg, opts, embedded::signal()))?;
     eprintln!(
-        "wafstream: worker consumed {}, {} documents, {} dead-lettered, {} offsets stored; {:.0} events/s over {:.2} s of work",
+        "wafstream: worker consumed {}, {} documents, {} dead-lettered, {} offsets stored ({} settled on partition revocation); {:.0} events/s over {:.2} s of work",
         s.consumed,
         s.documents,
         s.dead_letters,
         s.offsets_stored,
+        s.drained_on_revoke,
         s.rate(),
         s.active_secs
     );

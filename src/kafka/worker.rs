@@ -10,9 +10,14 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use futures_util::FutureExt;
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 
 use super::{ClientSettings, H_INPUT, H_OFFSET, H_PEER, H_RECEIVED, H_SOURCE, H_TRUNCATED, H_TZ, header};
 use crate::ecs::{FrameMeta, Mapper, Options};
@@ -42,6 +47,8 @@ pub struct Summary {
     pub documents: u64,
     pub dead_letters: u64,
     pub offsets_stored: u64,
+    /// Outputs settled by the rebalance callback before partitions were handed over.
+    pub drained_on_revoke: u64,
     /// Seconds from the first record consumed to the last output acknowledged.
     pub active_secs: f64,
 }
@@ -63,30 +70,80 @@ struct Pending {
     ack: Ack,
 }
 
+/// Outputs not yet acknowledged, shared with the rebalance callback.
+type Queue = Arc<Mutex<VecDeque<Pending>>>;
+
+/// How long a revocation waits for in-flight outputs before letting the partitions go (what is
+/// still unacknowledged then is redelivered to the new owner: a repeat, never a loss).
+const REVOKE_DRAIN: Duration = Duration::from_secs(10);
+
+/// Consumer context that drains in-flight work when partitions are revoked: outputs already
+/// handed to the sink are awaited, their offsets stored and committed, before the partitions
+/// move to another worker, so a rebalance repeats nothing that was finished.
+struct DrainOnRevoke {
+    pending: Queue,
+    raw_topic: String,
+    drained: Arc<AtomicU64>,
+}
+
+impl ClientContext for DrainOnRevoke {}
+
+impl ConsumerContext for DrainOnRevoke {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if !matches!(rebalance, Rebalance::Revoke(_)) {
+            return;
+        }
+        let Ok(mut q) = self.pending.lock() else { return };
+        // Acknowledgements arrive from the producer's own thread, so they complete while this
+        // (the consumer's) thread waits here; a retry that needs the runtime's timer does not,
+        // and is left to redelivery once the deadline passes.
+        let deadline = Instant::now() + REVOKE_DRAIN;
+        while let Some(front) = q.front_mut() {
+            match (&mut front.ack).now_or_never() {
+                Some(Ok(())) => {
+                    if let Some(p) = q.pop_front() {
+                        let _ = consumer.store_offset(&self.raw_topic, p.partition, p.offset);
+                        self.drained.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Some(Err(_)) => break,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                None => break,
+            }
+        }
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            eprintln!("wafstream: commit before revocation: {e}");
+        }
+    }
+}
+
 /// Settle the front of the queue (waiting for it, or only if already done): store its offset
 /// once its output is acknowledged. A refused output is fatal: its offset is never stored, so
-/// the frame is redelivered after a restart.
+/// the frame is redelivered after a restart. The lock is never held across an await (the
+/// rebalance callback only runs inside `recv`, on this same thread).
 async fn settle_front(
-    pending: &mut VecDeque<Pending>,
-    consumer: &StreamConsumer,
+    pending: &Queue,
+    consumer: &StreamConsumer<DrainOnRevoke>,
     raw_topic: &str,
     s: &mut Summary,
     wait: bool,
 ) -> anyhow::Result<bool> {
-    let Some(front) = pending.front_mut() else {
-        return Ok(false);
-    };
-    let result = if wait {
-        (&mut front.ack).await
-    } else {
-        match (&mut front.ack).now_or_never() {
-            Some(r) => r,
+    let taken = {
+        let mut q = pending.lock().map_err(|_| anyhow::anyhow!("pending queue poisoned"))?;
+        match q.front_mut() {
             None => return Ok(false),
+            Some(front) if !wait => match (&mut front.ack).now_or_never() {
+                None => return Ok(false),
+                Some(r) => q.pop_front().map(|p| (p, Some(r))),
+            },
+            Some(_) => q.pop_front().map(|p| (p, None)),
         }
     };
-    let p = pending
-        .pop_front()
-        .ok_or_else(|| anyhow::anyhow!("pending queue empty"))?;
+    let Some((mut p, ready)) = taken else { return Ok(false) };
+    let result = match ready {
+        Some(r) => r,
+        None => (&mut p.ack).await,
+    };
     if let Err(e) = result {
         anyhow::bail!("output for {raw_topic}/{}@{} refused: {e}", p.partition, p.offset);
     }
@@ -97,13 +154,24 @@ async fn settle_front(
     Ok(true)
 }
 
+fn queue_len(q: &Queue) -> usize {
+    q.lock().map(|q| q.len()).unwrap_or(0)
+}
+
 /// Consume until `shutdown`, then drain, commit and flush.
 pub async fn run(
     cfg: Config,
     opts: Options,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
-    let consumer: StreamConsumer = cfg
+    let pending: Queue = Arc::new(Mutex::new(VecDeque::new()));
+    let drained = Arc::new(AtomicU64::new(0));
+    let context = DrainOnRevoke {
+        pending: pending.clone(),
+        raw_topic: cfg.raw_topic.clone(),
+        drained: drained.clone(),
+    };
+    let consumer: StreamConsumer<DrainOnRevoke> = cfg
         .settings
         .config(&[
             ("group.id", cfg.group.as_str()),
@@ -113,7 +181,7 @@ pub async fn run(
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
         ])
-        .create()?;
+        .create_with_context(context)?;
     consumer.subscribe(&[cfg.raw_topic.as_str()])?;
     let sink = KafkaSink::new(
         &cfg.settings,
@@ -124,7 +192,6 @@ pub async fn run(
         },
     )?;
     let mapper = Mapper::new(opts);
-    let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut s = Summary::default();
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -190,20 +257,22 @@ pub async fn run(
             error: mapped.error.as_deref(),
         };
         let ack = sink.send(out).await.map_err(|e| anyhow::anyhow!(e))?;
-        pending.push_back(Pending {
-            partition: m.partition(),
-            offset: m.offset(),
-            ack,
-        });
+        if let Ok(mut q) = pending.lock() {
+            q.push_back(Pending {
+                partition: m.partition(),
+                offset: m.offset(),
+                ack,
+            });
+        }
         drop(m);
-        while settle_front(&mut pending, &consumer, &cfg.raw_topic, &mut s, false).await? {}
-        while pending.len() >= cfg.max_inflight.max(1) {
-            settle_front(&mut pending, &consumer, &cfg.raw_topic, &mut s, true).await?;
+        while settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, false).await? {}
+        while queue_len(&pending) >= cfg.max_inflight.max(1) {
+            settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, true).await?;
         }
     }
     // Drain: every output acknowledged and its offset stored, then a synchronous commit.
-    while !pending.is_empty() {
-        settle_front(&mut pending, &consumer, &cfg.raw_topic, &mut s, true).await?;
+    while queue_len(&pending) > 0 {
+        settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, true).await?;
     }
     if let Some(f) = first {
         let idle_tail = if cfg.exit_when_idle.is_some() {
@@ -219,5 +288,6 @@ pub async fn run(
         }
     }
     sink.flush().map_err(|e| anyhow::anyhow!(e))?;
+    s.drained_on_revoke = drained.load(Ordering::Relaxed);
     Ok(s)
 }
