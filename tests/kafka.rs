@@ -5,7 +5,7 @@
 //! lost. Each test starts its own broker on a free 127.0.0.1 port with fresh topics.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -142,20 +142,8 @@ fn wafstream(role: &str, b: &Broker, t: &Topics, extra: &[&str]) -> (Proc, std::
             "heartbeat.interval.ms=500",
         ]);
     }
-    let mut child = cmd
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let err = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for l in BufReader::new(err).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    cmd.args(extra);
+    let (child, rx) = support::spawn_with_stderr(cmd);
     (Proc(child), rx)
 }
 

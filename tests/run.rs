@@ -1,9 +1,9 @@
 //! `wafstream run` end to end: real syslog senders (Rust sockets and util-linux `logger`) over
 //! TCP (newline and octet counting) and UDP on 127.0.0.1, documents out, SIGTERM drains.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -20,29 +20,18 @@ struct Running {
 }
 
 fn start(out: &std::path::Path, extra: &[&str]) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wafstream"))
-        .args([
-            "run",
-            "--listen-tcp",
-            "127.0.0.1:0",
-            "--listen-udp",
-            "127.0.0.1:0",
-            "--output",
-        ])
-        .arg(out)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn wafstream run");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wafstream"));
+    cmd.args([
+        "run",
+        "--listen-tcp",
+        "127.0.0.1:0",
+        "--listen-udp",
+        "127.0.0.1:0",
+        "--output",
+    ])
+    .arg(out)
+    .args(extra);
+    let (child, rx) = support::spawn_with_stderr(cmd);
     let (mut tcp, mut udp, mut tls) = (String::new(), String::new(), String::new());
     let want_tls = extra.contains(&"--listen-tls");
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -176,3 +176,22 @@ pub fn s_client(dir: &std::path::Path, addr: &str, extra: &[&str], input: &str) 
         .expect("write");
     let _ = child.wait();
 }
+
+/// Spawn `cmd` with stderr piped into a channel of lines (stdin and stdout closed).
+pub fn spawn_with_stderr(mut cmd: Command) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    (child, rx)
+}
