@@ -22,7 +22,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use super::{ClientSettings, H_INPUT, H_OFFSET, H_PEER, H_RECEIVED, H_SOURCE, H_TRUNCATED, H_TZ, header};
 use crate::ecs::{FrameMeta, Mapper, Options};
 use crate::sink::kafka::{KafkaSink, Topics};
-use crate::sink::{Ack, Output, Sink};
+use crate::sink::{Ack, Delivery, Output, Sink};
 
 /// Topics and limits of a worker.
 #[derive(Debug, Clone)]
@@ -100,13 +100,13 @@ impl ConsumerContext for DrainOnRevoke {
         let deadline = Instant::now() + REVOKE_DRAIN;
         while let Some(front) = q.front_mut() {
             match (&mut front.ack).now_or_never() {
-                Some(Ok(())) => {
+                Some(Ok(Delivery::Accepted)) => {
                     if let Some(p) = q.pop_front() {
                         let _ = consumer.store_offset(&self.raw_topic, p.partition, p.offset);
                         self.drained.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Some(Err(_)) => break,
+                Some(_) => break,
                 None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
                 None => break,
             }
@@ -121,12 +121,19 @@ impl ConsumerContext for DrainOnRevoke {
 /// once its output is acknowledged. A refused output is fatal: its offset is never stored, so
 /// the frame is redelivered after a restart. The lock is never held across an await (the
 /// rebalance callback only runs inside `recv`, on this same thread).
-async fn settle_front(
+/// Where rejected documents go: a mapper to write the dead-letter record, a sink to store it.
+struct DeadLetters<'a, S: Sink> {
+    mapper: &'a Mapper,
+    sink: &'a S,
+}
+
+async fn settle_front<S: Sink>(
     pending: &Queue,
     consumer: &StreamConsumer<DrainOnRevoke>,
     raw_topic: &str,
     s: &mut Summary,
     wait: bool,
+    dlq: &DeadLetters<'_, S>,
 ) -> anyhow::Result<bool> {
     let taken = {
         let mut q = pending.lock().map_err(|_| anyhow::anyhow!("pending queue poisoned"))?;
@@ -144,8 +151,35 @@ async fn settle_front(
         Some(r) => r,
         None => (&mut p.ack).await,
     };
-    if let Err(e) = result {
-        anyhow::bail!("output for {raw_topic}/{}@{} refused: {e}", p.partition, p.offset);
+    match result {
+        Err(e) => anyhow::bail!("output for {raw_topic}/{}@{} refused: {e}", p.partition, p.offset),
+        // Refused for good by the destination: the document goes to the dead-letter output
+        // with the reason, and only then is the frame done.
+        Ok(Delivery::Rejected { reason, body }) => {
+            let mut dead = Vec::with_capacity(body.len() + 256);
+            let meta = FrameMeta {
+                received_ms: crate::bus::now_ms(),
+                input: "sink",
+                ..FrameMeta::default()
+            };
+            let m = dlq.mapper.dead_letter(&body, &meta, &reason, &mut dead);
+            let out = Output {
+                dataset: None,
+                id: &m.id,
+                body: &dead,
+                error: Some(&reason),
+            };
+            let ack = dlq.sink.send(out).await.map_err(|e| anyhow::anyhow!(e))?;
+            match ack.await {
+                Ok(Delivery::Accepted) => s.dead_letters += 1,
+                other => anyhow::bail!(
+                    "dead letter for {raw_topic}/{}@{} not stored: {other:?}",
+                    p.partition,
+                    p.offset
+                ),
+            }
+        }
+        Ok(Delivery::Accepted) => {}
     }
     // After a rebalance the partition may be gone; its new owner redelivers the frame.
     if consumer.store_offset(raw_topic, p.partition, p.offset).is_ok() {
@@ -192,6 +226,10 @@ pub async fn run(
         },
     )?;
     let mapper = Mapper::new(opts);
+    let dlq = DeadLetters {
+        mapper: &mapper,
+        sink: &sink,
+    };
     let mut s = Summary::default();
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut shutdown = std::pin::pin!(shutdown);
@@ -265,14 +303,14 @@ pub async fn run(
             });
         }
         drop(m);
-        while settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, false).await? {}
+        while settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, false, &dlq).await? {}
         while queue_len(&pending) >= cfg.max_inflight.max(1) {
-            settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, true).await?;
+            settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, true, &dlq).await?;
         }
     }
     // Drain: every output acknowledged and its offset stored, then a synchronous commit.
     while queue_len(&pending) > 0 {
-        settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, true).await?;
+        settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, true, &dlq).await?;
     }
     if let Some(f) = first {
         let idle_tail = if cfg.exit_when_idle.is_some() {

@@ -8,7 +8,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use super::{Ack, Output, Sink};
+use super::{Ack, Delivery, Output, Sink};
 use crate::ecs::Dataset;
 use crate::kafka::{ClientSettings, H_DATASET, H_ERROR, H_ID};
 
@@ -97,7 +97,7 @@ impl Sink for KafkaSink {
             let mut attempt = 1;
             loop {
                 let why = match delivery.await {
-                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Ok(_)) => return Ok(Delivery::Accepted),
                     Ok(Err((e, _))) => e.to_string(),
                     Err(_) => "delivery canceled".to_string(),
                 };

@@ -4,7 +4,9 @@
 //! transient failures are the sink's business.
 //!
 //! - [`kafka::KafkaSink`]: documents to per-dataset topics, dead letters to the DLQ topic.
+//! - [`elasticsearch::ElasticsearchSink`]: `_bulk` `create` into data streams, per-item retries.
 
+pub mod elasticsearch;
 pub mod kafka;
 
 use std::future::Future;
@@ -24,8 +26,18 @@ pub struct Output<'a> {
     pub error: Option<&'a str>,
 }
 
-/// Resolves when the output is accepted; `Err` when the sink gave up on it.
-pub type Ack = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+/// What finally became of an output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Stored (or already there: a redelivered document with the same id).
+    Accepted,
+    /// Refused for good by the destination (e.g. a mapping conflict); the output must go to
+    /// the dead-letter output instead, with this reason.
+    Rejected { reason: String, body: Vec<u8> },
+}
+
+/// Resolves with the output's final state; `Err` when the sink gave up retrying.
+pub type Ack = Pin<Box<dyn Future<Output = Result<Delivery, String>> + Send>>;
 
 pub trait Sink {
     /// Hand over an output. May wait (backpressure) before returning the acknowledgement.

@@ -1,0 +1,351 @@
+//! Elasticsearch output: documents batched into `_bulk` requests of `create` actions into the
+//! data stream `logs-<dataset>-<namespace>`, with the document's deterministic `_id`.
+//!
+//! Per item: 200/201 written, 409 already written (a redelivery: success), 429 and 5xx retried
+//! alone with exponential backoff and jitter, anything else refused for good and handed back as
+//! [`Delivery::Rejected`] with Elasticsearch's error type and reason. A whole request that fails
+//! (connection refused, timeout, 429, 5xx) is retried as a whole. Batches are bounded by
+//! documents, bytes and time; bodies are gzip-compressed; a few requests run at once; a full
+//! batch queue makes `send` wait (backpressure up to the worker).
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::{Ack, Delivery, Output, Sink};
+
+/// Credentials.
+#[derive(Debug, Clone, Default)]
+pub enum Auth {
+    #[default]
+    None,
+    Basic {
+        user: String,
+        password: String,
+    },
+    /// `Authorization: ApiKey <base64 id:key>`.
+    ApiKey(String),
+    Bearer(String),
+}
+
+/// Settings of the Elasticsearch sink.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Base URLs; requests go to the first, and move on to the next when one fails.
+    pub hosts: Vec<String>,
+    pub auth: Auth,
+    /// Data stream namespace (`logs-<dataset>-<namespace>`).
+    pub namespace: String,
+    pub max_batch_docs: usize,
+    pub max_batch_bytes: usize,
+    /// A batch is sent at the latest this long after its first document.
+    pub flush_interval: Duration,
+    pub max_inflight_requests: usize,
+    pub request_timeout: Duration,
+    /// Attempts per document (and per whole request) before giving up.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub gzip: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hosts: vec!["http://127.0.0.1:9200".into()],
+            auth: Auth::None,
+            namespace: "default".into(),
+            max_batch_docs: 1000,
+            max_batch_bytes: 5 << 20,
+            flush_interval: Duration::from_millis(500),
+            max_inflight_requests: 4,
+            request_timeout: Duration::from_secs(60),
+            max_attempts: 10,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(30),
+            gzip: true,
+        }
+    }
+}
+
+/// An HTTP client for Elasticsearch: rustls with the ring provider, the platform's roots plus
+/// an optional extra CA bundle (PEM).
+pub fn client(extra_ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    // reqwest is built without a bundled provider; install ring once per process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut b = reqwest::Client::builder()
+        .pool_max_idle_per_host(8)
+        .tcp_keepalive(Duration::from_secs(60));
+    if let Some(ca) = extra_ca {
+        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("reading CA {}: {e}", ca.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    Ok(b.build()?)
+}
+
+/// The data stream a dataset's documents go to; dead letters get their own.
+pub fn data_stream(dataset: Option<crate::ecs::Dataset>, namespace: &str) -> String {
+    match dataset {
+        Some(d) => format!("logs-{}-{namespace}", d.name()),
+        None => format!("logs-wafstream.dead_letter-{namespace}"),
+    }
+}
+
+struct Item {
+    index: String,
+    id: String,
+    body: Vec<u8>,
+    attempts: u32,
+    ack: oneshot::Sender<Result<Delivery, String>>,
+}
+
+pub struct ElasticsearchSink {
+    tx: mpsc::Sender<Item>,
+    namespace: String,
+}
+
+impl ElasticsearchSink {
+    /// Start the batching task (on the current Tokio runtime) and return the sink.
+    pub fn start(cfg: Config, client: reqwest::Client) -> Self {
+        let (tx, rx) = mpsc::channel(cfg.max_batch_docs.max(1) * 4);
+        let namespace = cfg.namespace.clone();
+        tokio::spawn(batcher(cfg, client, rx, tx.clone()));
+        ElasticsearchSink { tx, namespace }
+    }
+}
+
+impl Sink for ElasticsearchSink {
+    async fn send(&self, out: Output<'_>) -> Result<Ack, String> {
+        let (ack, rx) = oneshot::channel();
+        let item = Item {
+            index: data_stream(out.dataset, &self.namespace),
+            id: out.id.to_string(),
+            body: out.body.to_vec(),
+            attempts: 0,
+            ack,
+        };
+        self.tx
+            .send(item)
+            .await
+            .map_err(|_| "elasticsearch sink stopped".to_string())?;
+        Ok(Box::pin(async move {
+            rx.await.unwrap_or_else(|_| Err("elasticsearch sink stopped".into()))
+        }))
+    }
+
+    /// Every acknowledgement resolves only once its item reached a final state, so once they
+    /// have all resolved nothing is left buffered.
+    fn flush(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+async fn batcher(cfg: Config, client: reqwest::Client, mut rx: mpsc::Receiver<Item>, retry: mpsc::Sender<Item>) {
+    let cfg = Arc::new(cfg);
+    let permits = Arc::new(Semaphore::new(cfg.max_inflight_requests.max(1)));
+    let retry = retry.downgrade();
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let mut bytes = batch[0].body.len();
+        let deadline = tokio::time::Instant::now() + cfg.flush_interval;
+        while batch.len() < cfg.max_batch_docs && bytes < cfg.max_batch_bytes {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(item)) => {
+                    bytes += item.body.len();
+                    batch.push(item);
+                }
+                _ => break,
+            }
+        }
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (cfg, client, retry) = (cfg.clone(), client.clone(), retry.clone());
+        tokio::spawn(async move {
+            send_batch(&cfg, &client, batch, retry).await;
+            drop(permit);
+        });
+    }
+}
+
+/// `create` action lines and documents, NDJSON.
+fn bulk_body(batch: &[Item]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(batch.iter().map(|i| i.body.len() + 96).sum());
+    for i in batch {
+        b.extend_from_slice(b"{\"create\":{\"_index\":");
+        crate::ecs::doc::write_str(&mut b, &i.index);
+        b.extend_from_slice(b",\"_id\":");
+        crate::ecs::doc::write_str(&mut b, &i.id);
+        b.extend_from_slice(b"}}\n");
+        b.extend_from_slice(&i.body);
+        b.push(b'\n');
+    }
+    b
+}
+
+/// Exponential backoff with full jitter, capped.
+fn backoff(cfg: &Config, attempt: u32) -> Duration {
+    let exp = cfg
+        .backoff_base
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(cfg.backoff_max);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let frac = f64::from(nanos % 1000) / 1000.0;
+    exp.mul_f64(0.5 + frac / 2.0)
+}
+
+#[derive(serde::Deserialize)]
+struct BulkResponse {
+    items: Vec<std::collections::HashMap<String, BulkItem>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BulkItem {
+    status: u16,
+    #[serde(default)]
+    error: Option<BulkError>,
+}
+
+#[derive(serde::Deserialize)]
+struct BulkError {
+    #[serde(rename = "type", default)]
+    kind: String,
+    #[serde(default)]
+    reason: String,
+}
+
+enum Outcome {
+    /// Whole request failed in a way worth retrying.
+    Retry(String),
+    /// Whole request refused (bad credentials, malformed request): every item fails.
+    Fatal(String),
+    Items(Vec<BulkItem>),
+}
+
+async fn request(cfg: &Config, client: &reqwest::Client, host: &str, body: &[u8], docs: usize) -> Outcome {
+    let url = format!("{}/_bulk", host.trim_end_matches('/'));
+    let mut req = client
+        .post(&url)
+        .timeout(cfg.request_timeout)
+        .header("content-type", "application/x-ndjson")
+        .header("accept", "application/json");
+    req = match &cfg.auth {
+        Auth::None => req,
+        Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
+        Auth::ApiKey(k) => req.header("authorization", format!("ApiKey {k}")),
+        Auth::Bearer(t) => req.bearer_auth(t),
+    };
+    if cfg.gzip {
+        let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+        if gz.write_all(body).is_err() {
+            return Outcome::Fatal("gzip failed".into());
+        }
+        match gz.finish() {
+            Ok(z) => req = req.header("content-encoding", "gzip").body(z),
+            Err(e) => return Outcome::Fatal(format!("gzip failed: {e}")),
+        }
+    } else {
+        req = req.body(body.to_vec());
+    }
+    let resp = match req.send().await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Retry(format!("{url}: {e}")),
+    };
+    let status = resp.status().as_u16();
+    let text = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => return Outcome::Retry(format!("{url}: reading response: {e}")),
+    };
+    if status == 429 || status >= 500 {
+        return Outcome::Retry(format!("{url}: HTTP {status}"));
+    }
+    if !(200..300).contains(&status) {
+        return Outcome::Fatal(format!(
+            "{url}: HTTP {status}: {}",
+            String::from_utf8_lossy(&text[..text.len().min(300)])
+        ));
+    }
+    match serde_json::from_slice::<BulkResponse>(&text) {
+        Ok(r) if r.items.len() == docs => {
+            Outcome::Items(r.items.into_iter().filter_map(|m| m.into_values().next()).collect())
+        }
+        Ok(r) => Outcome::Retry(format!(
+            "{url}: {} items in response for {docs} documents",
+            r.items.len()
+        )),
+        Err(e) => Outcome::Retry(format!("{url}: unreadable bulk response: {e}")),
+    }
+}
+
+async fn send_batch(cfg: &Config, client: &reqwest::Client, mut batch: Vec<Item>, retry: mpsc::WeakSender<Item>) {
+    let body = bulk_body(&batch);
+    let mut attempt = 0u32;
+    let items = loop {
+        let host = &cfg.hosts[attempt as usize % cfg.hosts.len().max(1)];
+        match request(cfg, client, host, &body, batch.len()).await {
+            Outcome::Items(items) => break items,
+            Outcome::Fatal(why) => {
+                for i in batch {
+                    let _ = i.ack.send(Err(why.clone()));
+                }
+                return;
+            }
+            Outcome::Retry(why) => {
+                attempt += 1;
+                if attempt >= cfg.max_attempts {
+                    for i in batch {
+                        let _ = i.ack.send(Err(format!("gave up after {attempt} attempts: {why}")));
+                    }
+                    return;
+                }
+                eprintln!("wafstream: elasticsearch bulk request failed ({why}); retrying");
+                tokio::time::sleep(backoff(cfg, attempt)).await;
+            }
+        }
+    };
+    for (mut item, result) in batch.drain(..).zip(items) {
+        match result.status {
+            200 | 201 | 409 => {
+                let _ = item.ack.send(Ok(Delivery::Accepted));
+            }
+            429 | 500..=599 => {
+                item.attempts += 1;
+                if item.attempts >= cfg.max_attempts {
+                    let _ = item
+                        .ack
+                        .send(Err(format!("HTTP {} after {} attempts", result.status, item.attempts)));
+                    continue;
+                }
+                // Retry this document alone, after a while, through the batching queue.
+                let delay = backoff(cfg, item.attempts);
+                let retry = retry.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    match retry.upgrade() {
+                        Some(tx) => {
+                            if let Err(e) = tx.send(item).await {
+                                let _ = e.0.ack.send(Err("elasticsearch sink stopped".into()));
+                            }
+                        }
+                        None => {
+                            let _ = item.ack.send(Err("elasticsearch sink stopped".into()));
+                        }
+                    }
+                });
+            }
+            status => {
+                let (kind, reason) = result.error.map(|e| (e.kind, e.reason)).unwrap_or_default();
+                let reason = format!("elasticsearch refused the document (HTTP {status}): {kind}: {reason}");
+                let body = std::mem::take(&mut item.body);
+                let _ = item.ack.send(Ok(Delivery::Rejected { reason, body }));
+            }
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! The Elasticsearch sink against an in-test server that answers in Elasticsearch 8's `_bulk`
+//! response shape, for what a real cluster rarely does on demand: per-item 429s, mapping
+//! refusals, 409 conflicts, whole-request 503s and a server that is down for a while.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use wafstream::ecs::Dataset;
+use wafstream::sink::elasticsearch::{self, Config, ElasticsearchSink};
+use wafstream::sink::{Delivery, Output, Sink};
+
+/// Per-document answer: (status, error type) given the id and how often it was seen.
+type ItemPolicy = Arc<dyn Fn(&str, usize) -> (u16, &'static str) + Send + Sync>;
+/// Whole-request answer given the request number: `Some(status)` to fail it.
+type RequestPolicy = Arc<dyn Fn(usize) -> Option<u16> + Send + Sync>;
+
+#[derive(Default)]
+struct Seen {
+    /// id → (index, times seen)
+    docs: Mutex<HashMap<String, (String, usize)>>,
+    requests: AtomicUsize,
+    gzip: AtomicUsize,
+}
+
+async fn serve(listener: TcpListener, seen: Arc<Seen>, items: ItemPolicy, whole: RequestPolicy) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            return;
+        };
+        let (seen, items, whole) = (seen.clone(), items.clone(), whole.clone());
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            loop {
+                // Headers.
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    let mut chunk = [0u8; 8192];
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .unwrap_or(0);
+                let gz = head.contains("content-encoding: gzip");
+                while buf.len() < head_end + len {
+                    let mut chunk = [0u8; 65536];
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let raw: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
+                let body = if gz {
+                    seen.gzip.fetch_add(1, Ordering::Relaxed);
+                    let mut out = Vec::new();
+                    flate2::read::GzDecoder::new(&raw[..])
+                        .read_to_end(&mut out)
+                        .expect("gzip body");
+                    out
+                } else {
+                    raw
+                };
+                let n = seen.requests.fetch_add(1, Ordering::Relaxed);
+                let (status, json) = match whole(n) {
+                    Some(s) => (s, r#"{"error":"busy"}"#.to_string()),
+                    None => {
+                        let text = String::from_utf8(body).expect("utf8 body");
+                        let lines: Vec<&str> = text.lines().collect();
+                        let mut out = Vec::new();
+                        let mut errors = false;
+                        for pair in lines.chunks(2) {
+                            let action: serde_json::Value = serde_json::from_str(pair[0]).expect("action");
+                            let _doc: serde_json::Value = serde_json::from_str(pair[1]).expect("document");
+                            let index = action["create"]["_index"].as_str().expect("create._index").to_string();
+                            let id = action["create"]["_id"].as_str().expect("create._id").to_string();
+                            let times = {
+                                let mut d = seen.docs.lock().expect("lock");
+                                let e = d.entry(id.clone()).or_insert((index.clone(), 0));
+                                e.1 += 1;
+                                e.1
+                            };
+                            let (status, kind) = items(&id, times);
+                            let mut item = serde_json::json!({"_index": index, "_id": id, "status": status});
+                            if status >= 300 {
+                                errors = true;
+                                item["error"] = serde_json::json!({"type": kind, "reason": format!("{kind} for {id}")});
+                            }
+                            out.push(serde_json::json!({ "create": item }));
+                        }
+                        (
+                            200,
+                            serde_json::json!({"took": 1, "errors": errors, "items": out}).to_string(),
+                        )
+                    }
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{json}",
+                    json.len()
+                );
+                if sock.write_all(resp.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn start(items: ItemPolicy, whole: RequestPolicy) -> (String, Arc<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = Arc::new(Seen::default());
+    tokio::spawn(serve(listener, seen.clone(), items, whole));
+    (url, seen)
+}
+
+fn config(url: &str) -> Config {
+    Config {
+        hosts: vec![url.to_string()],
+        max_batch_docs: 50,
+        flush_interval: Duration::from_millis(20),
+        backoff_base: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(50),
+        max_attempts: 12,
+        ..Config::default()
+    }
+}
+
+async fn send_all(sink: &ElasticsearchSink, n: usize) -> Vec<Result<Delivery, String>> {
+    let mut acks = Vec::new();
+    for i in 0..n {
+        let id = format!("doc-{i}");
+        let body = format!("{{\"message\":\"event {i}\"}}");
+        let ds = if i % 2 == 0 {
+            Some(Dataset::SecureSphere)
+        } else {
+            Some(Dataset::CloudWaf)
+        };
+        acks.push(
+            sink.send(Output {
+                dataset: ds,
+                id: &id,
+                body: body.as_bytes(),
+                error: None,
+            })
+            .await
+            .expect("send"),
+        );
+    }
+    let mut out = Vec::new();
+    for a in acks {
+        out.push(
+            tokio::time::timeout(Duration::from_secs(30), a)
+                .await
+                .expect("ack in time"),
+        );
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_document_written_once_into_its_data_stream() {
+    let (url, seen) = start(Arc::new(|_, _| (201, "")), Arc::new(|_| None)).await;
+    let sink = ElasticsearchSink::start(config(&url), elasticsearch::client(None).expect("client"));
+    let acks = send_all(&sink, 200).await;
+    assert!(acks.iter().all(|a| *a == Ok(Delivery::Accepted)));
+    let docs = seen.docs.lock().unwrap();
+    assert_eq!(docs.len(), 200);
+    assert!(docs.values().all(|(_, n)| *n == 1));
+    assert_eq!(docs["doc-0"].0, "logs-imperva.securesphere-default");
+    assert_eq!(docs["doc-1"].0, "logs-imperva_cloud_waf.event-default");
+    assert!(seen.requests.load(Ordering::Relaxed) >= 4, "batches of at most 50");
+    assert_eq!(
+        seen.gzip.load(Ordering::Relaxed),
+        seen.requests.load(Ordering::Relaxed),
+        "bodies are gzip"
+    );
+}
+
+#[tokio::test]
+async fn conflict_means_already_written_and_refusals_come_back_with_the_reason() {
+    let (url, _seen) = start(
+        Arc::new(|id, _| match id {
+            "doc-3" => (409, "version_conflict_engine_exception"),
+            "doc-4" => (400, "mapper_parsing_exception"),
+            _ => (201, ""),
+        }),
+        Arc::new(|_| None),
+    )
+    .await;
+    let sink = ElasticsearchSink::start(config(&url), elasticsearch::client(None).expect("client"));
+    let acks = send_all(&sink, 10).await;
+    assert_eq!(acks[3], Ok(Delivery::Accepted));
+    match &acks[4] {
+        Ok(Delivery::Rejected { reason, body }) => {
+            assert!(reason.contains("mapper_parsing_exception"), "{reason}");
+            assert_eq!(body, br#"{"message":"event 4"}"#);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(acks.iter().filter(|a| **a == Ok(Delivery::Accepted)).count(), 9);
+}
+
+#[tokio::test]
+async fn only_the_items_that_got_429_or_5xx_are_sent_again() {
+    let (url, seen) = start(
+        Arc::new(|id, times| match (id, times) {
+            ("doc-2", 1) | ("doc-2", 2) => (429, "es_rejected_execution_exception"),
+            ("doc-7", 1) => (503, "unavailable_shards_exception"),
+            _ => (201, ""),
+        }),
+        Arc::new(|_| None),
+    )
+    .await;
+    let sink = ElasticsearchSink::start(config(&url), elasticsearch::client(None).expect("client"));
+    let acks = send_all(&sink, 20).await;
+    assert!(acks.iter().all(|a| *a == Ok(Delivery::Accepted)), "{acks:?}");
+    let docs = seen.docs.lock().unwrap();
+    assert_eq!(docs["doc-2"].1, 3);
+    assert_eq!(docs["doc-7"].1, 2);
+    assert_eq!(docs.values().filter(|(_, n)| *n == 1).count(), 18);
+}
+
+#[tokio::test]
+async fn whole_request_storms_and_a_server_that_comes_late_lose_nothing() {
+    // Three 503/429 answers to whole requests, then normal service.
+    let (url, seen) = start(
+        Arc::new(|_, _| (201, "")),
+        Arc::new(|n| {
+            if n < 3 {
+                Some(if n % 2 == 0 { 503 } else { 429 })
+            } else {
+                None
+            }
+        }),
+    )
+    .await;
+    let sink = ElasticsearchSink::start(config(&url), elasticsearch::client(None).expect("client"));
+    let acks = send_all(&sink, 30).await;
+    assert!(acks.iter().all(|a| *a == Ok(Delivery::Accepted)), "{acks:?}");
+    assert_eq!(seen.docs.lock().unwrap().len(), 30);
+
+    // Nothing listening yet: requests fail to connect, then the server starts on that port.
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+    let addr = probe.local_addr().expect("addr");
+    drop(probe);
+    let sink = ElasticsearchSink::start(
+        config(&format!("http://{addr}")),
+        elasticsearch::client(None).expect("client"),
+    );
+    let late = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let listener = TcpListener::bind(addr).await.expect("rebind");
+        let seen = Arc::new(Seen::default());
+        tokio::spawn(serve(
+            listener,
+            seen.clone(),
+            Arc::new(|_, _| (201, "")),
+            Arc::new(|_| None),
+        ));
+        seen
+    });
+    let acks = send_all(&sink, 10).await;
+    let seen = late.await.expect("late server");
+    assert!(acks.iter().all(|a| *a == Ok(Delivery::Accepted)), "{acks:?}");
+    assert_eq!(seen.docs.lock().unwrap().len(), 10);
+}
