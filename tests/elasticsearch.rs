@@ -14,6 +14,8 @@ use wafstream::ecs::Dataset;
 use wafstream::sink::elasticsearch::{self, Config, ElasticsearchSink};
 use wafstream::sink::{Delivery, Output, Sink};
 
+mod support;
+
 /// Per-document answer: (status, error type) given the id and how often it was seen.
 type ItemPolicy = Arc<dyn Fn(&str, usize) -> (u16, &'static str) + Send + Sync>;
 /// Whole-request answer given the request number: `Some(status)` to fail it.
@@ -276,80 +278,9 @@ async fn whole_request_storms_and_a_server_that_comes_late_lose_nothing() {
     assert_eq!(seen.docs.lock().unwrap().len(), 10);
 }
 
-/// A real server speaking the Elasticsearch API (noida-db, installed by
-/// `tests/services/install-noida.sh`, path in `WAFSTREAM_NOIDA`), on a free 127.0.0.1 port.
-struct Noida {
-    child: std::process::Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Noida {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn noida() -> Option<Noida> {
-    let Some(bin) = std::env::var_os("WAFSTREAM_NOIDA") else {
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("WAFSTREAM_NOIDA not set: run the suite with tests/suite.sh");
-        }
-        eprintln!("SKIPPED: WAFSTREAM_NOIDA not set (tests/suite.sh installs noida-db and sets it)");
-        return None;
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let child = std::process::Command::new(bin)
-        .args([
-            "start",
-            "--only",
-            "elasticsearch",
-            "--host",
-            "127.0.0.1",
-            "--elasticsearch-port",
-            &port.to_string(),
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start noida-db");
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "noida-db did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(Noida {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    })
-}
-
-async fn count(client: &reqwest::Client, url: &str, index: &str) -> u64 {
-    let _ = client.post(format!("{url}/{index}/_refresh")).send().await;
-    let body = client
-        .get(format!("{url}/{index}/_count"))
-        .send()
-        .await
-        .expect("count")
-        .bytes()
-        .await
-        .expect("count body");
-    let v: serde_json::Value = serde_json::from_slice(&body).expect("count json");
-    v["count"].as_u64().unwrap_or(0)
-}
-
 #[tokio::test]
 async fn real_elasticsearch_api_counts_idempotence_and_refusals() {
-    let Some(es) = noida() else { return };
+    let Some(es) = support::noida() else { return };
     let client = elasticsearch::client(None).expect("client");
     let cfg = Config {
         flush_interval: Duration::from_millis(20),
@@ -367,14 +298,14 @@ async fn real_elasticsearch_api_counts_idempotence_and_refusals() {
     let ss = "logs-imperva.securesphere-default";
     let cw = "logs-imperva_cloud_waf.event-default";
     assert_eq!(
-        count(&client, &es.url, ss).await + count(&client, &es.url, cw).await,
+        support::count(&client, &es.url, ss).await + support::count(&client, &es.url, cw).await,
         n as u64
     );
     // The same documents again (a redelivery): 409s, counted as written, nothing added.
     let acks = send_all(&sink, n).await;
     assert!(acks.iter().all(|a| *a == Ok(Delivery::Accepted)));
     assert_eq!(
-        count(&client, &es.url, ss).await + count(&client, &es.url, cw).await,
+        support::count(&client, &es.url, ss).await + support::count(&client, &es.url, cw).await,
         n as u64
     );
     // A document the index cannot take (`message` is text there; an object here) comes back
@@ -403,5 +334,5 @@ async fn real_elasticsearch_api_counts_idempotence_and_refusals() {
         Ok(Delivery::Rejected { reason, .. }) => assert!(reason.contains("HTTP 400"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(count(&client, &es.url, ss).await, (n / 2 + 2) as u64);
+    assert_eq!(support::count(&client, &es.url, ss).await, (n / 2 + 2) as u64);
 }

@@ -427,3 +427,52 @@ fn second_worker_joins_and_shares_partitions_without_loss() {
     let (ca, cc) = (consumed(&arx), consumed(&crx));
     assert!(ca > 0 && cc > 0, "both workers consumed: {ca} and {cc}");
 }
+
+#[test]
+fn worker_sends_documents_to_elasticsearch_and_dead_letters_to_kafka() {
+    let Some(bin) = tansu() else { return };
+    let Some(es) = support::noida() else { return };
+    let b = broker(&bin);
+    let t = topics(&b, "es", 2);
+    let n = 500;
+    let mut lines: Vec<String> = (0..n)
+        .map(|i| if i % 2 == 0 { ss_line(i) } else { cloud_line(i) })
+        .collect();
+    lines.push("not an imperva event".into());
+    produce_raw(&b, &t.raw, &lines);
+    let (mut w, wrx) = wafstream(
+        "worker",
+        &b,
+        &t,
+        &[
+            "--group",
+            "g-es",
+            "--es-url",
+            &es.url,
+            "--es-flush-interval-ms",
+            "50",
+            "--exit-when-idle-ms",
+            "3000",
+        ],
+    );
+    let dead = read_all(&b, &[&t.dlq], 1, 60);
+    let code = w.0.wait().expect("worker exits when idle");
+    assert!(code.success(), "{code:?}");
+    let summary: Vec<String> = std::iter::from_fn(|| wrx.recv_timeout(Duration::from_secs(1)).ok()).collect();
+    assert_eq!(dead.len(), 1, "{summary:?}");
+    assert_eq!(dead[0].1["event"]["original"], "not an imperva event");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let client = wafstream::sink::elasticsearch::client(None).expect("client");
+    let (ss, cw) = rt.block_on(async {
+        (
+            support::count(&client, &es.url, "logs-imperva.securesphere-default").await,
+            support::count(&client, &es.url, "logs-imperva_cloud_waf.event-default").await,
+        )
+    });
+    assert_eq!((ss, cw), (n as u64 / 2, n as u64 / 2), "{summary:?}");
+    // Nothing went to the dataset topics.
+    assert!(read_all(&b, &[&t.ss, &t.cloud], 1, 3).is_empty());
+}

@@ -148,6 +148,55 @@ pub struct KafkaArgs {
     pub properties: Vec<String>,
 }
 
+/// Elasticsearch output options.
+#[derive(Debug, Clone, Args)]
+pub struct EsArgs {
+    /// Send documents to Elasticsearch at these URLs (comma-separated or repeated; failover in
+    /// order) instead of the dataset topics. Dead letters stay on the DLQ topic.
+    #[arg(
+        long = "es-url",
+        value_name = "URL",
+        env = "WAFSTREAM_ES_URLS",
+        value_delimiter = ','
+    )]
+    pub urls: Vec<String>,
+    /// API key (the base64 `id:key` form) for `Authorization: ApiKey`.
+    #[arg(long = "es-api-key", env = "WAFSTREAM_ES_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Basic-auth user (with `--es-password`).
+    #[arg(long = "es-user", env = "WAFSTREAM_ES_USER")]
+    pub user: Option<String>,
+    #[arg(long = "es-password", env = "WAFSTREAM_ES_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Bearer token.
+    #[arg(long = "es-bearer-token", env = "WAFSTREAM_ES_BEARER_TOKEN", hide_env_values = true)]
+    pub bearer: Option<String>,
+    /// Extra CA bundle (PEM) to trust for HTTPS.
+    #[arg(long = "es-ca", value_name = "FILE", env = "WAFSTREAM_ES_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// Documents per bulk request at most.
+    #[arg(
+        long = "es-max-batch-docs",
+        default_value_t = 1000,
+        env = "WAFSTREAM_ES_MAX_BATCH_DOCS"
+    )]
+    pub max_batch_docs: usize,
+    /// A bulk request leaves at the latest this long after its first document.
+    #[arg(
+        long = "es-flush-interval-ms",
+        default_value_t = 500,
+        env = "WAFSTREAM_ES_FLUSH_INTERVAL_MS"
+    )]
+    pub flush_interval_ms: u64,
+    /// Bulk requests in flight at once.
+    #[arg(
+        long = "es-max-inflight-requests",
+        default_value_t = 4,
+        env = "WAFSTREAM_ES_MAX_INFLIGHT_REQUESTS"
+    )]
+    pub max_inflight_requests: usize,
+}
+
 #[derive(Debug, Args)]
 pub struct IngressArgs {
     #[command(flatten)]
@@ -185,6 +234,8 @@ pub struct WorkerArgs {
     /// Outputs awaiting acknowledgement before the worker stops consuming.
     #[arg(long, default_value_t = 10_000, env = "WAFSTREAM_MAX_INFLIGHT")]
     pub max_inflight: usize,
+    #[command(flatten)]
+    pub es: EsArgs,
     /// Exit (after draining and committing) once no record arrived for this long after the last one.
     #[arg(long, value_name = "MS")]
     pub exit_when_idle_ms: Option<u64>,

@@ -142,9 +142,40 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         max_inflight: args.max_inflight,
         exit_when_idle: args.exit_when_idle_ms.map(Duration::from_millis),
     };
-    // One thread: the mapper is per thread, and the loop never needs to move between threads.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let s = rt.block_on(kafka::worker::run(cfg, opts, embedded::signal()))?;
+    let es = if args.es.urls.is_empty() {
+        None
+    } else {
+        use crate::sink::elasticsearch as es;
+        let auth = match (&args.es.api_key, &args.es.user, &args.es.bearer) {
+            (Some(k), _, _) => es::Auth::ApiKey(k.clone()),
+            (None, Some(u), _) => es::Auth::Basic {
+                user: u.clone(),
+                password: args.es.password.clone().unwrap_or_default(),
+            },
+            (None, None, Some(t)) => es::Auth::Bearer(t.clone()),
+            _ => es::Auth::None,
+        };
+        Some(kafka::worker::ToElasticsearch {
+            config: es::Config {
+                hosts: args.es.urls.clone(),
+                auth,
+                namespace: opts.namespace.clone(),
+                max_batch_docs: args.es.max_batch_docs.max(1),
+                flush_interval: Duration::from_millis(args.es.flush_interval_ms.max(1)),
+                max_inflight_requests: args.es.max_inflight_requests.max(1),
+                ..es::Config::default()
+            },
+            client: es::client(args.es.ca.as_deref())?,
+        })
+    };
+    // The consume loop runs on this thread (the mapper stays here); the runtime's other
+    // threads drive the outputs, so acknowledgements also complete while a rebalance callback
+    // holds this thread.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let s = rt.block_on(kafka::worker::run(cfg, opts, es, embedded::signal()))?;
     eprintln!(
         "wafstream: worker consumed {}, {} documents, {} dead-lettered, {} offsets stored ({} settled on partition revocation); {:.0} events/s over {:.2} s of work",
         s.consumed,

@@ -192,10 +192,41 @@ fn queue_len(q: &Queue) -> usize {
     q.lock().map(|q| q.len()).unwrap_or(0)
 }
 
-/// Consume until `shutdown`, then drain, commit and flush.
+/// Documents to Elasticsearch instead of the dataset topics (dead letters stay on Kafka).
+pub struct ToElasticsearch {
+    pub config: crate::sink::elasticsearch::Config,
+    pub client: reqwest::Client,
+}
+
+/// Consume until `shutdown`, then drain, commit and flush. Documents go to the dataset topics,
+/// or to Elasticsearch when `es` is given; dead letters go to the DLQ topic.
 pub async fn run(
     cfg: Config,
     opts: Options,
+    es: Option<ToElasticsearch>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<Summary> {
+    let kafka = KafkaSink::new(
+        &cfg.settings,
+        Topics {
+            securesphere: cfg.topic_securesphere.clone(),
+            cloud_waf: cfg.topic_cloud_waf.clone(),
+            dlq: cfg.dlq_topic.clone(),
+        },
+    )?;
+    match es {
+        None => run_with(cfg, opts, kafka, shutdown).await,
+        Some(es) => {
+            let docs = crate::sink::elasticsearch::ElasticsearchSink::start(es.config, es.client);
+            run_with(cfg, opts, crate::sink::Routed { docs, dead: kafka }, shutdown).await
+        }
+    }
+}
+
+async fn run_with<S: Sink>(
+    cfg: Config,
+    opts: Options,
+    sink: S,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
     let pending: Queue = Arc::new(Mutex::new(VecDeque::new()));
@@ -217,14 +248,6 @@ pub async fn run(
         ])
         .create_with_context(context)?;
     consumer.subscribe(&[cfg.raw_topic.as_str()])?;
-    let sink = KafkaSink::new(
-        &cfg.settings,
-        Topics {
-            securesphere: cfg.topic_securesphere.clone(),
-            cloud_waf: cfg.topic_cloud_waf.clone(),
-            dlq: cfg.dlq_topic.clone(),
-        },
-    )?;
     let mapper = Mapper::new(opts);
     let dlq = DeadLetters {
         mapper: &mapper,

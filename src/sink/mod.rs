@@ -45,3 +45,25 @@ pub trait Sink {
     /// Push out anything buffered; called on shutdown after every `Ack` resolved.
     fn flush(&self) -> Result<(), String>;
 }
+
+/// Documents to one sink, dead-letter records to another (e.g. Elasticsearch and a Kafka DLQ
+/// topic).
+pub struct Routed<D, L> {
+    pub docs: D,
+    pub dead: L,
+}
+
+impl<D: Sink, L: Sink> Sink for Routed<D, L> {
+    async fn send(&self, out: Output<'_>) -> Result<Ack, String> {
+        if out.dataset.is_some() {
+            self.docs.send(out).await
+        } else {
+            self.dead.send(out).await
+        }
+    }
+
+    fn flush(&self) -> Result<(), String> {
+        self.docs.flush()?;
+        self.dead.flush()
+    }
+}

@@ -195,3 +195,75 @@ pub fn spawn_with_stderr(mut cmd: Command) -> (std::process::Child, std::sync::m
     });
     (child, rx)
 }
+
+/// A real server speaking the Elasticsearch API (noida-db, installed by
+/// `tests/services/install-noida.sh`, path in `WAFSTREAM_NOIDA`), on a free 127.0.0.1 port.
+pub struct Noida {
+    child: std::process::Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Noida {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn noida() -> Option<Noida> {
+    let Some(bin) = std::env::var_os("WAFSTREAM_NOIDA") else {
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("WAFSTREAM_NOIDA not set: run the suite with tests/suite.sh");
+        }
+        eprintln!("SKIPPED: WAFSTREAM_NOIDA not set (tests/suite.sh installs noida-db and sets it)");
+        return None;
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let child = std::process::Command::new(bin)
+        .args([
+            "start",
+            "--only",
+            "elasticsearch",
+            "--host",
+            "127.0.0.1",
+            "--elasticsearch-port",
+            &port.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start noida-db");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "noida-db did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Some(Noida {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    })
+}
+
+/// Documents in `index` after a refresh.
+pub async fn count(client: &reqwest::Client, url: &str, index: &str) -> u64 {
+    let _ = client.post(format!("{url}/{index}/_refresh")).send().await;
+    let body = client
+        .get(format!("{url}/{index}/_count"))
+        .send()
+        .await
+        .expect("count")
+        .bytes()
+        .await
+        .expect("count body");
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("count json");
+    v["count"].as_u64().unwrap_or(0)
+}
