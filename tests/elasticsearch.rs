@@ -336,3 +336,31 @@ async fn real_elasticsearch_api_counts_idempotence_and_refusals() {
     }
     assert_eq!(support::count(&client, &es.url, ss).await, (n / 2 + 2) as u64);
 }
+
+#[tokio::test]
+async fn es_setup_installs_templates_and_can_run_again() {
+    let Some(es) = support::noida() else { return };
+    for _ in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wafstream"))
+            .args(["es-setup", "--es-url", &es.url])
+            .output()
+            .expect("es-setup");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("index template logs-imperva_cloud_waf.event"));
+    }
+    let client = elasticsearch::client(None).expect("client");
+    let get = |path: String| {
+        let client = client.clone();
+        async move {
+            let b = client.get(path).send().await.expect("get").bytes().await.expect("body");
+            serde_json::from_slice::<serde_json::Value>(&b).expect("json")
+        }
+    };
+    let it = get(format!("{}/_index_template/logs-imperva.securesphere", es.url)).await;
+    let t = &it["index_templates"][0]["index_template"];
+    assert_eq!(t["index_patterns"][0], "logs-imperva.securesphere-*");
+    assert_eq!(t["composed_of"][0], "wafstream-ecs-mappings");
+    let ct = get(format!("{}/_component_template/wafstream-ecs-mappings", es.url)).await;
+    let props = &ct["component_templates"][0]["component_template"]["template"]["mappings"]["properties"];
+    assert_eq!(props["source"]["properties"]["ip"]["type"], "ip", "{ct}");
+}

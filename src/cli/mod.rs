@@ -45,6 +45,9 @@ pub enum Command {
     /// the dataset topics and failures to the DLQ topic; offsets are stored only after the
     /// outputs are acknowledged.
     Worker(WorkerArgs),
+    /// Install (or replace) the Elasticsearch component and index templates that give the
+    /// data streams their ECS field types. Safe to run again.
+    EsSetup(EsArgs),
     /// Check a configuration file: report every problem at once (exit 1), or print the
     /// settings it makes, as the `WAFSTREAM_*` variables they feed (exit 0).
     ValidateConfig {
@@ -340,6 +343,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Parse(args) => parse::run(args),
         Command::Run(args) => run::run(args),
+        Command::EsSetup(args) => run::es_setup(args),
         Command::ValidateConfig { file } => Ok(crate::config::validate_command(&file)),
         Command::Ingress(args) => run::ingress(args),
         Command::Worker(args) => run::worker(args),

@@ -145,27 +145,9 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let es = if args.es.urls.is_empty() {
         None
     } else {
-        use crate::sink::elasticsearch as es;
-        let auth = match (&args.es.api_key, &args.es.user, &args.es.bearer) {
-            (Some(k), _, _) => es::Auth::ApiKey(k.clone()),
-            (None, Some(u), _) => es::Auth::Basic {
-                user: u.clone(),
-                password: args.es.password.clone().unwrap_or_default(),
-            },
-            (None, None, Some(t)) => es::Auth::Bearer(t.clone()),
-            _ => es::Auth::None,
-        };
         Some(kafka::worker::ToElasticsearch {
-            config: es::Config {
-                hosts: args.es.urls.clone(),
-                auth,
-                namespace: opts.namespace.clone(),
-                max_batch_docs: args.es.max_batch_docs.max(1),
-                flush_interval: Duration::from_millis(args.es.flush_interval_ms.max(1)),
-                max_inflight_requests: args.es.max_inflight_requests.max(1),
-                ..es::Config::default()
-            },
-            client: es::client(args.es.ca.as_deref())?,
+            config: es_config(&args.es, &opts.namespace),
+            client: crate::sink::elasticsearch::client(args.es.ca.as_deref())?,
         })
     };
     // The consume loop runs on this thread (the mapper stays here); the runtime's other
@@ -186,5 +168,44 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         s.rate(),
         s.active_secs
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn es_auth(a: &super::EsArgs) -> crate::sink::elasticsearch::Auth {
+    use crate::sink::elasticsearch::Auth;
+    match (&a.api_key, &a.user, &a.bearer) {
+        (Some(k), _, _) => Auth::ApiKey(k.clone()),
+        (None, Some(u), _) => Auth::Basic {
+            user: u.clone(),
+            password: a.password.clone().unwrap_or_default(),
+        },
+        (None, None, Some(t)) => Auth::Bearer(t.clone()),
+        _ => Auth::None,
+    }
+}
+
+fn es_config(a: &super::EsArgs, namespace: &str) -> crate::sink::elasticsearch::Config {
+    crate::sink::elasticsearch::Config {
+        hosts: a.urls.clone(),
+        auth: es_auth(a),
+        namespace: namespace.to_string(),
+        max_batch_docs: a.max_batch_docs.max(1),
+        flush_interval: Duration::from_millis(a.flush_interval_ms.max(1)),
+        max_inflight_requests: a.max_inflight_requests.max(1),
+        ..crate::sink::elasticsearch::Config::default()
+    }
+}
+
+/// `wafstream es-setup`.
+pub(super) fn es_setup(args: super::EsArgs) -> anyhow::Result<ExitCode> {
+    if args.urls.is_empty() {
+        anyhow::bail!("--es-url is required");
+    }
+    let client = crate::sink::elasticsearch::client(args.ca.as_deref())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let done = rt.block_on(crate::sink::es_setup::install(&client, &args.urls, &es_auth(&args)))?;
+    for d in done {
+        eprintln!("wafstream: installed {d}");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@
 //! - [`elasticsearch::ElasticsearchSink`]: `_bulk` `create` into data streams, per-item retries.
 
 pub mod elasticsearch;
+pub mod es_setup;
 pub mod kafka;
 
 use std::future::Future;

@@ -1,0 +1,258 @@
+//! `wafstream es-setup`: the component and index templates that give the data streams
+//! `logs-imperva.securesphere-*`, `logs-imperva_cloud_waf.event-*` and the dead letters' stream
+//! their ECS field types (ip, date, long, geo_point, boolean, wildcard, flattened JSON), as
+//! Elastic's integrations map the same fields. Generated from the field paths the mappers write
+//! (`ecs::paths`), so a new field cannot be forgotten. `PUT` replaces: running it again is safe.
+
+use serde_json::{Map, Value, json};
+
+use super::elasticsearch::Auth;
+use crate::ecs::paths::PATHS;
+
+/// Component template with the mappings, shared by every index template.
+pub const COMPONENT: &str = "wafstream-ecs-mappings";
+
+/// (index template name, pattern) pairs.
+pub const INDEX_TEMPLATES: &[(&str, &str)] = &[
+    ("logs-imperva.securesphere", "logs-imperva.securesphere-*"),
+    ("logs-imperva_cloud_waf.event", "logs-imperva_cloud_waf.event-*"),
+    ("logs-wafstream.dead_letter", "logs-wafstream.dead_letter-*"),
+];
+
+/// The Elasticsearch type of a field path (leaves only; objects are implied).
+pub fn field_type(path: &str) -> Value {
+    let leaf = path.rsplit('.').next().unwrap_or(path);
+    let ends = |s: &str| path.ends_with(s);
+    match path {
+        "@timestamp" | "event.start" | "event.end" => return json!({"type": "date"}),
+        "message" | "error.message" => return json!({"type": "match_only_text"}),
+        "event.original" => return json!({"type": "keyword", "index": false, "doc_values": false}),
+        "url.original" | "url.full" => {
+            return json!({"type": "wildcard", "fields": {"text": {"type": "match_only_text"}}});
+        }
+        "user_agent.original" => return json!({"type": "keyword", "fields": {"text": {"type": "match_only_text"}}}),
+        "event.duration" => return json!({"type": "double"}),
+        "imperva.session.id" => return json!({"type": "unsigned_long"}),
+        _ => {}
+    }
+    if ends(".ip")
+        || path == "related.ip"
+        || path == "network.forwarded_ip"
+        || ends("securesphere.destination.address")
+        || ends("securesphere.source.address")
+        || ends("extensions.sip")
+        || ends("extensions.source.address")
+        || ends("extensions.xff")
+    {
+        return json!({"type": "ip"});
+    }
+    if ends("receipt_time") || ends("start_time") || ends("end_time") {
+        return json!({"type": "date"});
+    }
+    if leaf == "port"
+        || leaf == "bytes"
+        || leaf == "status_code"
+        || leaf == "severity" && !path.starts_with("imperva.securesphere")
+        || leaf == "bytes_in"
+        || leaf == "cpt"
+        || leaf == "custom_number1"
+        || leaf == "offset"
+        || leaf == "priority"
+        || path.ends_with("facility.code")
+        || path.ends_with("severity.code")
+    {
+        return json!({"type": "long"});
+    }
+    if ends("extensions.cs7") || ends("extensions.cs8") {
+        return json!({"type": "double"});
+    }
+    if ends("device.custom_string2") && path.starts_with("imperva_cloud_waf")
+        || ends("device.custom_string3") && path.starts_with("imperva_cloud_waf")
+        || ends("js_support")
+        || ends("cookie_support")
+    {
+        return json!({"type": "boolean"});
+    }
+    if ends("req_headers")
+        || ends("res_headers")
+        || ends("extensions.cs10")
+        || ends("extensions.cs11")
+        || ends("request.headers")
+        || ends("response.headers")
+    {
+        return json!({"type": "flattened"});
+    }
+    json!({"type": "keyword", "ignore_above": 1024})
+}
+
+/// The `properties` tree for every static path (geo points are mapped at their object).
+pub fn properties() -> Value {
+    let mut root = Map::new();
+    for path in PATHS {
+        if *path == "_id" {
+            continue;
+        }
+        let (path, ty) = match path
+            .strip_suffix(".location.lat")
+            .or_else(|| path.strip_suffix(".location.lon"))
+        {
+            Some(base) => (format!("{base}.location"), json!({"type": "geo_point"})),
+            None => (path.to_string(), field_type(path)),
+        };
+        let segs: Vec<&str> = path.split('.').collect();
+        let mut cur = &mut root;
+        for s in &segs[..segs.len() - 1] {
+            let node = cur.entry(s.to_string()).or_insert_with(|| json!({"properties": {}}));
+            cur = node
+                .as_object_mut()
+                .and_then(|o| o.get_mut("properties"))
+                .and_then(Value::as_object_mut)
+                .expect("object node");
+        }
+        cur.insert(segs[segs.len() - 1].to_string(), ty);
+    }
+    Value::Object(root)
+}
+
+/// The component template body.
+pub fn component_template() -> Value {
+    json!({
+        "template": {
+            "mappings": {
+                "dynamic_templates": [
+                    {"strings_as_keyword": {"match_mapping_type": "string", "mapping": {"type": "keyword", "ignore_above": 1024}}}
+                ],
+                "properties": properties()
+            }
+        },
+        "_meta": {"managed_by": "wafstream", "description": "ECS field types of wafstream documents"}
+    })
+}
+
+/// An index template body for `pattern`.
+pub fn index_template(pattern: &str) -> Value {
+    json!({
+        "index_patterns": [pattern],
+        "data_stream": {},
+        "priority": 200,
+        "composed_of": [COMPONENT],
+        "_meta": {"managed_by": "wafstream"}
+    })
+}
+
+async fn put(client: &reqwest::Client, host: &str, auth: &Auth, path: &str, body: &Value) -> anyhow::Result<()> {
+    let url = format!("{}/{path}", host.trim_end_matches('/'));
+    let mut req = client
+        .put(&url)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    req = match auth {
+        Auth::None => req,
+        Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
+        Auth::ApiKey(k) => req.header("authorization", format!("ApiKey {k}")),
+        Auth::Bearer(t) => req.bearer_auth(t),
+    };
+    let resp = req.send().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!("{url}: HTTP {status}: {text}");
+    }
+    Ok(())
+}
+
+/// Install (or replace) the templates on the first host that answers.
+pub async fn install(client: &reqwest::Client, hosts: &[String], auth: &Auth) -> anyhow::Result<Vec<String>> {
+    let mut last = anyhow::anyhow!("no Elasticsearch URL given");
+    for host in hosts {
+        let mut done = Vec::new();
+        let r: anyhow::Result<()> = async {
+            put(
+                client,
+                host,
+                auth,
+                &format!("_component_template/{COMPONENT}"),
+                &component_template(),
+            )
+            .await?;
+            done.push(format!("component template {COMPONENT}"));
+            for (name, pattern) in INDEX_TEMPLATES {
+                put(
+                    client,
+                    host,
+                    auth,
+                    &format!("_index_template/{name}"),
+                    &index_template(pattern),
+                )
+                .await?;
+                done.push(format!("index template {name} ({pattern})"));
+            }
+            Ok(())
+        }
+        .await;
+        match r {
+            Ok(()) => return Ok(done),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_follow_ecs() {
+        assert_eq!(field_type("source.ip")["type"], "ip");
+        assert_eq!(field_type("related.ip")["type"], "ip");
+        assert_eq!(field_type("@timestamp")["type"], "date");
+        assert_eq!(field_type("imperva.securesphere.device.receipt_time")["type"], "date");
+        assert_eq!(field_type("destination.port")["type"], "long");
+        assert_eq!(field_type("http.response.status_code")["type"], "long");
+        assert_eq!(
+            field_type("imperva.securesphere.severity")["type"],
+            "keyword",
+            "SecureSphere severity is text"
+        );
+        assert_eq!(field_type("url.original")["type"], "wildcard");
+        assert_eq!(
+            field_type("imperva_cloud_waf.event.extensions.device.custom_string2")["type"],
+            "boolean"
+        );
+        assert_eq!(
+            field_type("imperva_cloud_waf.event.extensions.additional.req_headers")["type"],
+            "flattened"
+        );
+        assert_eq!(field_type("observer.vendor")["type"], "keyword");
+    }
+
+    #[test]
+    fn the_tree_nests_every_path_and_maps_geo_points_whole() {
+        let p = properties();
+        assert_eq!(
+            p["source"]["properties"]["geo"]["properties"]["location"]["type"],
+            "geo_point"
+        );
+        assert_eq!(
+            p["client"]["properties"]["geo"]["properties"]["location"]["type"],
+            "geo_point"
+        );
+        assert_eq!(p["source"]["properties"]["ip"]["type"], "ip");
+        assert!(p.get("_id").is_none());
+        // Every leaf has a type; every inner node has properties.
+        fn check(v: &Value, path: &str) {
+            let o = v.as_object().expect("object");
+            if let Some(props) = o.get("properties") {
+                for (k, c) in props.as_object().expect("properties") {
+                    check(c, &format!("{path}.{k}"));
+                }
+            } else {
+                assert!(o.contains_key("type"), "{path} has no type");
+            }
+        }
+        for (k, v) in p.as_object().expect("root") {
+            check(v, k);
+        }
+    }
+}
