@@ -476,3 +476,52 @@ fn worker_sends_documents_to_elasticsearch_and_dead_letters_to_kafka() {
     // Nothing went to the dataset topics.
     assert!(read_all(&b, &[&t.ss, &t.cloud], 1, 3).is_empty());
 }
+
+#[test]
+fn a_document_elasticsearch_refuses_is_dead_lettered_with_the_reason() {
+    let Some(bin) = tansu() else { return };
+    let b = broker(&bin);
+    let t = topics(&b, "es-refuse", 1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("rt");
+    // The third distinct document is refused for good; everything else is written.
+    let distinct = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let policy: support::ItemPolicy = std::sync::Arc::new(move |_id: &str, times: usize| {
+        if times == 1 && distinct.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 2 {
+            (400, "mapper_parsing_exception")
+        } else {
+            (201, "")
+        }
+    });
+    let (url, seen) = rt.block_on(support::start(policy, std::sync::Arc::new(|_| None)));
+    let n = 20;
+    produce_raw(&b, &t.raw, &(0..n).map(cloud_line).collect::<Vec<_>>());
+    let (mut w, _wrx) = wafstream(
+        "worker",
+        &b,
+        &t,
+        &[
+            "--group",
+            "g-es-refuse",
+            "--es-url",
+            &url,
+            "--es-flush-interval-ms",
+            "20",
+            "--exit-when-idle-ms",
+            "2000",
+        ],
+    );
+    let dead = read_all(&b, &[&t.dlq], 1, 60);
+    assert!(w.0.wait().expect("exit").success());
+    assert_eq!(dead.len(), 1);
+    let msg = dead[0].1["error"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("mapper_parsing_exception"), "{}", dead[0].1);
+    // The dead letter carries the refused document itself.
+    let original: serde_json::Value =
+        serde_json::from_str(dead[0].1["event"]["original"].as_str().expect("original")).expect("the document");
+    assert_eq!(original["data_stream"]["dataset"], "imperva_cloud_waf.event");
+    assert_eq!(seen.docs.lock().expect("lock").len(), n);
+}

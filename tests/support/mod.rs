@@ -267,3 +267,122 @@ pub async fn count(client: &reqwest::Client, url: &str, index: &str) -> u64 {
     let v: serde_json::Value = serde_json::from_slice(&body).expect("count json");
     v["count"].as_u64().unwrap_or(0)
 }
+
+// An in-test server answering `_bulk` in Elasticsearch 8's response shape, for fault injection.
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Per-document answer: (status, error type) given the id and how often it was seen.
+pub type ItemPolicy = Arc<dyn Fn(&str, usize) -> (u16, &'static str) + Send + Sync>;
+/// Whole-request answer given the request number: `Some(status)` to fail it.
+pub type RequestPolicy = Arc<dyn Fn(usize) -> Option<u16> + Send + Sync>;
+
+#[derive(Default)]
+pub struct Seen {
+    /// id → (index, times seen)
+    pub docs: Mutex<HashMap<String, (String, usize)>>,
+    pub requests: AtomicUsize,
+    pub gzip: AtomicUsize,
+}
+
+pub async fn serve(listener: TcpListener, seen: Arc<Seen>, items: ItemPolicy, whole: RequestPolicy) {
+    loop {
+        let Ok((mut sock, _)) = listener.accept().await else {
+            return;
+        };
+        let (seen, items, whole) = (seen.clone(), items.clone(), whole.clone());
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            loop {
+                // Headers.
+                let head_end = loop {
+                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    let mut chunk = [0u8; 8192];
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .unwrap_or(0);
+                let gz = head.contains("content-encoding: gzip");
+                while buf.len() < head_end + len {
+                    let mut chunk = [0u8; 65536];
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let raw: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
+                let body = if gz {
+                    seen.gzip.fetch_add(1, Ordering::Relaxed);
+                    let mut out = Vec::new();
+                    flate2::read::GzDecoder::new(&raw[..])
+                        .read_to_end(&mut out)
+                        .expect("gzip body");
+                    out
+                } else {
+                    raw
+                };
+                let n = seen.requests.fetch_add(1, Ordering::Relaxed);
+                let (status, json) = match whole(n) {
+                    Some(s) => (s, r#"{"error":"busy"}"#.to_string()),
+                    None => {
+                        let text = String::from_utf8(body).expect("utf8 body");
+                        let lines: Vec<&str> = text.lines().collect();
+                        let mut out = Vec::new();
+                        let mut errors = false;
+                        for pair in lines.chunks(2) {
+                            let action: serde_json::Value = serde_json::from_str(pair[0]).expect("action");
+                            let _doc: serde_json::Value = serde_json::from_str(pair[1]).expect("document");
+                            let index = action["create"]["_index"].as_str().expect("create._index").to_string();
+                            let id = action["create"]["_id"].as_str().expect("create._id").to_string();
+                            let times = {
+                                let mut d = seen.docs.lock().expect("lock");
+                                let e = d.entry(id.clone()).or_insert((index.clone(), 0));
+                                e.1 += 1;
+                                e.1
+                            };
+                            let (status, kind) = items(&id, times);
+                            let mut item = serde_json::json!({"_index": index, "_id": id, "status": status});
+                            if status >= 300 {
+                                errors = true;
+                                item["error"] = serde_json::json!({"type": kind, "reason": format!("{kind} for {id}")});
+                            }
+                            out.push(serde_json::json!({ "create": item }));
+                        }
+                        (
+                            200,
+                            serde_json::json!({"took": 1, "errors": errors, "items": out}).to_string(),
+                        )
+                    }
+                };
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{json}",
+                    json.len()
+                );
+                if sock.write_all(resp.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+pub async fn start(items: ItemPolicy, whole: RequestPolicy) -> (String, Arc<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = Arc::new(Seen::default());
+    tokio::spawn(serve(listener, seen.clone(), items, whole));
+    (url, seen)
+}
