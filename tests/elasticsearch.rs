@@ -100,6 +100,11 @@ async fn conflict_means_already_written_and_refusals_come_back_with_the_reason()
         other => panic!("{other:?}"),
     }
     assert_eq!(acks.iter().filter(|a| **a == Ok(Delivery::Accepted)).count(), 9);
+    let st = sink.stats();
+    assert_eq!(st.already_written.load(Ordering::Relaxed), 1);
+    assert_eq!(st.rejected.load(Ordering::Relaxed), 1);
+    assert_eq!(st.written.load(Ordering::Relaxed), 8);
+    assert!(st.report().contains("1 refused"), "{}", st.report());
 }
 
 #[tokio::test]
@@ -120,6 +125,10 @@ async fn only_the_items_that_got_429_or_5xx_are_sent_again() {
     assert_eq!(docs["doc-2"].1, 3);
     assert_eq!(docs["doc-7"].1, 2);
     assert_eq!(docs.values().filter(|(_, n)| *n == 1).count(), 18);
+    let st = sink.stats();
+    assert_eq!(st.retried.load(Ordering::Relaxed), 3);
+    assert_eq!(st.written.load(Ordering::Relaxed), 20);
+    assert_eq!(st.inflight_bytes.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test]
@@ -140,6 +149,7 @@ async fn whole_request_storms_and_a_server_that_comes_late_lose_nothing() {
     let acks = send_all(&sink, 30).await;
     assert!(acks.iter().all(|a| *a == Ok(Delivery::Accepted)), "{acks:?}");
     assert_eq!(seen.docs.lock().unwrap().len(), 30);
+    assert!(sink.stats().retried_requests.load(Ordering::Relaxed) >= 3);
 
     // Nothing listening yet: requests fail to connect, then the server starts on that port.
     let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");

@@ -218,7 +218,10 @@ pub async fn run(
         None => run_with(cfg, opts, kafka, shutdown).await,
         Some(es) => {
             let docs = crate::sink::elasticsearch::ElasticsearchSink::start(es.config, es.client);
-            run_with(cfg, opts, crate::sink::Routed { docs, dead: kafka }, shutdown).await
+            let stats = docs.stats();
+            let r = run_with(cfg, opts, crate::sink::Routed { docs, dead: kafka }, shutdown).await;
+            eprintln!("wafstream: {}", stats.report());
+            r
         }
     }
 }

@@ -10,7 +10,8 @@
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -103,9 +104,52 @@ struct Item {
     ack: oneshot::Sender<Result<Delivery, String>>,
 }
 
+/// Counters of the sink (read by telemetry and the worker's exit report).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Documents created.
+    pub written: AtomicU64,
+    /// Documents that were already there (409 on `create`: a redelivery).
+    pub already_written: AtomicU64,
+    /// Documents refused for good (handed back for dead-lettering).
+    pub rejected: AtomicU64,
+    /// Documents sent again after a per-item 429/5xx.
+    pub retried: AtomicU64,
+    /// Whole bulk requests sent again (connection errors, timeouts, 429/5xx).
+    pub retried_requests: AtomicU64,
+    /// Documents given up on after every attempt.
+    pub failed: AtomicU64,
+    pub requests: AtomicU64,
+    /// Sum and maximum of bulk round trips, in microseconds.
+    pub latency_us_sum: AtomicU64,
+    pub latency_us_max: AtomicU64,
+    /// Bytes of documents accepted by `send` and not yet in a final state.
+    pub inflight_bytes: AtomicU64,
+}
+
+impl Stats {
+    pub fn report(&self) -> String {
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let reqs = r(&self.requests).max(1);
+        format!(
+            "elasticsearch: {} written, {} already there, {} refused, {} retried, {} failed; {} bulk requests ({} retried), latency avg {:.1} ms max {:.1} ms",
+            r(&self.written),
+            r(&self.already_written),
+            r(&self.rejected),
+            r(&self.retried),
+            r(&self.failed),
+            r(&self.requests),
+            r(&self.retried_requests),
+            r(&self.latency_us_sum) as f64 / reqs as f64 / 1000.0,
+            r(&self.latency_us_max) as f64 / 1000.0,
+        )
+    }
+}
+
 pub struct ElasticsearchSink {
     tx: mpsc::Sender<Item>,
     namespace: String,
+    stats: Arc<Stats>,
 }
 
 impl ElasticsearchSink {
@@ -113,14 +157,22 @@ impl ElasticsearchSink {
     pub fn start(cfg: Config, client: reqwest::Client) -> Self {
         let (tx, rx) = mpsc::channel(cfg.max_batch_docs.max(1) * 4);
         let namespace = cfg.namespace.clone();
-        tokio::spawn(batcher(cfg, client, rx, tx.clone()));
-        ElasticsearchSink { tx, namespace }
+        let stats = Arc::new(Stats::default());
+        tokio::spawn(batcher(cfg, client, rx, tx.clone(), stats.clone()));
+        ElasticsearchSink { tx, namespace, stats }
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
     }
 }
 
 impl Sink for ElasticsearchSink {
     async fn send(&self, out: Output<'_>) -> Result<Ack, String> {
         let (ack, rx) = oneshot::channel();
+        self.stats
+            .inflight_bytes
+            .fetch_add(out.body.len() as u64, Ordering::Relaxed);
         let item = Item {
             index: data_stream(out.dataset, &self.namespace),
             id: out.id.to_string(),
@@ -144,7 +196,13 @@ impl Sink for ElasticsearchSink {
     }
 }
 
-async fn batcher(cfg: Config, client: reqwest::Client, mut rx: mpsc::Receiver<Item>, retry: mpsc::Sender<Item>) {
+async fn batcher(
+    cfg: Config,
+    client: reqwest::Client,
+    mut rx: mpsc::Receiver<Item>,
+    retry: mpsc::Sender<Item>,
+    stats: Arc<Stats>,
+) {
     let cfg = Arc::new(cfg);
     let permits = Arc::new(Semaphore::new(cfg.max_inflight_requests.max(1)));
     let retry = retry.downgrade();
@@ -164,9 +222,9 @@ async fn batcher(cfg: Config, client: reqwest::Client, mut rx: mpsc::Receiver<It
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let (cfg, client, retry) = (cfg.clone(), client.clone(), retry.clone());
+        let (cfg, client, retry, stats) = (cfg.clone(), client.clone(), retry.clone(), stats.clone());
         tokio::spawn(async move {
-            send_batch(&cfg, &client, batch, retry).await;
+            send_batch(&cfg, &client, batch, retry, &stats).await;
             drop(permit);
         });
     }
@@ -284,15 +342,34 @@ async fn request(cfg: &Config, client: &reqwest::Client, host: &str, body: &[u8]
     }
 }
 
-async fn send_batch(cfg: &Config, client: &reqwest::Client, mut batch: Vec<Item>, retry: mpsc::WeakSender<Item>) {
+async fn send_batch(
+    cfg: &Config,
+    client: &reqwest::Client,
+    mut batch: Vec<Item>,
+    retry: mpsc::WeakSender<Item>,
+    stats: &Stats,
+) {
     let body = bulk_body(&batch);
     let mut attempt = 0u32;
+    let settle = |item: &Item| {
+        stats
+            .inflight_bytes
+            .fetch_sub(item.body.len() as u64, Ordering::Relaxed);
+    };
     let items = loop {
         let host = &cfg.hosts[attempt as usize % cfg.hosts.len().max(1)];
-        match request(cfg, client, host, &body, batch.len()).await {
+        let t0 = Instant::now();
+        let outcome = request(cfg, client, host, &body, batch.len()).await;
+        let us = t0.elapsed().as_micros() as u64;
+        stats.requests.fetch_add(1, Ordering::Relaxed);
+        stats.latency_us_sum.fetch_add(us, Ordering::Relaxed);
+        stats.latency_us_max.fetch_max(us, Ordering::Relaxed);
+        match outcome {
             Outcome::Items(items) => break items,
             Outcome::Fatal(why) => {
                 for i in batch {
+                    settle(&i);
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
                     let _ = i.ack.send(Err(why.clone()));
                 }
                 return;
@@ -301,10 +378,13 @@ async fn send_batch(cfg: &Config, client: &reqwest::Client, mut batch: Vec<Item>
                 attempt += 1;
                 if attempt >= cfg.max_attempts {
                     for i in batch {
+                        settle(&i);
+                        stats.failed.fetch_add(1, Ordering::Relaxed);
                         let _ = i.ack.send(Err(format!("gave up after {attempt} attempts: {why}")));
                     }
                     return;
                 }
+                stats.retried_requests.fetch_add(1, Ordering::Relaxed);
                 eprintln!("wafstream: elasticsearch bulk request failed ({why}); retrying");
                 tokio::time::sleep(backoff(cfg, attempt)).await;
             }
@@ -313,16 +393,26 @@ async fn send_batch(cfg: &Config, client: &reqwest::Client, mut batch: Vec<Item>
     for (mut item, result) in batch.drain(..).zip(items) {
         match result.status {
             200 | 201 | 409 => {
+                settle(&item);
+                let counter = if result.status == 409 {
+                    &stats.already_written
+                } else {
+                    &stats.written
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 let _ = item.ack.send(Ok(Delivery::Accepted));
             }
             429 | 500..=599 => {
                 item.attempts += 1;
                 if item.attempts >= cfg.max_attempts {
+                    settle(&item);
+                    stats.failed.fetch_add(1, Ordering::Relaxed);
                     let _ = item
                         .ack
                         .send(Err(format!("HTTP {} after {} attempts", result.status, item.attempts)));
                     continue;
                 }
+                stats.retried.fetch_add(1, Ordering::Relaxed);
                 // Retry this document alone, after a while, through the batching queue.
                 let delay = backoff(cfg, item.attempts);
                 let retry = retry.clone();
@@ -343,6 +433,8 @@ async fn send_batch(cfg: &Config, client: &reqwest::Client, mut batch: Vec<Item>
             status => {
                 let (kind, reason) = result.error.map(|e| (e.kind, e.reason)).unwrap_or_default();
                 let reason = format!("elasticsearch refused the document (HTTP {status}): {kind}: {reason}");
+                settle(&item);
+                stats.rejected.fetch_add(1, Ordering::Relaxed);
                 let body = std::mem::take(&mut item.body);
                 let _ = item.ack.send(Ok(Delivery::Rejected { reason, body }));
             }
