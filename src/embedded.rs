@@ -20,7 +20,17 @@ pub struct Outputs {
     pub docs: Box<dyn Write + Send>,
     /// `None`: dead letters go to `docs`, in order.
     pub dlq: Option<Box<dyn Write + Send>>,
+    /// Documents to Elasticsearch instead of `docs` (the sink runs on the given runtime).
+    pub es: Option<(crate::sink::elasticsearch::ElasticsearchSink, tokio::runtime::Handle)>,
 }
+
+/// A document waiting for Elasticsearch's verdict (a refusal hands the document back).
+struct Waiting {
+    ack: crate::sink::Ack,
+}
+
+/// Most documents waiting for Elasticsearch before the worker waits for them.
+const ES_WINDOW: usize = 10_000;
 
 /// What a finished run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +44,7 @@ pub fn work(mut rx: Receiver, opts: Options, mut out: Outputs) -> io::Result<Sum
     let mapper = Mapper::new(opts);
     let mut buf = Vec::with_capacity(64 * 1024);
     let mut s = Summary::default();
+    let mut waiting: std::collections::VecDeque<Waiting> = std::collections::VecDeque::new();
     while let Some(frame) = rx.blocking_recv() {
         let meta = FrameMeta {
             received_ms: frame.received_ms,
@@ -44,29 +55,50 @@ pub fn work(mut rx: Receiver, opts: Options, mut out: Outputs) -> io::Result<Sum
             tz: None,
         };
         buf.clear();
-        let dead = match frame.truncated_from {
+        let mapped = match frame.truncated_from {
             Some(len) => {
                 let reason = format!(
                     "message of {len} bytes exceeds max_message_bytes {}; cut",
                     frame.bytes.len()
                 );
-                mapper.dead_letter(&frame.bytes, &meta, &reason, &mut buf);
-                true
+                mapper.dead_letter(&frame.bytes, &meta, &reason, &mut buf)
             }
-            None => mapper.map(&frame.bytes, &meta, None, &mut buf).is_dead(),
+            None => mapper.map(&frame.bytes, &meta, None, &mut buf),
         };
-        buf.push(b'\n');
-        if dead {
-            s.dead_letters += 1;
-            match out.dlq.as_mut() {
-                Some(d) => d.write_all(&buf)?,
-                None => out.docs.write_all(&buf)?,
+        let dead = mapped.is_dead();
+        if let (false, Some((sink, rt))) = (dead, out.es.as_ref()) {
+            use crate::sink::Sink;
+            let o = crate::sink::Output {
+                dataset: mapped.dataset,
+                id: &mapped.id,
+                body: &buf,
+                error: None,
+            };
+            match rt.block_on(sink.send(o)) {
+                Ok(ack) => waiting.push_back(Waiting { ack }),
+                Err(e) => return Err(io::Error::other(e)),
             }
-        } else {
             s.documents += 1;
-            out.docs.write_all(&buf)?;
+            let full = waiting.len() >= ES_WINDOW;
+            settle(&mut waiting, &mapper, &mut out, &mut s, full)?;
+        } else {
+            buf.push(b'\n');
+            if dead {
+                s.dead_letters += 1;
+                match out.dlq.as_mut() {
+                    Some(d) => d.write_all(&buf)?,
+                    None => out.docs.write_all(&buf)?,
+                }
+            } else {
+                s.documents += 1;
+                out.docs.write_all(&buf)?;
+            }
         }
         // Flush when the bus is momentarily empty: low latency when idle, batching when busy.
+        // Elasticsearch verdicts still pending are awaited first, so refusals show promptly.
+        while rx.is_empty() && !waiting.is_empty() {
+            settle(&mut waiting, &mapper, &mut out, &mut s, true)?;
+        }
         if rx.is_empty() {
             out.docs.flush()?;
             if let Some(d) = out.dlq.as_mut() {
@@ -74,11 +106,59 @@ pub fn work(mut rx: Receiver, opts: Options, mut out: Outputs) -> io::Result<Sum
             }
         }
     }
+    while !waiting.is_empty() {
+        settle(&mut waiting, &mapper, &mut out, &mut s, true)?;
+    }
     out.docs.flush()?;
     if let Some(d) = out.dlq.as_mut() {
         d.flush()?;
     }
     Ok(s)
+}
+
+/// Settle Elasticsearch acknowledgements from the front: finished ones, or (with `wait`) the
+/// oldest. A refused document, or one Elasticsearch never took, becomes a dead letter.
+fn settle(
+    waiting: &mut std::collections::VecDeque<Waiting>,
+    mapper: &Mapper,
+    out: &mut Outputs,
+    s: &mut Summary,
+    mut wait: bool,
+) -> io::Result<()> {
+    use futures_util::FutureExt;
+    while let Some(front) = waiting.front_mut() {
+        let result = if wait {
+            let Some((_, rt)) = out.es.as_ref() else { return Ok(()) };
+            rt.block_on(&mut front.ack)
+        } else {
+            match (&mut front.ack).now_or_never() {
+                Some(r) => r,
+                None => return Ok(()),
+            }
+        };
+        waiting.pop_front();
+        wait = false;
+        let (reason, body) = match result {
+            Ok(crate::sink::Delivery::Accepted) => continue,
+            Ok(crate::sink::Delivery::Rejected { reason, body }) => (reason, body),
+            Err(e) => (format!("elasticsearch did not take the document: {e}"), Vec::new()),
+        };
+        s.documents -= 1;
+        s.dead_letters += 1;
+        let meta = FrameMeta {
+            received_ms: crate::bus::now_ms(),
+            input: "sink",
+            ..FrameMeta::default()
+        };
+        let mut dead = Vec::with_capacity(body.len() + 256);
+        mapper.dead_letter(&body, &meta, &reason, &mut dead);
+        dead.push(b'\n');
+        match out.dlq.as_mut() {
+            Some(d) => d.write_all(&dead)?,
+            None => out.docs.write_all(&dead)?,
+        }
+    }
+    Ok(())
 }
 
 /// Listening addresses and sizes for [`run`].

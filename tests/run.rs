@@ -297,3 +297,52 @@ fn files_followed_through_appends_rotation_truncation_and_restart() {
     stop(r);
     assert_eq!(names(&docs), vec!["sig-9".to_string(), "sig-10".to_string()]);
 }
+
+#[test]
+fn run_writes_documents_to_elasticsearch_and_refusals_to_the_output() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("rt");
+    // The in-test server refuses the first distinct document and takes the rest.
+    let first = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let policy: support::ItemPolicy = std::sync::Arc::new(move |_id: &str, times: usize| {
+        if times == 1 && first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            (400, "mapper_parsing_exception")
+        } else {
+            (201, "")
+        }
+    });
+    let (url, seen) = rt.block_on(support::start(policy, std::sync::Arc::new(|_| None)));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.ndjson");
+    let r = start(&out, &["--es-url", &url, "--es-flush-interval-ms", "20"]);
+    let mut t = TcpStream::connect(&r.tcp).expect("tcp");
+    for i in 0..5 {
+        writeln!(t, "{}", CLOUD.replace("fileId=1", &format!("fileId={i}"))).expect("write");
+    }
+    writeln!(t, "garbage").expect("write");
+    drop(t);
+    let lines = wait_for_lines(&out, 2);
+    let summary = stop(r);
+    let lines = if lines.len() < 2 {
+        wait_for_lines(&out, 2)
+    } else {
+        lines
+    };
+    // The output holds only the dead letters: the garbage line and the refused document.
+    assert_eq!(lines.len(), 2, "{lines:#?}\n{summary}");
+    assert!(lines.iter().any(|d| d["event"]["original"] == "garbage"));
+    assert!(lines.iter().any(|d| {
+        d["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("mapper_parsing_exception")
+    }));
+    assert_eq!(seen.docs.lock().expect("lock").len(), 5);
+    assert!(
+        summary.contains("4 written") && summary.contains("1 refused"),
+        "{summary}"
+    );
+}

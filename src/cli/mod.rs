@@ -129,6 +129,10 @@ pub struct RunArgs {
     /// Dead-letter records go here instead of the document output.
     #[arg(long, value_name = "FILE", env = "WAFSTREAM_DLQ")]
     pub dlq: Option<std::path::PathBuf>,
+    /// With `--es-url`, documents go to Elasticsearch instead of `--output` (dead letters stay
+    /// on `--output` / `--dlq`).
+    #[command(flatten)]
+    pub es: EsArgs,
 }
 
 /// Kafka connection options.

@@ -81,13 +81,28 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let es = if args.es.urls.is_empty() {
+        None
+    } else {
+        let client = crate::sink::elasticsearch::client(args.es.ca.as_deref())?;
+        let config = es_config(&args.es, &opts.namespace);
+        let _guard = rt.enter();
+        Some((
+            crate::sink::elasticsearch::ElasticsearchSink::start(config, client),
+            rt.handle().clone(),
+        ))
+    };
+    let es_stats = es.as_ref().map(|(sink, _)| sink.stats());
     let (summary, stats) = rt.block_on(embedded::run(
         cfg,
         opts,
-        Outputs { docs, dlq },
+        Outputs { docs, dlq, es },
         embedded::signal(),
-        |kind, a| eprintln!("wafstream: listening on {kind} {a}"),
+        announce,
     ))?;
+    if let Some(st) = es_stats {
+        eprintln!("wafstream: {}", st.report());
+    }
     eprintln!("{}", embedded::report(&summary, &stats));
     Ok(ExitCode::SUCCESS)
 }
