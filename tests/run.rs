@@ -346,3 +346,43 @@ fn run_writes_documents_to_elasticsearch_and_refusals_to_the_output() {
         "{summary}"
     );
 }
+
+#[test]
+fn run_installs_templates_at_start_and_writes_to_a_real_elasticsearch_api() {
+    let Some(es) = support::noida() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.ndjson");
+    let r = start(
+        &out,
+        &["--es-url", &es.url, "--es-setup", "--es-flush-interval-ms", "20"],
+    );
+    let mut t = TcpStream::connect(&r.tcp).expect("tcp");
+    for i in 0..3 {
+        writeln!(t, "<14>{}", SS.replace("sig|", &format!("sig-{i}|"))).expect("write");
+    }
+    drop(t);
+    std::thread::sleep(Duration::from_millis(500));
+    let summary = stop(r);
+    assert!(summary.contains("3 written"), "{summary}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let client = wafstream::sink::elasticsearch::client(None).expect("client");
+    let n = rt.block_on(support::count(&client, &es.url, "logs-imperva.securesphere-default"));
+    assert_eq!(n, 3);
+    // The templates were installed at start.
+    let body = rt.block_on(async {
+        let r = client
+            .get(format!("{}/_index_template/logs-imperva.securesphere", es.url))
+            .send()
+            .await
+            .expect("get");
+        r.bytes().await.expect("body")
+    });
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        v["index_templates"][0]["index_template"]["composed_of"][0],
+        "wafstream-ecs-mappings"
+    );
+}

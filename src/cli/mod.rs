@@ -181,6 +181,20 @@ pub struct EsArgs {
     /// Extra CA bundle (PEM) to trust for HTTPS.
     #[arg(long = "es-ca", value_name = "FILE", env = "WAFSTREAM_ES_CA")]
     pub ca: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with `--es-client-key`.
+    #[arg(
+        long = "es-client-cert",
+        value_name = "FILE",
+        env = "WAFSTREAM_ES_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long = "es-client-key", value_name = "FILE", env = "WAFSTREAM_ES_CLIENT_KEY")]
+    pub client_key: Option<std::path::PathBuf>,
+    /// Install the index templates (as `es-setup` does) before sending documents.
+    #[arg(long = "es-setup", env = "WAFSTREAM_ES_SETUP")]
+    pub setup: bool,
     /// Documents per bulk request at most.
     #[arg(
         long = "es-max-batch-docs",

@@ -84,7 +84,8 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let es = if args.es.urls.is_empty() {
         None
     } else {
-        let client = crate::sink::elasticsearch::client(args.es.ca.as_deref())?;
+        let client = es_client(&args.es)?;
+        es_setup_at_start(&args.es, &client, &rt)?;
         let config = es_config(&args.es, &opts.namespace);
         let _guard = rt.enter();
         Some((
@@ -162,7 +163,7 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     } else {
         Some(kafka::worker::ToElasticsearch {
             config: es_config(&args.es, &opts.namespace),
-            client: crate::sink::elasticsearch::client(args.es.ca.as_deref())?,
+            client: es_client(&args.es)?,
         })
     };
     // The consume loop runs on this thread (the mapper stays here); the runtime's other
@@ -172,6 +173,9 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if let Some(es) = &es {
+        es_setup_at_start(&args.es, &es.client, &rt)?;
+    }
     let s = rt.block_on(kafka::worker::run(cfg, opts, es, embedded::signal()))?;
     eprintln!(
         "wafstream: worker consumed {}, {} documents, {} dead-lettered, {} offsets stored ({} settled on partition revocation); {:.0} events/s over {:.2} s of work",
@@ -216,11 +220,29 @@ pub(super) fn es_setup(args: super::EsArgs) -> anyhow::Result<ExitCode> {
     if args.urls.is_empty() {
         anyhow::bail!("--es-url is required");
     }
-    let client = crate::sink::elasticsearch::client(args.ca.as_deref())?;
+    let client = es_client(&args)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let done = rt.block_on(crate::sink::es_setup::install(&client, &args.urls, &es_auth(&args)))?;
     for d in done {
         eprintln!("wafstream: installed {d}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn es_client(a: &super::EsArgs) -> anyhow::Result<reqwest::Client> {
+    let identity = match (&a.client_cert, &a.client_key) {
+        (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        _ => None,
+    };
+    crate::sink::elasticsearch::client_with(a.ca.as_deref(), identity)
+}
+
+/// With `--es-setup`, install the templates before the first document.
+fn es_setup_at_start(a: &super::EsArgs, client: &reqwest::Client, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    if a.setup && !a.urls.is_empty() {
+        for d in rt.block_on(crate::sink::es_setup::install(client, &a.urls, &es_auth(a)))? {
+            eprintln!("wafstream: installed {d}");
+        }
+    }
+    Ok(())
 }

@@ -74,6 +74,14 @@ impl Default for Config {
 /// An HTTP client for Elasticsearch: rustls with the ring provider, the platform's roots plus
 /// an optional extra CA bundle (PEM).
 pub fn client(extra_ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
+    client_with(extra_ca, None)
+}
+
+/// [`client`] with a client certificate and key (PEM files) for mutual TLS.
+pub fn client_with(
+    extra_ca: Option<&std::path::Path>,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> anyhow::Result<reqwest::Client> {
     // reqwest is built without a bundled provider; install ring once per process.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut b = reqwest::Client::builder()
@@ -84,6 +92,12 @@ pub fn client(extra_ca: Option<&std::path::Path>) -> anyhow::Result<reqwest::Cli
         for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
             b = b.add_root_certificate(cert);
         }
+    }
+    if let Some((cert, key)) = identity {
+        let mut pem = std::fs::read(cert).map_err(|e| anyhow::anyhow!("reading {}: {e}", cert.display()))?;
+        pem.push(b'\n');
+        pem.extend(std::fs::read(key).map_err(|e| anyhow::anyhow!("reading {}: {e}", key.display()))?);
+        b = b.identity(reqwest::Identity::from_pem(&pem)?);
     }
     Ok(b.build()?)
 }
