@@ -31,6 +31,9 @@
 //! [worker]
 //! group = "wafstream"
 //! dlq_topic = "imperva.dlq"
+//!
+//! [telemetry]
+//! metrics_addr = "0.0.0.0:9508"  # Prometheus GET /metrics, GET /healthz
 //! ```
 
 use std::collections::BTreeMap;
@@ -111,6 +114,14 @@ pub struct Output {
     pub dlq: Option<String>,
 }
 
+/// `[telemetry]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Telemetry {
+    /// `ip:port` of the Prometheus `/metrics` endpoint, or `off`.
+    pub metrics_addr: Option<String>,
+}
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +136,8 @@ pub struct File {
     pub worker: Worker,
     #[serde(default)]
     pub output: Output,
+    #[serde(default)]
+    pub telemetry: Telemetry,
 }
 
 impl File {
@@ -166,7 +179,12 @@ impl File {
             }
         }
         let l = &self.listen;
-        for (name, v) in [("listen.tcp", &l.tcp), ("listen.udp", &l.udp), ("listen.tls", &l.tls)] {
+        for (name, v) in [
+            ("listen.tcp", &l.tcp),
+            ("listen.udp", &l.udp),
+            ("listen.tls", &l.tls),
+            ("telemetry.metrics_addr", &self.telemetry.metrics_addr),
+        ] {
             if let Some(a) = v {
                 if !a.eq_ignore_ascii_case("off") && a.parse::<std::net::SocketAddr>().is_err() {
                     p.push(format!("{name} = {a:?}: expected ip:port or \"off\""));
@@ -281,6 +299,7 @@ impl File {
         let o = &self.output;
         put("OUTPUT", o.path.clone());
         put("DLQ", o.dlq.clone());
+        put("METRICS_ADDR", self.telemetry.metrics_addr.clone());
         e
     }
 }

@@ -185,6 +185,7 @@ pub async fn listen<T>(
     let (tx, rx) = bus::channel(cfg.bus_capacity);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
+    crate::telemetry::global().set_ingress(stats.clone());
     let mut tasks = Vec::new();
     if let Some(addr) = cfg.tcp {
         let l = TcpListener::bind(addr)

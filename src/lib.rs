@@ -33,3 +33,4 @@ pub mod ingress;
 pub mod kafka;
 pub mod parse;
 pub mod sink;
+pub mod telemetry;

@@ -197,10 +197,15 @@ fn read_all(b: &Broker, topics: &[&str], want: usize, secs: u64) -> Vec<(String,
     Reader::new(b, topics).until(want, secs).to_vec()
 }
 
-fn listening(rx: &std::sync::mpsc::Receiver<String>) -> (String, String, String) {
-    let (mut tcp, mut udp, mut tls) = (String::new(), String::new(), String::new());
+/// The addresses a process announces: (tcp, udp, tls, metrics), waiting for the ones `want`s.
+fn listening(rx: &std::sync::mpsc::Receiver<String>, want: [bool; 4]) -> [String; 4] {
+    let [mut tcp, mut udp, mut tls, mut metrics] = [String::new(), String::new(), String::new(), String::new()];
     let deadline = Instant::now() + Duration::from_secs(20);
-    while tcp.is_empty() || udp.is_empty() || tls.is_empty() {
+    while [&tcp, &udp, &tls, &metrics]
+        .iter()
+        .zip(want)
+        .any(|(a, w)| w && a.is_empty())
+    {
         let l = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("listening");
@@ -210,9 +215,11 @@ fn listening(rx: &std::sync::mpsc::Receiver<String>) -> (String, String, String)
             udp = a.into();
         } else if let Some(a) = l.strip_prefix("wafstream: listening on tls ") {
             tls = a.into();
+        } else if let Some(a) = l.strip_prefix("wafstream: listening on metrics ") {
+            metrics = a.into();
         }
     }
-    (tcp, udp, tls)
+    [tcp, udp, tls, metrics]
 }
 
 fn ss_line(i: usize) -> String {
@@ -259,10 +266,13 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
             &cert,
             "--tls-key",
             &key,
+            "--metrics-addr",
+            "127.0.0.1:0",
         ],
     );
-    let (tcp, udp, tls) = listening(&irx);
-    let (mut worker, _wrx) = wafstream("worker", &b, &t, &["--group", "g-e2e"]);
+    let [tcp, udp, tls, imetrics] = listening(&irx, [true, true, true, true]);
+    let (mut worker, wrx) = wafstream("worker", &b, &t, &["--group", "g-e2e", "--metrics-addr", "127.0.0.1:0"]);
+    let [_, _, _, wmetrics] = listening(&wrx, [false, false, false, true]);
 
     let n = 200;
     let mut s = TcpStream::connect(&tcp).expect("tcp");
@@ -281,8 +291,29 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
     support::s_client(pki_dir.path(), &tls, &[], &over_tls);
     let total = n + 30 + 2;
     let got = read_all(&b, &[&t.ss, &t.cloud, &t.dlq], total, 90);
+    // What the processes report on /metrics agrees with what arrived.
+    let w = support::scrape_until(&wmetrics, "wafstream_worker_offsets_stored_total", total as f64);
+    let i = support::scrape_until(&imetrics, "wafstream_raw_produced_total", total as f64);
     sigterm(&mut ingress);
     sigterm(&mut worker);
+    let v = |scrape: &str, series: &str| {
+        support::sample(scrape, series).unwrap_or_else(|| panic!("{series} missing in\n{scrape}"))
+    };
+    assert_eq!(v(&w, "wafstream_worker_consumed_total"), total as f64, "{w}");
+    assert_eq!(v(&w, "wafstream_worker_offsets_stored_total"), total as f64, "{w}");
+    assert_eq!(
+        v(&w, "wafstream_documents_total{dataset=\"imperva.securesphere\"}"),
+        (n / 2) as f64
+    );
+    assert_eq!(
+        v(&w, "wafstream_documents_total{dataset=\"imperva_cloud_waf.event\"}"),
+        (n / 2 + 30) as f64
+    );
+    assert_eq!(v(&w, "wafstream_dead_letters_total"), 2.0);
+    assert_eq!(v(&i, "wafstream_raw_produced_total"), total as f64, "{i}");
+    assert_eq!(v(&i, "wafstream_ingress_frames_total"), total as f64, "{i}");
+    assert_eq!(v(&i, "wafstream_ingress_truncated_total"), 1.0);
+    assert!(!i.contains("wafstream_worker_") && !w.contains("wafstream_ingress_"));
     let on = |topic: &str| got.iter().filter(|(tp, _)| tp == topic).count();
     assert_eq!(on(&t.ss), n / 2, "securesphere documents");
     assert_eq!(on(&t.cloud), n / 2 + 30, "cloud waf documents");

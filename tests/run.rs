@@ -16,6 +16,7 @@ struct Running {
     tcp: String,
     udp: String,
     tls: String,
+    metrics: String,
     stderr: std::sync::mpsc::Receiver<String>,
 }
 
@@ -32,7 +33,7 @@ fn start(out: &std::path::Path, extra: &[&str]) -> Running {
     .arg(out)
     .args(extra);
     let (child, rx) = support::spawn_with_stderr(cmd);
-    let (mut tcp, mut udp, mut tls) = (String::new(), String::new(), String::new());
+    let (mut tcp, mut udp, mut tls, mut metrics) = (String::new(), String::new(), String::new(), String::new());
     let want_tls = extra.contains(&"--listen-tls");
     let deadline = Instant::now() + Duration::from_secs(20);
     while tcp.is_empty() || udp.is_empty() || (want_tls && tls.is_empty()) {
@@ -45,6 +46,8 @@ fn start(out: &std::path::Path, extra: &[&str]) -> Running {
             udp = a.to_string();
         } else if let Some(a) = line.strip_prefix("wafstream: listening on tls ") {
             tls = a.to_string();
+        } else if let Some(a) = line.strip_prefix("wafstream: listening on metrics ") {
+            metrics = a.to_string();
         }
     }
     Running {
@@ -52,6 +55,7 @@ fn start(out: &std::path::Path, extra: &[&str]) -> Running {
         tcp,
         udp,
         tls,
+        metrics,
         stderr: rx,
     }
 }
@@ -133,6 +137,46 @@ fn tcp_udp_and_octet_counting_round_trip_then_sigterm_drains() {
     }));
     assert!(summary.contains("6 documents, 2 dead-lettered"), "{summary}");
     assert!(summary.contains("(1 cut at the size limit)"), "{summary}");
+}
+
+#[test]
+fn metrics_endpoint_counts_documents_dead_letters_and_ingress() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.ndjson");
+    let r = start(&out, &["--max-message-bytes", "2000", "--metrics-addr", "127.0.0.1:0"]);
+    assert!(!r.metrics.is_empty(), "no metrics address announced");
+    let (status, body) = support::http(&r.metrics, "GET", "/healthz");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "ok\n");
+
+    let mut t = TcpStream::connect(&r.tcp).expect("tcp");
+    write!(t, "<14>{SS}\n{CLOUD}\n{CLOUD}\nnot an imperva line\n").expect("write");
+    t.write_all(format!("{}\n", "x".repeat(3000)).as_bytes())
+        .expect("write");
+    drop(t);
+    let docs = wait_for_lines(&out, 5);
+    assert_eq!(docs.len(), 5);
+
+    let (status, scrape) = support::http(&r.metrics, "GET", "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(scrape.contains("# TYPE wafstream_documents_total counter"), "{scrape}");
+    let v = |series: &str| support::sample(&scrape, series).unwrap_or_else(|| panic!("{series} missing in\n{scrape}"));
+    assert_eq!(v("wafstream_documents_total{dataset=\"imperva.securesphere\"}"), 1.0);
+    assert_eq!(v("wafstream_documents_total{dataset=\"imperva_cloud_waf.event\"}"), 2.0);
+    assert_eq!(v("wafstream_dead_letters_total"), 2.0);
+    assert_eq!(v("wafstream_ingress_frames_total"), 5.0);
+    assert_eq!(v("wafstream_ingress_truncated_total"), 1.0);
+    assert_eq!(v("wafstream_ingress_connections_total"), 1.0);
+    // No Kafka or Elasticsearch in this mode: their series are absent, not zero.
+    assert!(
+        !scrape.contains("wafstream_worker_") && !scrape.contains("wafstream_es_"),
+        "{scrape}"
+    );
+
+    assert!(support::http(&r.metrics, "GET", "/nope").0.contains("404"));
+    assert!(support::http(&r.metrics, "POST", "/metrics").0.contains("405"));
+    let summary = stop(r);
+    assert!(summary.contains("3 documents, 2 dead-lettered"), "{summary}");
 }
 
 #[test]

@@ -133,6 +133,17 @@ pub struct RunArgs {
     /// on `--output` / `--dlq`).
     #[command(flatten)]
     pub es: EsArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// Telemetry options.
+#[derive(Debug, Clone, Args)]
+pub struct TelemetryArgs {
+    /// Serve Prometheus metrics on `GET /metrics` (and `GET /healthz`) at this address; `off`
+    /// disables the endpoint.
+    #[arg(long, default_value = "off", value_name = "IP:PORT", env = "WAFSTREAM_METRICS_ADDR")]
+    pub metrics_addr: String,
 }
 
 /// Kafka connection options.
@@ -228,6 +239,8 @@ pub struct IngressArgs {
     pub tz: Option<String>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 }
 
 #[derive(Debug, Args)]
@@ -260,6 +273,8 @@ pub struct WorkerArgs {
     /// Exit (after draining and committing) once no record arrived for this long after the last one.
     #[arg(long, value_name = "MS")]
     pub exit_when_idle_ms: Option<u64>,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 }
 
 #[derive(Debug, Args)]

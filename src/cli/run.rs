@@ -61,6 +61,14 @@ fn announce(kind: &str, a: SocketAddr) {
     eprintln!("wafstream: listening on {kind} {a}")
 }
 
+/// Start the `/metrics` endpoint on `rt` when `--metrics-addr` asks for one.
+fn metrics(args: &super::TelemetryArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    if let Some(a) = rt.block_on(crate::telemetry::start(&args.metrics_addr))? {
+        announce("metrics", a);
+    }
+    Ok(())
+}
+
 pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = args.mapping.options()?;
     let cfg = listen_config(&args.listen)?;
@@ -81,6 +89,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    metrics(&args.telemetry, &rt)?;
     let es = if args.es.urls.is_empty() {
         None
     } else {
@@ -122,8 +131,10 @@ pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    metrics(&args.telemetry, &rt)?;
     let (stats, pstats) = rt.block_on(async move {
         let pstats = std::sync::Arc::new(kafka::producer::ProducerStats::default());
+        crate::telemetry::global().set_producer(pstats.clone());
         let topic = args.kafka.raw_topic.clone();
         let tz = args.tz.clone();
         let ps = pstats.clone();
@@ -173,6 +184,7 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    metrics(&args.telemetry, &rt)?;
     if let Some(es) = &es {
         es_setup_at_start(&args.es, &es.client, &rt)?;
     }

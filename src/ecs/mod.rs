@@ -213,6 +213,10 @@ impl Mapper {
             Ok(t) => Cow::Borrowed(t),
             Err(_) => {
                 self.counters.invalid_utf8.set(self.counters.invalid_utf8.get() + 1);
+                crate::telemetry::global()
+                    .mapping
+                    .invalid_utf8
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 String::from_utf8_lossy(frame)
             }
         };
@@ -248,7 +252,12 @@ impl Mapper {
         }
         if !ctx.errors.is_empty() {
             self.counters.field_errors.set(self.counters.field_errors.get() + 1);
+            crate::telemetry::global()
+                .mapping
+                .field_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        crate::telemetry::global().mapping.document(dataset);
         let id = document_id(dataset, &ctx, frame, meta);
         if self.opts.emit_id {
             d.put(p!("_id"), Val::Str(Cow::Owned(id.clone())));
@@ -270,6 +279,10 @@ impl Mapper {
     /// UTF-8), the reason, `event.kind: pipeline_error`, and the input metadata.
     pub fn dead_letter(&self, frame: &[u8], meta: &FrameMeta<'_>, reason: &str, out: &mut Vec<u8>) -> Mapped {
         self.counters.dead.set(self.counters.dead.get() + 1);
+        crate::telemetry::global()
+            .mapping
+            .dead_letters
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let text = String::from_utf8_lossy(frame);
         let mut d = Doc::with_capacity(16);
         d.put(p!("@timestamp"), Val::Ts(meta.received_ms, TsStyle::Millis));

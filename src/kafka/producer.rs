@@ -42,7 +42,19 @@ pub async fn publish(
     stats: Arc<ProducerStats>,
 ) -> anyhow::Result<()> {
     let mut inflight = FuturesUnordered::new();
-    while let Some(frame) = rx.recv().await {
+    loop {
+        // Deliveries are counted as they complete, also while no frame comes in.
+        let frame = tokio::select! {
+            biased;
+            Some(r) = inflight.next(), if !inflight.is_empty() => {
+                count(&stats, r);
+                continue;
+            }
+            f = rx.recv() => match f {
+                Some(f) => f,
+                None => break,
+            },
+        };
         let headers = raw_headers(&frame, tz.as_deref());
         let key = frame.peer.clone().unwrap_or_default();
         loop {

@@ -77,6 +77,9 @@ type Queue = Arc<Mutex<VecDeque<Pending>>>;
 /// still unacknowledged then is redelivered to the new owner: a repeat, never a loss).
 const REVOKE_DRAIN: Duration = Duration::from_secs(10);
 
+/// How long the consume loop waits for a record before settling acknowledged outputs anyway.
+const SETTLE_TICK: Duration = Duration::from_millis(50);
+
 /// Consumer context that drains in-flight work when partitions are revoked: outputs already
 /// handed to the sink are awaited, their offsets stored and committed, before the partitions
 /// move to another worker, so a rebalance repeats nothing that was finished.
@@ -104,6 +107,10 @@ impl ConsumerContext for DrainOnRevoke {
                     if let Some(p) = q.pop_front() {
                         let _ = consumer.store_offset(&self.raw_topic, p.partition, p.offset);
                         self.drained.fetch_add(1, Ordering::Relaxed);
+                        crate::telemetry::global()
+                            .worker
+                            .drained_on_revoke
+                            .fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 Some(_) => break,
@@ -184,6 +191,10 @@ async fn settle_front<S: Sink>(
     // After a rebalance the partition may be gone; its new owner redelivers the frame.
     if consumer.store_offset(raw_topic, p.partition, p.offset).is_ok() {
         s.offsets_stored += 1;
+        crate::telemetry::global()
+            .worker
+            .offsets_stored
+            .fetch_add(1, Ordering::Relaxed);
     }
     Ok(true)
 }
@@ -257,20 +268,37 @@ async fn run_with<S: Sink>(
         sink: &sink,
     };
     let mut s = Summary::default();
+    let tel = &crate::telemetry::global().worker;
+    crate::telemetry::global().set_worker_running();
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut first: Option<std::time::Instant> = None;
+    let mut last = std::time::Instant::now();
     let idle = cfg.exit_when_idle.unwrap_or(Duration::from_secs(365 * 24 * 3600));
     loop {
+        let in_flight = queue_len(&pending) > 0;
+        // The idle clock starts with the first record (joining the group takes a while).
+        let idle_left = match first {
+            Some(_) => idle.saturating_sub(last.elapsed()),
+            None => Duration::MAX / 4,
+        };
         let msg = tokio::select! {
             _ = &mut shutdown => break,
-            // The idle clock starts with the first record (joining the group takes a while).
-            m = tokio::time::timeout(if first.is_some() { idle } else { Duration::MAX / 4 }, consumer.recv()) => match m {
+            // No record for a moment while outputs are in flight: settle what is acknowledged,
+            // so offsets are stored (and auto-committed) when traffic pauses, not only when
+            // the next record comes.
+            _ = tokio::time::sleep(SETTLE_TICK), if in_flight => {
+                while settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, false, &dlq).await? {}
+                tel.inflight.store(queue_len(&pending) as u64, Ordering::Relaxed);
+                continue;
+            }
+            m = tokio::time::timeout(idle_left, consumer.recv()) => match m {
                 Ok(m) => m,
                 Err(_) => break,
             },
         };
-        first.get_or_insert_with(std::time::Instant::now);
+        last = std::time::Instant::now();
+        first.get_or_insert(last);
         let m = match msg {
             Ok(m) => m,
             Err(e) => {
@@ -279,6 +307,7 @@ async fn run_with<S: Sink>(
             }
         };
         s.consumed += 1;
+        tel.consumed.fetch_add(1, Ordering::Relaxed);
         let headers = m.headers();
         let received_ms = header(headers, H_RECEIVED)
             .and_then(|v| v.parse().ok())
@@ -333,11 +362,13 @@ async fn run_with<S: Sink>(
         while queue_len(&pending) >= cfg.max_inflight.max(1) {
             settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, true, &dlq).await?;
         }
+        tel.inflight.store(queue_len(&pending) as u64, Ordering::Relaxed);
     }
     // Drain: every output acknowledged and its offset stored, then a synchronous commit.
     while queue_len(&pending) > 0 {
         settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, true, &dlq).await?;
     }
+    tel.inflight.store(0, Ordering::Relaxed);
     if let Some(f) = first {
         let idle_tail = if cfg.exit_when_idle.is_some() {
             idle

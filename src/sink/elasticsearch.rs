@@ -172,6 +172,7 @@ impl ElasticsearchSink {
         let (tx, rx) = mpsc::channel(cfg.max_batch_docs.max(1) * 4);
         let namespace = cfg.namespace.clone();
         let stats = Arc::new(Stats::default());
+        crate::telemetry::global().set_elasticsearch(stats.clone());
         tokio::spawn(batcher(cfg, client, rx, tx.clone(), stats.clone()));
         ElasticsearchSink { tx, namespace, stats }
     }

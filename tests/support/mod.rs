@@ -386,3 +386,34 @@ pub async fn start(items: ItemPolicy, whole: RequestPolicy) -> (String, Arc<Seen
     tokio::spawn(serve(listener, seen.clone(), items, whole));
     (url, seen)
 }
+
+/// One HTTP/1.1 request over a plain socket; returns (status line, body).
+pub fn http(addr: &str, method: &str, path: &str) -> (String, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect metrics");
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+}
+
+/// The value of one sample line (`name{labels} value`) in a Prometheus text scrape.
+pub fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Wait (up to 20 s) for `series` on the `/metrics` endpoint at `addr` to reach `want`;
+/// returns the last scrape.
+pub fn scrape_until(addr: &str, series: &str, want: f64) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, body) = http(addr, "GET", "/metrics");
+        if sample(&body, series) == Some(want) || std::time::Instant::now() > deadline {
+            return body;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
