@@ -477,3 +477,42 @@ fn diff_reports_every_kind_of_difference() {
         ]
     );
 }
+
+/// The index template gives every field of Elastic's Cloud WAF field table the type Elastic's
+/// integration maps it to (constant_keyword ≈ keyword: wafstream templates do not pin values;
+/// `object` JSON fields are `flattened` here).
+#[test]
+fn template_types_match_elastics_cloud_waf_field_table() {
+    let Some(dir) = corpus_dir() else { return };
+    let table = std::fs::read_to_string(dir.join("elastic/imperva_cloud_waf/docs/README.fields-excerpt.md"))
+        .expect("field table");
+    let mut checked = 0;
+    let mut wrong = Vec::new();
+    for row in table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| Field"))
+    {
+        let cols: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (path, theirs) = (cols[1], cols[cols.len() - 2]);
+        let ours = wafstream::sink::es_setup::field_type(path)["type"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let same = match theirs {
+            "constant_keyword" => ours == "keyword",
+            "object" => ours == "flattened",
+            t => ours == t,
+        };
+        if !same {
+            wrong.push(format!("{path}: Elastic {theirs}, wafstream {ours}"));
+        }
+        checked += 1;
+    }
+    assert!(checked > 60, "only {checked} rows read");
+    assert!(
+        wrong.is_empty(),
+        "{} of {checked} differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}

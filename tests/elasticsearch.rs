@@ -13,7 +13,7 @@ use wafstream::sink::{Delivery, Output, Sink};
 
 mod support;
 
-use support::{Seen, serve, start};
+use support::{Seen, serve, start, start_tls};
 
 fn config(url: &str) -> Config {
     Config {
@@ -262,4 +262,37 @@ async fn es_setup_installs_templates_and_can_run_again() {
     let ct = get(format!("{}/_component_template/wafstream-ecs-mappings", es.url)).await;
     let props = &ct["component_templates"][0]["component_template"]["template"]["mappings"]["properties"];
     assert_eq!(props["source"]["properties"]["ip"]["type"], "ip", "{ct}");
+}
+
+#[tokio::test]
+async fn tls_with_a_private_ca_and_a_client_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert!(support::pki(dir.path()), "openssl could not make the test PKI");
+    let p = |f: &str| dir.path().join(f);
+    // The server requires client certificates signed by the test CA.
+    let acceptor =
+        wafstream::ingress::tls::acceptor(&p("server.pem"), &p("server.key"), Some(&p("ca.pem"))).expect("acceptor");
+    let (url, seen) = start_tls(Arc::new(|_, _| (201, "")), Arc::new(|_| None), acceptor).await;
+    let client =
+        elasticsearch::client_with(Some(&p("ca.pem")), Some((&p("client.pem"), &p("client.key")))).expect("client");
+    let sink = ElasticsearchSink::start(config(&url), client);
+    let acks = send_all(&sink, 120).await;
+    assert!(acks.iter().all(|a| *a == Ok(Delivery::Accepted)), "{acks:?}");
+    assert_eq!(seen.docs.lock().unwrap().len(), 120);
+
+    // Without the client certificate the handshake is refused: nothing is written.
+    let anonymous = elasticsearch::client_with(Some(&p("ca.pem")), None).expect("client");
+    let r = anonymous.post(format!("{url}/_bulk")).body("{}\n").send().await;
+    assert!(r.is_err(), "{r:?}");
+    // Without the private CA the server is not trusted.
+    let untrusted = elasticsearch::client_with(None, Some((&p("client.pem"), &p("client.key")))).expect("client");
+    assert!(
+        untrusted
+            .post(format!("{url}/_bulk"))
+            .body("{}\n")
+            .send()
+            .await
+            .is_err()
+    );
+    assert_eq!(seen.docs.lock().unwrap().len(), 120);
 }

@@ -292,11 +292,48 @@ pub struct Seen {
 
 pub async fn serve(listener: TcpListener, seen: Arc<Seen>, items: ItemPolicy, whole: RequestPolicy) {
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
+        let Ok((sock, _)) = listener.accept().await else {
             return;
         };
-        let (seen, items, whole) = (seen.clone(), items.clone(), whole.clone());
-        tokio::spawn(async move {
+        tokio::spawn(answer(sock, seen.clone(), items.clone(), whole.clone()));
+    }
+}
+
+/// As [`start`], over TLS with `acceptor` (which may require client certificates); the URL is
+/// `https://127.0.0.1:<port>`.
+pub async fn start_tls(
+    items: ItemPolicy,
+    whole: RequestPolicy,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> (String, Arc<Seen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, seen, items, whole) = (acceptor.clone(), s.clone(), items.clone(), whole.clone());
+            tokio::spawn(async move {
+                // A failed handshake (e.g. no client certificate) just closes the connection.
+                if let Ok(tls) = acceptor.accept(sock).await {
+                    answer(tls, seen, items, whole).await;
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// Answer `_bulk` requests on one connection until it closes.
+async fn answer<S>(mut sock: S, seen: Arc<Seen>, items: ItemPolicy, whole: RequestPolicy)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    {
+        {
             let mut buf = Vec::new();
             loop {
                 // Headers.
@@ -375,7 +412,7 @@ pub async fn serve(listener: TcpListener, seen: Arc<Seen>, items: ItemPolicy, wh
                     return;
                 }
             }
-        });
+        }
     }
 }
 
