@@ -197,31 +197,6 @@ fn read_all(b: &Broker, topics: &[&str], want: usize, secs: u64) -> Vec<(String,
     Reader::new(b, topics).until(want, secs).to_vec()
 }
 
-/// The addresses a process announces: (tcp, udp, tls, metrics), waiting for the ones `want`s.
-fn listening(rx: &std::sync::mpsc::Receiver<String>, want: [bool; 4]) -> [String; 4] {
-    let [mut tcp, mut udp, mut tls, mut metrics] = [String::new(), String::new(), String::new(), String::new()];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while [&tcp, &udp, &tls, &metrics]
-        .iter()
-        .zip(want)
-        .any(|(a, w)| w && a.is_empty())
-    {
-        let l = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("listening");
-        if let Some(a) = l.strip_prefix("wafstream: listening on tcp ") {
-            tcp = a.into();
-        } else if let Some(a) = l.strip_prefix("wafstream: listening on udp ") {
-            udp = a.into();
-        } else if let Some(a) = l.strip_prefix("wafstream: listening on tls ") {
-            tls = a.into();
-        } else if let Some(a) = l.strip_prefix("wafstream: listening on metrics ") {
-            metrics = a.into();
-        }
-    }
-    [tcp, udp, tls, metrics]
-}
-
 fn ss_line(i: usize) -> String {
     format!(
         "<14>CEF:0|Imperva Inc.|SecureSphere|15.1.0|Signature|sig-{i}|High|act=block src=198.51.100.{} spt={i} dst=10.0.0.5 dpt=443 rt=Oct 05 2023 18:33:02 cat=Alert cs1=line {i} cs1Label=Seq",
@@ -270,12 +245,20 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
             "127.0.0.1:0",
         ],
     );
-    let [tcp, udp, tls, imetrics] = listening(&irx, [true, true, true, true]);
+    let at = support::listening(&irx, &["tcp", "udp", "tls", "metrics"]);
+    let (tcp, udp, tls, imetrics) = (
+        at["tcp"].as_str(),
+        at["udp"].as_str(),
+        at["tls"].as_str(),
+        at["metrics"].as_str(),
+    );
     let (mut worker, wrx) = wafstream("worker", &b, &t, &["--group", "g-e2e", "--metrics-addr", "127.0.0.1:0"]);
-    let [_, _, _, wmetrics] = listening(&wrx, [false, false, false, true]);
+    let wmetrics = support::listening(&wrx, &["metrics"])
+        .remove("metrics")
+        .unwrap_or_default();
 
     let n = 200;
-    let mut s = TcpStream::connect(&tcp).expect("tcp");
+    let mut s = TcpStream::connect(tcp).expect("tcp");
     for i in 0..n {
         writeln!(s, "{}", if i % 2 == 0 { ss_line(i) } else { cloud_line(i) }).expect("write");
     }
@@ -284,16 +267,16 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
     drop(s);
     let u = UdpSocket::bind("127.0.0.1:0").expect("udp");
     for i in n..n + 20 {
-        u.send_to(cloud_line(i).as_bytes(), &udp).expect("send");
+        u.send_to(cloud_line(i).as_bytes(), udp).expect("send");
         std::thread::sleep(Duration::from_millis(2));
     }
     let over_tls: String = (n + 20..n + 30).map(|i| format!("{}\n", cloud_line(i))).collect();
-    support::s_client(pki_dir.path(), &tls, &[], &over_tls);
+    support::s_client(pki_dir.path(), tls, &[], &over_tls);
     let total = n + 30 + 2;
     let got = read_all(&b, &[&t.ss, &t.cloud, &t.dlq], total, 90);
     // What the processes report on /metrics agrees with what arrived.
     let w = support::scrape_until(&wmetrics, "wafstream_worker_offsets_stored_total", total as f64);
-    let i = support::scrape_until(&imetrics, "wafstream_raw_produced_total", total as f64);
+    let i = support::scrape_until(imetrics, "wafstream_raw_produced_total", total as f64);
     sigterm(&mut ingress);
     sigterm(&mut worker);
     let v = |scrape: &str, series: &str| {

@@ -33,23 +33,16 @@ fn start(out: &std::path::Path, extra: &[&str]) -> Running {
     .arg(out)
     .args(extra);
     let (child, rx) = support::spawn_with_stderr(cmd);
-    let (mut tcp, mut udp, mut tls, mut metrics) = (String::new(), String::new(), String::new(), String::new());
-    let want_tls = extra.contains(&"--listen-tls");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tcp.is_empty() || udp.is_empty() || (want_tls && tls.is_empty()) {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("listening lines");
-        if let Some(a) = line.strip_prefix("wafstream: listening on tcp ") {
-            tcp = a.to_string();
-        } else if let Some(a) = line.strip_prefix("wafstream: listening on udp ") {
-            udp = a.to_string();
-        } else if let Some(a) = line.strip_prefix("wafstream: listening on tls ") {
-            tls = a.to_string();
-        } else if let Some(a) = line.strip_prefix("wafstream: listening on metrics ") {
-            metrics = a.to_string();
-        }
+    let mut want = vec!["tcp", "udp"];
+    if extra.contains(&"--listen-tls") {
+        want.push("tls");
     }
+    if extra.contains(&"--metrics-addr") {
+        want.push("metrics");
+    }
+    let mut at = support::listening(&rx, &want);
+    let mut take = |k: &str| at.remove(k).unwrap_or_default();
+    let (tcp, udp, tls, metrics) = (take("tcp"), take("udp"), take("tls"), take("metrics"));
     Running {
         child,
         tcp,

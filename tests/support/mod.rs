@@ -424,6 +424,25 @@ pub async fn start(items: ItemPolicy, whole: RequestPolicy) -> (String, Arc<Seen
     (url, seen)
 }
 
+/// The addresses a wafstream process announces on stderr (`wafstream: listening on <kind>
+/// <addr>`), kind → address, once every kind in `want` has been seen (at most 20 s).
+pub fn listening(rx: &std::sync::mpsc::Receiver<String>, want: &[&str]) -> HashMap<String, String> {
+    let mut at = HashMap::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while want.iter().any(|k| !at.contains_key(*k)) {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .unwrap_or_else(|_| panic!("no `listening on` line for every one of {want:?}; got {at:?}"));
+        if let Some((kind, addr)) = line
+            .strip_prefix("wafstream: listening on ")
+            .and_then(|r| r.split_once(' '))
+        {
+            at.insert(kind.to_string(), addr.to_string());
+        }
+    }
+    at
+}
+
 /// One HTTP/1.1 request over a plain socket; returns (status line, body).
 pub fn http(addr: &str, method: &str, path: &str) -> (String, String) {
     use std::io::Read;
