@@ -11,7 +11,7 @@
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -19,6 +19,9 @@ use wafstream::ecs::{FrameMeta, Mapper, Options};
 use wafstream::generate::{self, Kind};
 use wafstream::sink::elasticsearch::{self, Config, ElasticsearchSink};
 use wafstream::sink::{Delivery, Output, Sink};
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -160,39 +163,18 @@ fn main() {
             lines.len()
         );
     });
-    if let Some(noida) = std::env::var_os("WAFSTREAM_NOIDA").filter(|_| bench) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = std::process::Command::new(noida)
-            .args([
-                "start",
-                "--only",
-                "elasticsearch",
-                "--host",
-                "127.0.0.1",
-                "--elasticsearch-port",
-                &port.to_string(),
-            ])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("noida-db");
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    // The emulator only when asked for (`WAFSTREAM_NOIDA`), started as the tests start it.
+    let noida = if bench && std::env::var_os("WAFSTREAM_NOIDA").is_some() {
+        support::noida()
+    } else {
+        None
+    };
+    if let Some(noida) = noida {
         let few = &lines[..lines.len().min(20_000)];
-        let rate = rt.block_on(push(&format!("http://127.0.0.1:{port}"), few, "noida"));
+        let rate = rt.block_on(push(&noida.url, few, "noida"));
         println!(
             "es_sink noida-db emulator: {} documents, {rate:.0} documents/s",
             few.len()
         );
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }

@@ -81,104 +81,112 @@ impl Registry {
         let mut f: Vec<MetricFamily> = Vec::new();
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let m = &self.mapping;
-        let mut docs = Vec::new();
-        for (d, v) in [
-            (Dataset::SecureSphere, r(&m.securesphere)),
-            (Dataset::CloudWaf, r(&m.cloud_waf)),
-        ] {
-            docs.push((d.name(), v));
-        }
         f.extend(counter_vec(
             "wafstream_documents_total",
             "Events mapped to ECS documents, by dataset.",
             "dataset",
-            &docs,
+            &[
+                (Dataset::SecureSphere.name(), r(&m.securesphere)),
+                (Dataset::CloudWaf.name(), r(&m.cloud_waf)),
+            ],
         ));
-        f.extend(counter(
-            "wafstream_dead_letters_total",
-            "Frames that could not be mapped (sent to the dead-letter output with their bytes and reason).",
-            r(&m.dead_letters),
-        ));
-        f.extend(counter(
-            "wafstream_invalid_utf8_total",
-            "Frames that were not valid UTF-8 (mapped after lossy conversion).",
-            r(&m.invalid_utf8),
-        ));
-        f.extend(counter(
-            "wafstream_field_errors_total",
-            "Documents with at least one field that did not convert (kept in error.message).",
-            r(&m.field_errors),
-        ));
+        counters(
+            &mut f,
+            &[
+                (
+                    "wafstream_dead_letters_total",
+                    "Frames that could not be mapped (sent to the dead-letter output with their bytes and reason).",
+                    &m.dead_letters,
+                ),
+                (
+                    "wafstream_invalid_utf8_total",
+                    "Frames that were not valid UTF-8 (mapped after lossy conversion).",
+                    &m.invalid_utf8,
+                ),
+                (
+                    "wafstream_field_errors_total",
+                    "Documents with at least one field that did not convert (kept in error.message).",
+                    &m.field_errors,
+                ),
+            ],
+        );
         if let Some(s) = self.ingress.get() {
-            for (name, help, v) in [
-                (
-                    "wafstream_ingress_frames_total",
-                    "Frames received on every input.",
-                    &s.frames,
-                ),
-                (
-                    "wafstream_ingress_truncated_total",
-                    "Frames longer than max_message_bytes (cut and dead-lettered).",
-                    &s.truncated,
-                ),
-                (
-                    "wafstream_ingress_udp_dropped_total",
-                    "UDP datagrams dropped because the bus was full.",
-                    &s.udp_dropped,
-                ),
-                (
-                    "wafstream_ingress_connections_total",
-                    "TCP and TLS connections accepted.",
-                    &s.connections,
-                ),
-                (
-                    "wafstream_ingress_framing_errors_total",
-                    "Connections closed on a framing error.",
-                    &s.framing_errors,
-                ),
-                (
-                    "wafstream_ingress_idle_closed_total",
-                    "Connections closed after the idle timeout.",
-                    &s.idle_closed,
-                ),
-                (
-                    "wafstream_ingress_tls_handshake_failures_total",
-                    "TLS handshakes that failed or timed out.",
-                    &s.tls_handshake_failures,
-                ),
-            ] {
-                f.extend(counter(name, help, r(v)));
-            }
+            counters(
+                &mut f,
+                &[
+                    (
+                        "wafstream_ingress_frames_total",
+                        "Frames received on every input.",
+                        &s.frames,
+                    ),
+                    (
+                        "wafstream_ingress_truncated_total",
+                        "Frames longer than max_message_bytes (cut and dead-lettered).",
+                        &s.truncated,
+                    ),
+                    (
+                        "wafstream_ingress_udp_dropped_total",
+                        "UDP datagrams dropped because the bus was full.",
+                        &s.udp_dropped,
+                    ),
+                    (
+                        "wafstream_ingress_connections_total",
+                        "TCP and TLS connections accepted.",
+                        &s.connections,
+                    ),
+                    (
+                        "wafstream_ingress_framing_errors_total",
+                        "Connections closed on a framing error.",
+                        &s.framing_errors,
+                    ),
+                    (
+                        "wafstream_ingress_idle_closed_total",
+                        "Connections closed after the idle timeout.",
+                        &s.idle_closed,
+                    ),
+                    (
+                        "wafstream_ingress_tls_handshake_failures_total",
+                        "TLS handshakes that failed or timed out.",
+                        &s.tls_handshake_failures,
+                    ),
+                ],
+            );
         }
         if let Some(p) = self.producer.get() {
-            f.extend(counter(
-                "wafstream_raw_produced_total",
-                "Raw frames acknowledged by Kafka.",
-                r(&p.sent),
-            ));
-            f.extend(counter(
-                "wafstream_raw_produce_failures_total",
-                "Raw frames Kafka refused for good.",
-                r(&p.failed),
-            ));
+            counters(
+                &mut f,
+                &[
+                    (
+                        "wafstream_raw_produced_total",
+                        "Raw frames acknowledged by Kafka.",
+                        &p.sent,
+                    ),
+                    (
+                        "wafstream_raw_produce_failures_total",
+                        "Raw frames Kafka refused for good.",
+                        &p.failed,
+                    ),
+                ],
+            );
         }
         if self.worker_running.get().is_some() {
             let w = &self.worker;
-            f.extend(counter(
-                "wafstream_worker_consumed_total",
-                "Raw records consumed.",
-                r(&w.consumed),
-            ));
-            f.extend(counter(
-                "wafstream_worker_offsets_stored_total",
-                "Offsets stored for commit after their output was acknowledged.",
-                r(&w.offsets_stored),
-            ));
-            f.extend(counter(
-                "wafstream_worker_drained_on_revoke_total",
-                "Outputs settled by the rebalance callback before partitions moved.",
-                r(&w.drained_on_revoke),
-            ));
+            counters(
+                &mut f,
+                &[
+                    ("wafstream_worker_consumed_total", "Raw records consumed.", &w.consumed),
+                    (
+                        "wafstream_worker_offsets_stored_total",
+                        "Offsets stored for commit after their output was acknowledged.",
+                        &w.offsets_stored,
+                    ),
+                    (
+                        "wafstream_worker_drained_on_revoke_total",
+                        "Outputs settled by the rebalance callback before partitions moved.",
+                        &w.drained_on_revoke,
+                    ),
+                ],
+            );
             f.extend(gauge(
                 "wafstream_worker_inflight",
                 "Outputs awaiting acknowledgement.",
@@ -186,46 +194,47 @@ impl Registry {
             ));
         }
         if let Some(s) = self.elasticsearch.get() {
-            for (name, help, v) in [
-                (
-                    "wafstream_es_written_total",
-                    "Documents created in Elasticsearch.",
-                    &s.written,
-                ),
-                (
-                    "wafstream_es_already_written_total",
-                    "Documents that were already there (409 on create).",
-                    &s.already_written,
-                ),
-                (
-                    "wafstream_es_rejected_total",
-                    "Documents refused for good (dead-lettered).",
-                    &s.rejected,
-                ),
-                (
-                    "wafstream_es_retried_total",
-                    "Documents sent again after a per-item 429/5xx.",
-                    &s.retried,
-                ),
-                (
-                    "wafstream_es_retried_requests_total",
-                    "Bulk requests sent again.",
-                    &s.retried_requests,
-                ),
-                (
-                    "wafstream_es_failed_total",
-                    "Documents given up on after every attempt.",
-                    &s.failed,
-                ),
-                ("wafstream_es_bulk_requests_total", "Bulk requests sent.", &s.requests),
-                (
-                    "wafstream_es_bulk_latency_microseconds_total",
-                    "Sum of bulk round trips.",
-                    &s.latency_us_sum,
-                ),
-            ] {
-                f.extend(counter(name, help, r(v)));
-            }
+            counters(
+                &mut f,
+                &[
+                    (
+                        "wafstream_es_written_total",
+                        "Documents created in Elasticsearch.",
+                        &s.written,
+                    ),
+                    (
+                        "wafstream_es_already_written_total",
+                        "Documents that were already there (409 on create).",
+                        &s.already_written,
+                    ),
+                    (
+                        "wafstream_es_rejected_total",
+                        "Documents refused for good (dead-lettered).",
+                        &s.rejected,
+                    ),
+                    (
+                        "wafstream_es_retried_total",
+                        "Documents sent again after a per-item 429/5xx.",
+                        &s.retried,
+                    ),
+                    (
+                        "wafstream_es_retried_requests_total",
+                        "Bulk requests sent again.",
+                        &s.retried_requests,
+                    ),
+                    (
+                        "wafstream_es_failed_total",
+                        "Documents given up on after every attempt.",
+                        &s.failed,
+                    ),
+                    ("wafstream_es_bulk_requests_total", "Bulk requests sent.", &s.requests),
+                    (
+                        "wafstream_es_bulk_latency_microseconds_total",
+                        "Sum of bulk round trips.",
+                        &s.latency_us_sum,
+                    ),
+                ],
+            );
             f.extend(gauge(
                 "wafstream_es_inflight_bytes",
                 "Bytes of documents accepted and not yet in a final state.",
@@ -236,6 +245,13 @@ impl Registry {
         // Encoding our own well-formed families into a Vec cannot fail.
         let _ = TextEncoder::new().encode(&f, &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// One counter family per (name, help, source) row, read now.
+fn counters(f: &mut Vec<MetricFamily>, rows: &[(&str, &str, &AtomicU64)]) {
+    for (name, help, v) in rows {
+        f.extend(counter(name, help, v.load(Ordering::Relaxed)));
     }
 }
 
