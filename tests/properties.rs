@@ -73,6 +73,22 @@ proptest! {
     }
 
     #[test]
+    fn fast_json_string_writer_equals_scalar(s in "\\PC{0,80}|[\u{0}-\u{7f}]{0,80}|[a\"\\\\\u{1}]{0,40}") {
+        let mut fast = vec![b'x'];
+        wafstream::ecs::json::write_str(&mut fast, &s);
+        let mut slow = vec![b'x'];
+        wafstream::ecs::json::write_str_scalar(&mut slow, &s);
+        prop_assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn key_table_lookup_equals_reference(k in "[A-Za-z0-9_.,\\[\\]]{0,44}|(cs|CN|deviceCustomString|devicecustomnumber)[0-9]{0,3}(label|Label|LABEL|x)?|[\u{0}-\u{7f}]{0,12}") {
+        for format in [parse::Format::Cef, parse::Format::Leef, parse::Format::W3c] {
+            prop_assert_eq!(parse::Key::lookup(format, &k), parse::Key::lookup_reference(format, &k), "{}", k);
+        }
+    }
+
+    #[test]
     fn json_strings_round_trip(s in "\\PC*|[\u{0}-\u{7f}]{0,64}") {
         let mut out = Vec::new();
         wafstream::ecs::doc::write_str(&mut out, &s);

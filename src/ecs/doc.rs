@@ -6,6 +6,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::json;
+pub use super::json::{plain_prefix, plain_prefix_scalar, write_str};
 use super::paths::{P, PATHS};
 
 /// A field value.
@@ -38,15 +40,18 @@ pub enum TsStyle {
     Python,
 }
 
-const NONE: u16 = u16::MAX;
+/// Words of the present-slot bit set.
+const WORDS: usize = PATHS.len().div_ceil(64);
 
 /// Fields of one output document: static paths by slot (see [`paths`](super::paths)), run-time
 /// keys (under a known object) in a side list.
 pub struct Doc<'a> {
-    /// Per slot, the index of its value in `vals` (`NONE` when unset).
+    /// One bit per slot that has a value; writing walks the set bits in slot (= output) order.
+    present: [u64; WORDS],
+    /// Per present slot, the index of its value in `vals`.
     slot_val: [u16; PATHS.len()],
     vals: Vec<Val<'a>>,
-    /// (full path, object node, leaf key, value), for keys only known at run time.
+    /// (full path, object node, value), for keys only known at run time.
     dynamic: Vec<(String, u16, Val<'a>)>,
 }
 
@@ -65,20 +70,28 @@ impl<'a> Doc<'a> {
     pub fn with_storage(mut vals: Vec<Val<'a>>) -> Self {
         vals.clear();
         Doc {
-            slot_val: [NONE; PATHS.len()],
+            present: [0; WORDS],
+            slot_val: [0; PATHS.len()],
             vals,
             dynamic: Vec::new(),
         }
     }
 
+    #[inline]
+    fn bit(p: P) -> (usize, u64) {
+        (p.0 as usize / 64, 1u64 << (p.0 % 64))
+    }
+
     /// Set a field; a later set of the same path wins.
+    #[inline(always)]
     pub fn put(&mut self, p: P, v: Val<'a>) {
-        let slot = &mut self.slot_val[p.0 as usize];
-        if *slot == NONE {
-            *slot = self.vals.len() as u16;
+        let (w, bit) = Self::bit(p);
+        if self.present[w] & bit == 0 {
+            self.present[w] |= bit;
+            self.slot_val[p.0 as usize] = self.vals.len() as u16;
             self.vals.push(v);
         } else {
-            self.vals[*slot as usize] = v;
+            self.vals[self.slot_val[p.0 as usize] as usize] = v;
         }
     }
 
@@ -104,6 +117,7 @@ impl<'a> Doc<'a> {
     }
 
     /// Set a string field unless it is empty (both profiles drop empty values).
+    #[inline(always)]
     pub fn str(&mut self, p: P, s: impl Into<Cow<'a, str>>) {
         let s = s.into();
         if !s.is_empty() {
@@ -111,27 +125,31 @@ impl<'a> Doc<'a> {
         }
     }
 
+    #[inline(always)]
     pub fn int(&mut self, p: P, v: i64) {
         self.put(p, Val::Int(v));
     }
 
     pub fn remove(&mut self, p: P) {
-        self.slot_val[p.0 as usize] = NONE;
+        let (w, bit) = Self::bit(p);
+        self.present[w] &= !bit;
     }
 
     pub fn get(&self, p: P) -> Option<&Val<'a>> {
-        match self.slot_val[p.0 as usize] {
-            NONE => None,
-            i => self.vals.get(i as usize),
+        if self.has(p) {
+            self.vals.get(self.slot_val[p.0 as usize] as usize)
+        } else {
+            None
         }
     }
 
     pub fn has(&self, p: P) -> bool {
-        self.slot_val[p.0 as usize] != NONE
+        let (w, bit) = Self::bit(p);
+        self.present[w] & bit != 0
     }
 
     pub fn len(&self) -> usize {
-        self.slot_val.iter().filter(|s| **s != NONE).count() + self.dynamic.len()
+        self.present.iter().map(|w| w.count_ones() as usize).sum::<usize>() + self.dynamic.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -146,29 +164,30 @@ impl<'a> Doc<'a> {
         let mut w = Writer {
             t,
             cur: 0,
-            has_member: [false; MAX_DEPTH],
+            has_member: false,
         };
-        // One reservation for a typical document instead of many small growth checks.
-        out.reserve(4096);
         out.push(b'{');
         let mut dyn_iter = self.dynamic.iter().peekable();
-        for (slot, &vi) in self.slot_val.iter().enumerate() {
-            if vi == NONE {
-                continue;
-            }
-            if dyn_iter.peek().is_some() {
-                let path = PATHS[slot];
-                while let Some((dp, node, v)) = dyn_iter.next_if(|(dp, _, _)| dp.as_bytes() < path.as_bytes()) {
-                    let key = &dp[dp.len() - leaf_len(dp, *node, t)..];
-                    w.field(out, *node, Key::Dynamic(key), v);
+        for (wi, &word) in self.present.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let slot = wi * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if dyn_iter.peek().is_some() {
+                    let path = PATHS[slot];
+                    while let Some((dp, node, v)) = dyn_iter.next_if(|(dp, _, _)| dp.as_bytes() < path.as_bytes()) {
+                        let key = &dp[dp.len() - leaf_len(dp, *node, t)..];
+                        w.field(out, *node, Key::Dynamic(key), v);
+                    }
                 }
+                let info = &t.slots[slot];
+                w.field(
+                    out,
+                    info.parent,
+                    Key::Static(info.key),
+                    &self.vals[self.slot_val[slot] as usize],
+                );
             }
-            w.field(
-                out,
-                t.slot_parent[slot],
-                Key::Static(&t.slot_key[slot]),
-                &self.vals[vi as usize],
-            );
         }
         for (path, node, v) in dyn_iter {
             let key = &path[path.len() - leaf_len(path, *node, t)..];
@@ -183,7 +202,7 @@ impl<'a> Doc<'a> {
 
 /// Length of the leaf key in a dynamic `path` under `node`.
 fn leaf_len(path: &str, node: u16, t: &Tree) -> usize {
-    let obj = t.node_path[node as usize];
+    let obj = t.nodes[node as usize].path;
     if obj.is_empty() {
         path.len()
     } else {
@@ -201,38 +220,57 @@ pub fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
 /// Objects that only run-time keys live in (no static path below them).
 pub const EXTRA_OBJECTS: &[&str] = &["imperva.securesphere.extensions", "imperva_cloud_waf.event.extensions"];
 
-const MAX_DEPTH: usize = 16;
+const MAX_DEPTH: usize = 8;
 
-/// The object tree of all static paths, built once: for every object node its parent, depth
-/// and pre-quoted `"name":{`; for every slot its parent node and pre-quoted `"leaf":`.
-struct Tree {
-    node_parent: Vec<u16>,
-    node_depth: Vec<u8>,
-    node_open: Vec<Box<str>>,
-    node_path: Vec<&'static str>,
-    node_by_path: std::collections::HashMap<&'static str, u16>,
-    slot_parent: Vec<u16>,
-    slot_key: Vec<Box<str>>,
+/// An object of the static paths.
+struct Node {
+    parent: u16,
+    depth: u8,
+    /// Pre-quoted `"name":{`.
+    open: &'static [u8],
+    path: &'static str,
+    /// The nodes from the document (index 0) down to this one (index `depth`).
+    chain: [u16; MAX_DEPTH],
 }
 
-fn quoted(s: &str, tail: &str) -> Box<str> {
+/// A static path: its object and pre-quoted `"leaf":`.
+struct Slot {
+    parent: u16,
+    key: &'static [u8],
+}
+
+/// The object tree of all static paths, built once.
+struct Tree {
+    nodes: Vec<Node>,
+    node_by_path: std::collections::HashMap<&'static str, u16>,
+    slots: Vec<Slot>,
+    /// Most bytes moving from one open object to another can write (closing braces, then
+    /// openings with their commas).
+    transition_bound: usize,
+}
+
+fn quoted(s: &str, tail: &str) -> &'static [u8] {
     let mut v = Vec::with_capacity(s.len() + 4);
     write_str(&mut v, s);
     v.extend_from_slice(tail.as_bytes());
-    String::from_utf8(v).unwrap_or_default().into_boxed_str()
+    // Built once per process for the fixed set of paths.
+    Box::leak(v.into_boxed_slice())
 }
 
 fn tree() -> &'static Tree {
     static T: std::sync::OnceLock<Tree> = std::sync::OnceLock::new();
     T.get_or_init(|| {
         let mut t = Tree {
-            node_parent: vec![0],
-            node_depth: vec![0],
-            node_open: vec!["".into()],
-            node_path: vec![""],
+            nodes: vec![Node {
+                parent: 0,
+                depth: 0,
+                open: b"",
+                path: "",
+                chain: [0; MAX_DEPTH],
+            }],
             node_by_path: std::collections::HashMap::from([("", 0u16)]),
-            slot_parent: Vec::with_capacity(PATHS.len()),
-            slot_key: Vec::with_capacity(PATHS.len()),
+            slots: Vec::with_capacity(PATHS.len()),
+            transition_bound: 0,
         };
         fn node(t: &mut Tree, object: &'static str) -> u16 {
             if let Some(&n) = t.node_by_path.get(object) {
@@ -242,11 +280,19 @@ fn tree() -> &'static Tree {
                 Some(i) => (node(t, &object[..i]), &object[i + 1..]),
                 None => (0, object),
             };
-            let id = t.node_parent.len() as u16;
-            t.node_parent.push(parent);
-            t.node_depth.push(t.node_depth[parent as usize] + 1);
-            t.node_open.push(quoted(name, ":{"));
-            t.node_path.push(object);
+            let id = t.nodes.len() as u16;
+            let p = &t.nodes[parent as usize];
+            let depth = p.depth + 1;
+            assert!((depth as usize) < MAX_DEPTH, "object {object:?} nested too deep");
+            let mut chain = p.chain;
+            chain[depth as usize] = id;
+            t.nodes.push(Node {
+                parent,
+                depth,
+                open: quoted(name, ":{"),
+                path: object,
+                chain,
+            });
             t.node_by_path.insert(object, id);
             id
         }
@@ -255,19 +301,33 @@ fn tree() -> &'static Tree {
                 Some(i) => (node(&mut t, &path[..i]), &path[i + 1..]),
                 None => (0, *path),
             };
-            t.slot_parent.push(parent);
-            t.slot_key.push(quoted(leaf, ":"));
+            t.slots.push(Slot {
+                parent,
+                key: quoted(leaf, ":"),
+            });
         }
         for object in EXTRA_OBJECTS {
             node(&mut t, object);
         }
+        let longest_open = t
+            .nodes
+            .iter()
+            .map(|n| {
+                n.chain[1..=n.depth as usize]
+                    .iter()
+                    .map(|&c| t.nodes[c as usize].open.len() + 1)
+                    .sum::<usize>()
+            })
+            .max()
+            .unwrap_or(0);
+        t.transition_bound = MAX_DEPTH + longest_open;
         t
     })
 }
 
 enum Key<'k> {
     /// Pre-quoted `"leaf":`.
-    Static(&'k str),
+    Static(&'k [u8]),
     Dynamic(&'k str),
 }
 
@@ -275,64 +335,80 @@ enum Key<'k> {
 struct Writer<'t> {
     t: &'t Tree,
     cur: u16,
-    has_member: [bool; MAX_DEPTH],
+    /// Whether the open object already has a member (the next one needs a comma).
+    has_member: bool,
 }
 
 impl Writer<'_> {
-    fn sep(&mut self, out: &mut Vec<u8>) {
-        let d = self.t.node_depth[self.cur as usize] as usize;
-        if self.has_member[d] {
-            out.push(b',');
-        }
-        self.has_member[d] = true;
-    }
-
     /// Close objects until `target` (an ancestor of the current node) is current.
     fn close_to(&mut self, out: &mut Vec<u8>, target: u16) {
         while self.cur != target && self.cur != 0 {
             out.push(b'}');
-            self.cur = self.t.node_parent[self.cur as usize];
+            self.cur = self.t.nodes[self.cur as usize].parent;
+            // The object closed was a member of its parent.
+            self.has_member = true;
         }
     }
 
+    #[inline]
     fn field(&mut self, out: &mut Vec<u8>, parent: u16, key: Key<'_>, v: &Val<'_>) {
         let t = self.t;
+        let key_len = match key {
+            Key::Static(q) => q.len(),
+            Key::Dynamic(k) => json::str_bound(k.len()) + 1,
+        };
+        out.reserve(t.transition_bound + key_len + 1 + val_bound(v));
+        // SAFETY (every `*_unchecked` call below): room for the transition (at most
+        // `transition_bound` bytes of closing braces, commas and pre-quoted object openings),
+        // the comma, the key and `val_bound(v)` was reserved just above.
         if parent != self.cur {
-            // Lowest common ancestor of the open node and the field's parent.
-            let (mut a, mut b) = (self.cur, parent);
-            let mut down = [0u16; MAX_DEPTH];
-            let mut nd = 0;
-            while t.node_depth[b as usize] > t.node_depth[a as usize] {
-                down[nd] = b;
-                nd += 1;
-                b = t.node_parent[b as usize];
+            let (a, b) = (&t.nodes[self.cur as usize], &t.nodes[parent as usize]);
+            // Depth of the lowest common ancestor: the length of the shared ancestor chain.
+            let mut lca = 0;
+            let top = a.depth.min(b.depth) as usize;
+            while lca < top && a.chain[lca + 1] == b.chain[lca + 1] {
+                lca += 1;
             }
-            while t.node_depth[a as usize] > t.node_depth[b as usize] {
-                a = t.node_parent[a as usize];
+            for _ in lca..a.depth as usize {
+                unsafe { json::byte_unchecked(out, b'}') };
+                self.has_member = true;
             }
-            while a != b {
-                a = t.node_parent[a as usize];
-                down[nd] = b;
-                nd += 1;
-                b = t.node_parent[b as usize];
+            for &n in &b.chain[lca + 1..=b.depth as usize] {
+                if self.has_member {
+                    unsafe { json::byte_unchecked(out, b',') };
+                }
+                unsafe { json::put_unchecked(out, t.nodes[n as usize].open) };
+                self.has_member = false;
             }
-            self.close_to(out, a);
-            for &n in down[..nd].iter().rev() {
-                self.sep(out);
-                out.extend_from_slice(t.node_open[n as usize].as_bytes());
-                self.cur = n;
-                self.has_member[t.node_depth[n as usize] as usize] = false;
-            }
+            self.cur = parent;
         }
-        self.sep(out);
+        if self.has_member {
+            unsafe { json::byte_unchecked(out, b',') };
+        }
+        self.has_member = true;
         match key {
-            Key::Static(q) => out.extend_from_slice(q.as_bytes()),
+            Key::Static(q) => unsafe { json::put_unchecked(out, q) },
             Key::Dynamic(k) => {
-                write_str(out, k);
-                out.push(b':');
+                unsafe { json::write_str_unchecked(out, k.as_bytes()) };
+                unsafe { json::byte_unchecked(out, b':') };
             }
         }
-        write_val(out, v);
+        match v {
+            Val::Str(s) => unsafe { json::write_str_unchecked(out, s.as_bytes()) },
+            Val::Shared(s) => unsafe { json::write_str_unchecked(out, s.as_bytes()) },
+            other => write_val(out, other),
+        }
+    }
+}
+
+/// Room a value may need when written (strings at their worst escaping).
+#[inline]
+fn val_bound(v: &Val<'_>) -> usize {
+    match v {
+        Val::Str(s) => json::str_bound(s.len()),
+        Val::Shared(s) => json::str_bound(s.len()),
+        // Lists, JSON text, numbers and times are written with checked pushes.
+        _ => 0,
     }
 }
 
@@ -379,86 +455,6 @@ fn write_val(out: &mut Vec<u8>, v: &Val<'_>) {
             out.push(b'"');
         }
     }
-}
-
-/// Length of the prefix of `b` that needs no JSON escaping (no `"`, `\\`, or byte < 0x20).
-/// SSE2 (baseline on x86_64) checks 16 bytes per step; [`plain_prefix_scalar`] is the
-/// reference, and a property test keeps the two equal.
-#[inline]
-pub fn plain_prefix(b: &[u8]) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        plain_prefix_sse2(b)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        plain_prefix_scalar(b)
-    }
-}
-
-/// Reference implementation of [`plain_prefix`].
-pub fn plain_prefix_scalar(b: &[u8]) -> usize {
-    b.iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-        .unwrap_or(b.len())
-}
-
-#[cfg(target_arch = "x86_64")]
-#[inline]
-fn plain_prefix_sse2(b: &[u8]) -> usize {
-    use std::arch::x86_64::{
-        __m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-    };
-    let mut i = 0;
-    // SAFETY: SSE2 is part of the x86_64 baseline, so these intrinsics are always available;
-    // every load reads 16 bytes at `i` with `i + 16 <= b.len()`, inside the slice.
-    unsafe {
-        let quote = _mm_set1_epi8(b'"' as i8);
-        let backslash = _mm_set1_epi8(b'\\' as i8);
-        let below = _mm_set1_epi8(0x1f);
-        while i + 16 <= b.len() {
-            let v = _mm_loadu_si128(b.as_ptr().add(i) as *const __m128i);
-            // c < 0x20  <=>  max(c, 0x1f) == 0x1f (unsigned).
-            let ctrl = _mm_cmpeq_epi8(_mm_max_epu8(v, below), below);
-            let hit = _mm_or_si128(
-                _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
-                ctrl,
-            );
-            let mask = _mm_movemask_epi8(hit) as u32;
-            if mask != 0 {
-                return i + mask.trailing_zeros() as usize;
-            }
-            i += 16;
-        }
-    }
-    i + plain_prefix_scalar(&b[i..])
-}
-
-/// Write `s` as a JSON string; runs of plain text are found [`plain_prefix`] at a time.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    let mut b = s.as_bytes();
-    loop {
-        let n = plain_prefix(b);
-        out.extend_from_slice(&b[..n]);
-        let Some(&c) = b.get(n) else { break };
-        match c {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => {
-                const H: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(H[(c >> 4) as usize]);
-                out.push(H[(c & 15) as usize]);
-            }
-        }
-        b = &b[n + 1..];
-    }
-    out.push(b'"');
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 pub mod doc;
 pub mod domain;
 mod elastic;
+pub mod json;
 pub mod paths;
 mod sekoia;
 pub mod user_agent;

@@ -5,6 +5,7 @@
 //! payload is CEF ([`cef`]), LEEF ([`leef`]) or, with the file's `#Fields:`, W3C ([`w3c`]).
 
 pub mod cef;
+mod keytable;
 pub mod leef;
 pub mod record;
 pub mod syslog;

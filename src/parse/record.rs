@@ -5,6 +5,7 @@
 
 use std::borrow::Cow;
 
+use super::keytable;
 use super::syslog::Syslog;
 
 /// Which wire format a record came from.
@@ -198,7 +199,20 @@ const SIMPLE_KEYS: usize = 42;
 impl Key {
     /// Case-insensitive lookup of a known key. LEEF from Imperva uses other names for the same
     /// facts (`dst` is the origin server there, `srcPort` the client port), folded in here.
+    ///
+    /// One probe of a hash table built once from [`Key::lookup_reference`]'s names; keys the
+    /// table does not hold (`cs01`) fall back to the reference.
+    #[inline]
     pub fn lookup(format: Format, key: &str) -> Option<Key> {
+        match keytable::tables().get(format, key.as_bytes()) {
+            keytable::Hit::Found(k) => Some(k),
+            keytable::Hit::Absent => None,
+            keytable::Hit::Unsure => Key::lookup_reference(format, key),
+        }
+    }
+
+    /// The reference lookup: lower-case the key and match it against every name.
+    pub fn lookup_reference(format: Format, key: &str) -> Option<Key> {
         let bytes = key.as_bytes();
         if bytes.len() > 40 || bytes.is_empty() {
             return None;
@@ -290,6 +304,95 @@ impl Key {
         debug_assert!(tag < SIMPLE_KEYS);
         tag
     }
+}
+
+/// Every (lower-case) name [`Key::lookup_reference`] knows for a format, for the fast table.
+pub(crate) fn known_names(format: Format) -> Vec<(String, Key)> {
+    const SIMPLE: &[&str] = &[
+        "act",
+        "deviceaction",
+        "additionalreqheaders",
+        "additionalresheaders",
+        "app",
+        "applicationprotocol",
+        "cat",
+        "deviceeventcategory",
+        "ccode",
+        "cicode",
+        "cpt",
+        "customer",
+        "deviceexternalid",
+        "devicefacility",
+        "dhost",
+        "destinationhostname",
+        "dpt",
+        "destinationport",
+        "dproc",
+        "destinationprocessname",
+        "dst",
+        "destinationaddress",
+        "duser",
+        "destinationusername",
+        "end",
+        "endtime",
+        "fileid",
+        "filepermission",
+        "filetype",
+        "in",
+        "bytesin",
+        "msg",
+        "message",
+        "postbody",
+        "proto",
+        "transportprotocol",
+        "qstr",
+        "ref",
+        "request",
+        "requesturl",
+        "requestclientapplication",
+        "requestmethod",
+        "rt",
+        "devicereceipttime",
+        "sip",
+        "siteid",
+        "sitetag",
+        "sourceservicename",
+        "spt",
+        "sourceport",
+        "src",
+        "sourceaddress",
+        "start",
+        "starttime",
+        "suid",
+        "sourceuserid",
+        "suser",
+        "sourceusername",
+        "tag",
+        "ver",
+        "xff",
+        "dstport",
+        "srcport",
+        "calcountryorregion",
+        "popname",
+        "protover",
+        "url",
+    ];
+    let mut names: Vec<String> = SIMPLE.iter().map(|s| s.to_string()).collect();
+    for (short, long, max) in [
+        ("cs", "devicecustomstring", MAX_CUSTOM),
+        ("cn", "devicecustomnumber", 3),
+    ] {
+        for n in 1..=max {
+            for prefix in [short, long] {
+                names.push(format!("{prefix}{n}"));
+                names.push(format!("{prefix}{n}label"));
+            }
+        }
+    }
+    names
+        .into_iter()
+        .filter_map(|n| Key::lookup_reference(format, &n).map(|k| (n, k)))
+        .collect()
 }
 
 /// `csN`, `csNLabel`, `cnN`, `cnNLabel` and their long forms (already lower-cased).
