@@ -466,11 +466,7 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
 
     if let Some(act) = ctx.val_ne(Key::Act) {
-        let action: String = act
-            .chars()
-            .map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() })
-            .collect();
-        d.str(p!("event.action"), action);
+        d.str(p!("event.action"), action_name(&act));
         if dup {
             d.str(p!("imperva_cloud_waf.event.extensions.action"), act);
         }
@@ -637,7 +633,7 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         }
     }
     if let Some(app) = ctx.val_ne(Key::App) {
-        d.str(p!("network.application"), app.to_ascii_lowercase());
+        d.str(p!("network.application"), lower(&app));
         if dup {
             d.str(p!("imperva_cloud_waf.event.extensions.application_protocol"), app);
         }
@@ -650,9 +646,12 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
     if let Some(req) = ctx.val_ne(Key::Request) {
         d.str(p!("url.original"), req.clone());
-        match uri_parts(&req) {
-            Ok(parts) => parts.write(d),
-            Err(e) => ctx.error(format!("uri_parts on url.original failed: {e}")),
+        let parts = match &req {
+            Cow::Borrowed(b) => uri_parts(b).map(|parts| parts.write(d, Cow::Borrowed)),
+            Cow::Owned(o) => uri_parts(o).map(|parts| parts.write(d, |s| Cow::Owned(s.to_string()))),
+        };
+        if let Err(e) = parts {
+            ctx.error(format!("uri_parts on url.original failed: {e}"));
         }
         if dup {
             d.str(p!("imperva_cloud_waf.event.extensions.request.url"), req);
@@ -790,11 +789,18 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         d.str(p!("imperva_cloud_waf.event.extensions.tag"), v);
     }
     if let Some(v) = ctx.val_ne(Key::Ver) {
-        if let Some(rest) = v.strip_prefix("TLSv") {
-            if let Some((ver, cipher)) = rest.rsplit_once(' ') {
-                d.str(p!("tls.version"), ver.to_string());
-                d.str(p!("tls.cipher"), cipher.to_string());
-            }
+        let tls = |s: &str| -> Option<(usize, usize)> {
+            let rest = s.strip_prefix("TLSv")?;
+            let (ver, _) = rest.rsplit_once(' ')?;
+            Some((4, 4 + ver.len()))
+        };
+        if let Some((vs, ve)) = tls(&v) {
+            let (ver, cipher) = match &v {
+                Cow::Borrowed(b) => (Cow::Borrowed(&b[vs..ve]), Cow::Borrowed(&b[ve + 1..])),
+                Cow::Owned(o) => (Cow::Owned(o[vs..ve].to_string()), Cow::Owned(o[ve + 1..].to_string())),
+            };
+            d.str(p!("tls.version"), ver);
+            d.str(p!("tls.cipher"), cipher);
         }
         d.str(p!("imperva_cloud_waf.event.extensions.ver"), v);
     }
@@ -806,6 +812,42 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     finish(ctx, d, "imperva_cloud_waf.event", KindOnError::Append);
 }
 
+/// `event.action` from Imperva's `act`: lower case, `_` → `-` (Elastic's pipeline). The
+/// actions Imperva documents come from a table; others are converted.
+fn action_name(act: &str) -> Cow<'static, str> {
+    const KNOWN: &[(&str, &str)] = &[
+        ("REQ_PASSED", "req-passed"),
+        ("REQ_CACHED_FRESH", "req-cached-fresh"),
+        ("REQ_CACHED_STALE", "req-cached-stale"),
+        ("REQ_CHALLENGED_CAPTCHA", "req-challenged-captcha"),
+        ("REQ_CHALLENGED_COOKIE", "req-challenged-cookie"),
+        ("REQ_CHALLENGED_JAVASCRIPT", "req-challenged-javascript"),
+        ("REQ_BLOCKED", "req-blocked"),
+        ("REQ_BLOCKED_SESSION", "req-blocked-session"),
+        ("REQ_BLOCKED_IP", "req-blocked-ip"),
+        ("REQ_BLOCKED_ABNORMALLY", "req-blocked-abnormally"),
+        ("REQ_BLOCKED_SECURITY", "req-blocked-security"),
+        ("REQ_BAD_REQUEST", "req-bad-request"),
+    ];
+    if let Some((_, a)) = KNOWN.iter().find(|(k, _)| *k == act) {
+        return Cow::Borrowed(a);
+    }
+    Cow::Owned(
+        act.chars()
+            .map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() })
+            .collect(),
+    )
+}
+
+/// ASCII lower case, borrowing when there is nothing to change.
+fn lower<'r>(s: &Cow<'r, str>) -> Cow<'r, str> {
+    if s.bytes().any(|c| c.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        s.clone()
+    }
+}
+
 /// Elastic splits `xff` on `,\s?`.
 fn split_xff(s: &str) -> impl Iterator<Item = &str> {
     s.split(',')
@@ -813,46 +855,48 @@ fn split_xff(s: &str) -> impl Iterator<Item = &str> {
         .filter(|p| !p.is_empty())
 }
 
-/// What Elasticsearch's `uri_parts` processor extracts.
+/// What Elasticsearch's `uri_parts` processor extracts, borrowed from the URL.
 #[derive(Debug, Default, PartialEq)]
-pub(crate) struct UriParts {
-    pub scheme: Option<String>,
-    pub domain: Option<String>,
+pub(crate) struct UriParts<'s> {
+    pub scheme: Option<&'s str>,
+    pub domain: Option<&'s str>,
     pub port: Option<i64>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    pub path: String,
-    pub query: Option<String>,
-    pub fragment: Option<String>,
-    pub extension: Option<String>,
+    pub username: Option<&'s str>,
+    pub password: Option<&'s str>,
+    pub path: &'s str,
+    pub query: Option<&'s str>,
+    pub fragment: Option<&'s str>,
+    pub extension: Option<&'s str>,
 }
 
-impl UriParts {
-    fn write<'r>(self, d: &mut Doc<'r>) {
+impl<'s> UriParts<'s> {
+    /// Write the parts; `own` turns a part into a document value (borrowed when the URL
+    /// outlives the document, copied when it does not).
+    fn write<'r>(self, d: &mut Doc<'r>, own: impl Fn(&'s str) -> Cow<'r, str>) {
         if let Some(s) = self.scheme {
-            d.str(p!("url.scheme"), s);
+            d.str(p!("url.scheme"), own(s));
         }
         if let Some(s) = self.domain {
-            d.str(p!("url.domain"), s);
+            d.str(p!("url.domain"), own(s));
         }
         if let Some(p) = self.port {
             d.int(p!("url.port"), p);
         }
         if let Some(s) = self.username {
-            d.str(p!("url.username"), s);
+            d.str(p!("url.username"), own(s));
         }
         if let Some(s) = self.password {
-            d.str(p!("url.password"), s);
+            d.str(p!("url.password"), own(s));
         }
-        d.str(p!("url.path"), self.path);
+        d.str(p!("url.path"), own(self.path));
         if let Some(s) = self.query {
-            d.str(p!("url.query"), s);
+            d.str(p!("url.query"), own(s));
         }
         if let Some(s) = self.fragment {
-            d.str(p!("url.fragment"), s);
+            d.str(p!("url.fragment"), own(s));
         }
         if let Some(s) = self.extension {
-            d.str(p!("url.extension"), s);
+            d.str(p!("url.extension"), own(s));
         }
     }
 }
@@ -860,7 +904,7 @@ impl UriParts {
 /// RFC 3986 parse as `java.net.URI` does it: characters outside the URI grammar (spaces, `|`,
 /// `"`, `<`, `>`, `\`, `^`, `` ` ``, `{`, `}`) or a bad `%` escape make it fail. A reference
 /// without a scheme (`site.com/a.css`, Imperva's form) is all path.
-pub(crate) fn uri_parts(s: &str) -> Result<UriParts, String> {
+pub(crate) fn uri_parts(s: &str) -> Result<UriParts<'_>, String> {
     let b = s.as_bytes();
     for (i, &c) in b.iter().enumerate() {
         let bad = c <= b' ' || matches!(c, b'|' | b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'}' | 0x7f);
@@ -889,7 +933,7 @@ pub(crate) fn uri_parts(s: &str) -> Result<UriParts, String> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
     });
     let path = if let Some(i) = scheme_end {
-        p.scheme = Some(before_q[..i].to_string());
+        p.scheme = Some(&before_q[..i]);
         let rest = &before_q[i + 3..];
         let (auth, path) = match rest.find('/') {
             Some(j) => (&rest[..j], &rest[j..]),
@@ -901,8 +945,8 @@ pub(crate) fn uri_parts(s: &str) -> Result<UriParts, String> {
                     Some((u, pw)) => (u, Some(pw)),
                     None => (ui, None),
                 };
-                p.username = Some(u.to_string());
-                p.password = pw.map(str::to_string);
+                p.username = Some(u);
+                p.password = pw;
                 hp
             }
             None => auth,
@@ -918,7 +962,7 @@ pub(crate) fn uri_parts(s: &str) -> Result<UriParts, String> {
                 None => (host_port, None),
             }
         };
-        p.domain = Some(host.to_string()).filter(|h| !h.is_empty());
+        p.domain = Some(host).filter(|h| !h.is_empty());
         if let Some(pt) = port.filter(|pt| !pt.is_empty()) {
             p.port = Some(pt.parse().map_err(|_| format!("invalid port in {s}"))?);
         }
@@ -926,13 +970,13 @@ pub(crate) fn uri_parts(s: &str) -> Result<UriParts, String> {
     } else {
         before_q
     };
-    p.path = path.to_string();
-    p.query = query.map(str::to_string);
-    p.fragment = frag.map(str::to_string);
-    if let Some(dot) = p.path.rfind('.') {
-        let ext = &p.path[dot + 1..];
+    p.path = path;
+    p.query = query;
+    p.fragment = frag;
+    if let Some(dot) = path.rfind('.') {
+        let ext = &path[dot + 1..];
         if !ext.is_empty() {
-            p.extension = Some(ext.to_string());
+            p.extension = Some(ext);
         }
     }
     Ok(p)
@@ -946,28 +990,45 @@ mod tests {
     fn uri_parts_like_elasticsearch() {
         let p = uri_parts("site123.abcd.info/").unwrap();
         assert_eq!(p.path, "site123.abcd.info/");
-        assert_eq!(p.extension.as_deref(), Some("info/"));
+        assert_eq!(p.extension, Some("info/"));
         let p = uri_parts("site123.abcd.info/main.css?a=b#f").unwrap();
         assert_eq!(
             (
-                p.path.as_str(),
-                p.extension.as_deref(),
-                p.query.as_deref(),
-                p.fragment.as_deref()
+                p.path, p.extension, p.query, p.fragment
             ),
             ("site123.abcd.info/main.css", Some("css"), Some("a=b"), Some("f"))
         );
         let p = uri_parts("https://u:pw@www.x.com:8443/a/b.php?q=1").unwrap();
-        assert_eq!(p.scheme.as_deref(), Some("https"));
-        assert_eq!(p.domain.as_deref(), Some("www.x.com"));
+        assert_eq!(p.scheme, Some("https"));
+        assert_eq!(p.domain, Some("www.x.com"));
         assert_eq!(p.port, Some(8443));
-        assert_eq!(p.username.as_deref(), Some("u"));
-        assert_eq!(p.password.as_deref(), Some("pw"));
+        assert_eq!(p.username, Some("u"));
+        assert_eq!(p.password, Some("pw"));
         assert_eq!(p.path, "/a/b.php");
         let p = uri_parts("http://[2001:db8::1]:8080/x").unwrap();
-        assert_eq!((p.domain.as_deref(), p.port), (Some("[2001:db8::1]"), Some(8080)));
+        assert_eq!((p.domain, p.port), (Some("[2001:db8::1]"), Some(8080)));
         assert!(uri_parts("a.com/x?y=1 | cat /etc/passwd").is_err());
         assert!(uri_parts("a.com/%zz").is_err());
+    }
+
+    #[test]
+    fn actions_from_the_table_follow_the_rule() {
+        for act in [
+            "REQ_PASSED",
+            "REQ_CHALLENGED_CAPTCHA",
+            "REQ_BLOCKED_SECURITY",
+            "REQ_BAD_REQUEST",
+            "Custom_Thing",
+            "req_passed",
+        ] {
+            let rule: String = act
+                .chars()
+                .map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() })
+                .collect();
+            assert_eq!(action_name(act), rule);
+        }
+        assert!(matches!(lower(&Cow::Borrowed("https")), Cow::Borrowed("https")));
+        assert_eq!(lower(&Cow::Borrowed("HTTPS")), "https");
     }
 
     #[test]

@@ -110,18 +110,24 @@ pub(crate) fn is_key_byte(b: u8) -> bool {
 /// Find the `key=value` pairs of a CEF-style extension (space separated, `key=` boundaries).
 pub(crate) fn scan_extension<'a>(ext: &'a str, out: &mut Vec<Field<'a>>) -> Result<(), ParseError> {
     let b = ext.as_bytes();
-    // Most lines have no backslash at all; then no value needs a look for escapes.
-    let any_escape = memchr::memchr(b'\\', b).is_some();
+    // Which values hold a backslash (and so need unescaping): the next backslash at or after
+    // a value's start, found once per value at most and reused while it lies ahead.
+    let mut escapes = Backslashes {
+        b,
+        next: memchr::memchr(b'\\', b).unwrap_or(usize::MAX),
+    };
     // (key start, key end, value start) of the pair being read.
     let mut cur: Option<(usize, usize, usize)> = None;
     for eq in memchr_iter(b'=', b) {
         // An odd run of backslashes before `=` escapes it.
-        let mut bs = 0;
-        while eq > bs && b[eq - 1 - bs] == b'\\' {
-            bs += 1;
-        }
-        if bs % 2 == 1 {
-            continue;
+        if eq > 0 && b[eq - 1] == b'\\' {
+            let mut bs = 1;
+            while eq > bs && b[eq - 1 - bs] == b'\\' {
+                bs += 1;
+            }
+            if bs % 2 == 1 {
+                continue;
+            }
         }
         let mut ks = eq;
         while ks > 0 && is_key_byte(b[ks - 1]) {
@@ -139,10 +145,11 @@ pub(crate) fn scan_extension<'a>(ext: &'a str, out: &mut Vec<Field<'a>>) -> Resu
             while ve > pvs && b[ve - 1] == b' ' {
                 ve -= 1;
             }
-            push(out, ext, pks, pke, pvs, ve.max(pvs), any_escape)?;
+            push(out, ext, pks, pke, pvs, ve.max(pvs), &mut escapes)?;
         } else if ext[..ks].trim() != "" {
             // Text before the first key is not a pair; keep it so nothing is lost.
-            push_raw(out, "", ext[..ks].trim(), any_escape)?;
+            let t = ext[..ks].trim();
+            push_raw(out, "", t, escape_of(t))?;
         }
         cur = Some((ks, eq, eq + 1));
     }
@@ -152,19 +159,45 @@ pub(crate) fn scan_extension<'a>(ext: &'a str, out: &mut Vec<Field<'a>>) -> Resu
             while ve > vs && matches!(b[ve - 1], b' ' | b'\t' | b'\r' | b'\n') {
                 ve -= 1;
             }
-            push(out, ext, ks, ke, vs, ve, any_escape)?;
+            push(out, ext, ks, ke, vs, ve, &mut escapes)?;
         }
         None => {
             let t = ext.trim();
             if !t.is_empty() {
-                push_raw(out, "", t, any_escape)?;
+                push_raw(out, "", t, escape_of(t))?;
             }
         }
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The next backslash of an extension at or after a position, searched forward only.
+struct Backslashes<'b> {
+    b: &'b [u8],
+    /// Position of a backslash at or after the last query (`usize::MAX`: none left).
+    next: usize,
+}
+
+impl Backslashes<'_> {
+    /// Whether `b[start..end]` holds a backslash (queries come with non-decreasing `start`).
+    #[inline]
+    fn within(&mut self, start: usize, end: usize) -> bool {
+        if self.next < start {
+            self.next = memchr::memchr(b'\\', &self.b[start..]).map_or(usize::MAX, |n| start + n);
+        }
+        self.next < end
+    }
+}
+
+fn escape_of(raw: &str) -> Escape {
+    if raw.as_bytes().contains(&b'\\') {
+        Escape::Cef
+    } else {
+        Escape::None
+    }
+}
+
+#[inline]
 fn push<'a>(
     out: &mut Vec<Field<'a>>,
     ext: &'a str,
@@ -172,20 +205,21 @@ fn push<'a>(
     ke: usize,
     vs: usize,
     ve: usize,
-    any_escape: bool,
+    escapes: &mut Backslashes<'_>,
 ) -> Result<(), ParseError> {
-    push_raw(out, &ext[ks..ke], &ext[vs..ve], any_escape)
-}
-
-fn push_raw<'a>(out: &mut Vec<Field<'a>>, key: &'a str, raw: &'a str, any_escape: bool) -> Result<(), ParseError> {
-    if out.len() >= MAX_FIELDS {
-        return Err(ParseError::TooManyFields(MAX_FIELDS));
-    }
-    let escape = if any_escape && raw.as_bytes().contains(&b'\\') {
+    let escape = if escapes.within(vs, ve) {
         Escape::Cef
     } else {
         Escape::None
     };
+    push_raw(out, &ext[ks..ke], &ext[vs..ve], escape)
+}
+
+#[inline]
+fn push_raw<'a>(out: &mut Vec<Field<'a>>, key: &'a str, raw: &'a str, escape: Escape) -> Result<(), ParseError> {
+    if out.len() >= MAX_FIELDS {
+        return Err(ParseError::TooManyFields(MAX_FIELDS));
+    }
     out.push(Field {
         key,
         raw: Cow::Borrowed(raw),
