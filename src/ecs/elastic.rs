@@ -128,12 +128,14 @@ fn severity_number(s: &str) -> Option<i64> {
     }
 }
 
+#[inline]
 fn push_unique<'r>(list: &mut Vec<Cow<'r, str>>, v: Cow<'r, str>) {
     if !v.is_empty() && !list.contains(&v) {
         list.push(v);
     }
 }
 
+#[inline]
 fn parse_port(ctx: &mut Ctx<'_, '_>, k: Key, name: &str) -> Option<i64> {
     let v = ctx.val_ne(k)?;
     match v.trim().parse::<i64>() {
@@ -145,6 +147,7 @@ fn parse_port(ctx: &mut Ctx<'_, '_>, k: Key, name: &str) -> Option<i64> {
     }
 }
 
+#[inline]
 fn parse_ip_field<'r>(ctx: &mut Ctx<'r, '_>, k: Key, name: &str) -> Option<Cow<'r, str>> {
     let v = ctx.val_ne(k)?;
     match parse_ip(&v) {

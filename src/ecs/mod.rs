@@ -394,6 +394,7 @@ impl<'r, 'a> Ctx<'r, 'a> {
         }
     }
 
+    #[inline(always)]
     fn pos(&mut self, k: Key) -> Option<usize> {
         let p = self.idx.pos(k)?;
         self.used.set(p);
@@ -401,12 +402,14 @@ impl<'r, 'a> Ctx<'r, 'a> {
     }
 
     /// Raw (still escaped) value of `k`, marking it consumed.
+    #[inline(always)]
     pub fn raw(&mut self, k: Key) -> Option<&'r str> {
         let p = self.pos(k)?;
         Some(&self.rec.fields[p].raw)
     }
 
     /// Raw value without marking it consumed.
+    #[inline(always)]
     pub fn raw_peek(&self, k: Key) -> Option<&'r str> {
         self.idx.pos(k).map(|p| &*self.rec.fields[p].raw)
     }
@@ -417,6 +420,7 @@ impl<'r, 'a> Ctx<'r, 'a> {
     }
 
     /// Unescaped value of `k`, marking it consumed.
+    #[inline(always)]
     pub fn val(&mut self, k: Key) -> Option<Cow<'r, str>> {
         let p = self.pos(k)?;
         let f = &self.rec.fields[p];
@@ -427,6 +431,7 @@ impl<'r, 'a> Ctx<'r, 'a> {
     }
 
     /// Unescaped, non-empty value.
+    #[inline(always)]
     pub fn val_ne(&mut self, k: Key) -> Option<Cow<'r, str>> {
         self.val(k).filter(|v| !v.is_empty())
     }

@@ -287,6 +287,7 @@ impl Key {
         })
     }
 
+    #[inline(always)]
     fn slot(self) -> usize {
         match self {
             Key::Cs(n) => SIMPLE_KEYS + n as usize,
@@ -445,6 +446,7 @@ impl Default for KeyIndex {
 }
 
 impl KeyIndex {
+    #[inline]
     fn set(&mut self, k: Key, i: usize) {
         if let Ok(v) = u16::try_from(i + 1) {
             self.slots[k.slot()] = v;
@@ -452,6 +454,7 @@ impl KeyIndex {
     }
 
     /// Field position of `k`, if present.
+    #[inline]
     pub fn pos(&self, k: Key) -> Option<usize> {
         match self.slots[k.slot()] {
             0 => None,
