@@ -671,18 +671,18 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
     if let Some(ua) = ctx.val_ne(Key::RequestClientApplication) {
         if let Some(p) = ctx.user_agent(&ua) {
-            d.put(p!("user_agent.name"), Val::Shared(p.name.clone()));
+            d.put(p!("user_agent.name"), Val::Str(Cow::Borrowed(&p.name)));
             if let Some(v) = &p.version {
-                d.put(p!("user_agent.version"), Val::Shared(v.clone()));
+                d.put(p!("user_agent.version"), Val::Str(Cow::Borrowed(v)));
             }
-            d.put(p!("user_agent.os.name"), Val::Shared(p.os_name.clone()));
+            d.put(p!("user_agent.os.name"), Val::Str(Cow::Borrowed(&p.os_name)));
             if let Some(v) = &p.os_version {
-                d.put(p!("user_agent.os.version"), Val::Shared(v.clone()));
+                d.put(p!("user_agent.os.version"), Val::Str(Cow::Borrowed(v)));
             }
             if let Some(v) = &p.os_full {
-                d.put(p!("user_agent.os.full"), Val::Shared(v.clone()));
+                d.put(p!("user_agent.os.full"), Val::Str(Cow::Borrowed(v)));
             }
-            d.put(p!("user_agent.device.name"), Val::Shared(p.device_name.clone()));
+            d.put(p!("user_agent.device.name"), Val::Str(Cow::Borrowed(&p.device_name)));
         }
         if dup {
             d.str(
@@ -996,9 +996,7 @@ mod tests {
         assert_eq!(p.extension, Some("info/"));
         let p = uri_parts("site123.abcd.info/main.css?a=b#f").unwrap();
         assert_eq!(
-            (
-                p.path, p.extension, p.query, p.fragment
-            ),
+            (p.path, p.extension, p.query, p.fragment),
             ("site123.abcd.info/main.css", Some("css"), Some("a=b"), Some("f"))
         );
         let p = uri_parts("https://u:pw@www.x.com:8443/a/b.php?q=1").unwrap();

@@ -65,6 +65,38 @@ fn escape_seq(c: u8) -> ([u8; 6], usize) {
     }
 }
 
+/// Whether any byte of a short `b` needs escaping, a word at a time. May say `true` only when
+/// one does (the bit tricks are exact for "some byte is").
+#[inline(always)]
+fn has_special(b: &[u8]) -> bool {
+    #[inline(always)]
+    fn word(x: u64) -> bool {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+        let below_space = x.wrapping_sub(0x20 * ONES) & !x & HIGH != 0;
+        below_space || zero(x ^ (b'"' as u64 * ONES)) || zero(x ^ (b'\\' as u64 * ONES))
+    }
+    let n = b.len();
+    if n >= 8 {
+        let mut h = [0u8; 8];
+        let mut t = [0u8; 8];
+        h.copy_from_slice(&b[..8]);
+        t.copy_from_slice(&b[n - 8..]);
+        word(u64::from_le_bytes(h)) || word(u64::from_le_bytes(t))
+    } else if n >= 4 {
+        let mut h = [0u8; 4];
+        let mut t = [0u8; 4];
+        h.copy_from_slice(&b[..4]);
+        t.copy_from_slice(&b[n - 4..]);
+        // Upper bytes padded with a plain `A`.
+        const PAD: u64 = 0x4141_4141_0000_0000;
+        word(u64::from(u32::from_le_bytes(h)) | PAD) || word(u64::from(u32::from_le_bytes(t)) | PAD)
+    } else {
+        b.iter().any(|&c| ESCAPE[c as usize])
+    }
+}
+
 /// Reference: `s` as a JSON string, byte by byte.
 pub fn write_str_scalar(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
@@ -192,6 +224,14 @@ pub unsafe fn write_str_unchecked(out: &mut Vec<u8>, s: &[u8]) {
             d = d.add(n);
             i += k + 1;
         }
+        // The tail (shorter than 16 bytes): copied whole when a word-at-a-time check finds
+        // nothing to escape, byte by byte otherwise.
+        let tail = &s[i..];
+        if !tail.is_empty() && !has_special(tail) {
+            copy_small(d, tail);
+            d = d.add(tail.len());
+            i = s.len();
+        }
         while i < s.len() {
             let c = s[i];
             if ESCAPE[c as usize] {
@@ -269,6 +309,19 @@ mod tests {
             assert_eq!(fast, slow, "{s:?}");
             let back: String = serde_json::from_slice(&fast[3..]).expect("valid JSON string");
             assert_eq!(&back, s);
+        }
+    }
+
+    #[test]
+    fn word_check_finds_exactly_the_specials() {
+        for n in 0..16usize {
+            for pos in 0..n {
+                for c in 0u8..=255 {
+                    let mut b = vec![b'a'; n];
+                    b[pos] = c;
+                    assert_eq!(has_special(&b), ESCAPE[c as usize], "n {n} pos {pos} byte {c}");
+                }
+            }
         }
     }
 

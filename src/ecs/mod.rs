@@ -242,7 +242,9 @@ impl Mapper {
             (Some(z), Some(name)) => (z.clone(), Some(name)),
             _ => (self.opts.zone.clone(), self.opts.tz_name.as_deref()),
         };
-        let mut ctx = Ctx::new(&rec, original, meta, &self.opts, &self.ua, zone, tz_name);
+        // Parsed user agents this document borrows from (one per document in practice).
+        let ua_keep: UaKeep = Default::default();
+        let mut ctx = Ctx::new(&rec, original, meta, &self.opts, (&self.ua, &ua_keep), zone, tz_name);
         let mut d = Doc::with_storage(doc::recycle(vals));
         match self.opts.profile {
             Profile::Elastic => match dataset {
@@ -346,8 +348,15 @@ fn document_id(dataset: Dataset, ctx: &Ctx<'_, '_>, frame: &[u8], meta: &FrameMe
     if dataset == Dataset::CloudWaf {
         if let (Some(f), Some(s)) = (ctx.raw_peek(Key::FileId), ctx.raw_peek(Key::Start)) {
             let e = ctx.raw_peek(Key::End).unwrap_or("");
-            let key = format!("{}\u{0}{f}\u{0}{s}\u{0}{e}", dataset.name());
-            return hex128(xxhash_rust::xxh3::xxh3_128(key.as_bytes()));
+            // The hash of `<dataset>\0<fileId>\0<start>\0<end>`, streamed.
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            for (i, part) in [dataset.name(), f, s, e].into_iter().enumerate() {
+                if i > 0 {
+                    h.update(b"\0");
+                }
+                h.update(part.as_bytes());
+            }
+            return hex128(h.digest128());
         }
     }
     hex128(xxhash_rust::xxh3::xxh3_128(frame) ^ source_hash(meta) ^ u128::from(dataset == Dataset::CloudWaf))
@@ -365,6 +374,7 @@ pub(crate) struct Ctx<'r, 'a> {
     /// The zone's name for `event.timezone`.
     pub tz_name: Option<&'r str>,
     ua: &'r RefCell<user_agent::Cache>,
+    ua_keep: &'r UaKeep,
     used: Used,
     pub errors: Vec<String>,
 }
@@ -376,7 +386,7 @@ impl<'r, 'a> Ctx<'r, 'a> {
         original: &'r str,
         meta: &'r FrameMeta<'r>,
         opts: &'r Options,
-        ua: &'r RefCell<user_agent::Cache>,
+        (ua, ua_keep): (&'r RefCell<user_agent::Cache>, &'r UaKeep),
         zone: Zone,
         tz_name: Option<&'r str>,
     ) -> Self {
@@ -390,6 +400,7 @@ impl<'r, 'a> Ctx<'r, 'a> {
             zone,
             tz_name,
             ua,
+            ua_keep,
             errors: Vec::new(),
         }
     }
@@ -455,14 +466,32 @@ impl<'r, 'a> Ctx<'r, 'a> {
             .map(|(_, f)| f)
     }
 
-    pub fn user_agent(&self, ua: &str) -> Option<std::sync::Arc<user_agent::UserAgent>> {
-        self.ua.borrow_mut().get(ua)
+    /// The parsed user agent, borrowed for the document's lifetime (its strings go into the
+    /// document without copies or reference counting). A document can hold as many as
+    /// [`UaKeep`] has room for; past that (no mapper asks twice) the answer is `None`.
+    pub fn user_agent(&self, ua: &str) -> Option<&'r user_agent::UserAgent> {
+        let parsed = self.ua.borrow_mut().get(ua)?;
+        let keep: &'r UaKeep = self.ua_keep;
+        for cell in keep {
+            if let Some(kept) = cell.get() {
+                if std::sync::Arc::ptr_eq(kept, &parsed) {
+                    return Some(kept);
+                }
+                continue;
+            }
+            return Some(cell.get_or_init(|| parsed));
+        }
+        debug_assert!(false, "more user agents in one document than UaKeep holds");
+        None
     }
 
     pub fn error(&mut self, msg: String) {
         self.errors.push(msg);
     }
 }
+
+/// Room for the user agents one document borrows from.
+type UaKeep = [std::cell::OnceCell<std::sync::Arc<user_agent::UserAgent>>; 2];
 
 /// Which fields a mapper consumed (one bit per field; parsers cap fields at `MAX_FIELDS`).
 #[derive(Default)]
@@ -513,6 +542,19 @@ mod tests {
         ] {
             assert_eq!(hex128(v), format!("{v:032x}"));
         }
+    }
+
+    #[test]
+    fn streamed_cloud_waf_id_hash_equals_the_joined_key() {
+        let parts = ["imperva_cloud_waf.event", "3412341160002518171", "1700000000000", ""];
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for (i, part) in parts.into_iter().enumerate() {
+            if i > 0 {
+                h.update(b"\0");
+            }
+            h.update(part.as_bytes());
+        }
+        assert_eq!(h.digest128(), xxhash_rust::xxh3::xxh3_128(parts.join("\0").as_bytes()));
     }
 
     #[test]

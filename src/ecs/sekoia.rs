@@ -354,15 +354,15 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     if let Some(ua) = ctx.raw(Key::RequestClientApplication).filter(|u| !u.is_empty()) {
         d.str(p!("user_agent.original"), ua);
         if let Some(p) = ctx.user_agent(ua) {
-            d.put(p!("user_agent.name"), Val::Shared(p.name.clone()));
+            d.put(p!("user_agent.name"), Val::Str(Cow::Borrowed(&p.name)));
             if let Some(v) = &p.version {
-                d.put(p!("user_agent.version"), Val::Shared(v.clone()));
+                d.put(p!("user_agent.version"), Val::Str(Cow::Borrowed(v)));
             }
-            d.put(p!("user_agent.os.name"), Val::Shared(p.os_name.clone()));
+            d.put(p!("user_agent.os.name"), Val::Str(Cow::Borrowed(&p.os_name)));
             if let Some(v) = &p.os_version {
-                d.put(p!("user_agent.os.version"), Val::Shared(v.clone()));
+                d.put(p!("user_agent.os.version"), Val::Str(Cow::Borrowed(v)));
             }
-            d.put(p!("user_agent.device.name"), Val::Shared(p.device_name.clone()));
+            d.put(p!("user_agent.device.name"), Val::Str(Cow::Borrowed(&p.device_name)));
         }
     }
     if let Some(v) = ctx.raw(Key::Ver) {

@@ -63,7 +63,8 @@ pub fn parse_event_into<'a>(
     let (env, payload) = syslog::split_envelope(trimmed);
     let b = payload.as_bytes();
     let cef_at = CEF_MARK.find(b);
-    let leef_at = LEEF_MARK.find(b);
+    // Only a LEEF marker before the CEF one matters: no need to scan the whole payload.
+    let leef_at = LEEF_MARK.find(&b[..cef_at.unwrap_or(b.len())]);
     let mut rec = match (cef_at, leef_at) {
         (Some(c), Some(l)) if l < c => leef::parse_into(payload, fields)?,
         (Some(_), _) => cef::parse_into(payload, fields)?,
