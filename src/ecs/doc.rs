@@ -53,6 +53,9 @@ pub struct Doc<'a> {
     vals: Vec<Val<'a>>,
     /// (full path, object node, value), for keys only known at run time.
     dynamic: Vec<(String, u16, Val<'a>)>,
+    /// Upper bound of the bytes the values and run-time keys set so far can take when
+    /// written (a replaced value stays counted).
+    bound: usize,
 }
 
 impl Default for Doc<'_> {
@@ -74,6 +77,7 @@ impl<'a> Doc<'a> {
             slot_val: [0; PATHS.len()],
             vals,
             dynamic: Vec::new(),
+            bound: 0,
         }
     }
 
@@ -86,6 +90,7 @@ impl<'a> Doc<'a> {
     #[inline(always)]
     pub fn put(&mut self, p: P, v: Val<'a>) {
         let (w, bit) = Self::bit(p);
+        self.bound += val_bound(&v);
         if self.present[w] & bit == 0 {
             self.present[w] |= bit;
             self.slot_val[p.0 as usize] = self.vals.len() as u16;
@@ -109,6 +114,7 @@ impl<'a> Doc<'a> {
         } else {
             format!("{object}.{key}")
         };
+        self.bound += json::str_bound(key.len()) + 1 + val_bound(&v);
         if let Some(e) = self.dynamic.iter_mut().find(|(p, _, _)| *p == path) {
             e.2 = v;
         } else {
@@ -166,7 +172,15 @@ impl<'a> Doc<'a> {
             cur: 0,
             has_member: false,
         };
-        out.push(b'{');
+        // One reservation for the whole document: per field at most a transition, a comma and
+        // the longest static key (run-time keys are in `bound`), plus the values' bound, plus
+        // the outer braces and the final closing of open objects.
+        let fields = self.vals.len() + self.dynamic.len();
+        out.reserve(self.bound + fields * (t.transition_bound + 1 + t.longest_key) + MAX_DEPTH + 2);
+        // SAFETY (here and in every `Writer::field` below): room for everything written until
+        // the end of this function was reserved just above; `write_val` writes at most
+        // `val_bound` bytes for each value, so its checked pushes never move the buffer.
+        unsafe { json::byte_unchecked(out, b'{') };
         let mut dyn_iter = self.dynamic.iter().peekable();
         for (wi, &word) in self.present.iter().enumerate() {
             let mut bits = word;
@@ -194,7 +208,8 @@ impl<'a> Doc<'a> {
             w.field(out, *node, Key::Dynamic(key), v);
         }
         w.close_to(out, 0);
-        out.push(b'}');
+        // SAFETY: counted in the reservation above.
+        unsafe { json::byte_unchecked(out, b'}') };
         self.vals.clear();
         self.vals
     }
@@ -247,6 +262,8 @@ struct Tree {
     /// Most bytes moving from one open object to another can write (closing braces, then
     /// openings with their commas).
     transition_bound: usize,
+    /// Longest pre-quoted static key.
+    longest_key: usize,
 }
 
 fn quoted(s: &str, tail: &str) -> &'static [u8] {
@@ -271,6 +288,7 @@ fn tree() -> &'static Tree {
             node_by_path: std::collections::HashMap::from([("", 0u16)]),
             slots: Vec::with_capacity(PATHS.len()),
             transition_bound: 0,
+            longest_key: 0,
         };
         fn node(t: &mut Tree, object: &'static str) -> u16 {
             if let Some(&n) = t.node_by_path.get(object) {
@@ -321,6 +339,7 @@ fn tree() -> &'static Tree {
             .max()
             .unwrap_or(0);
         t.transition_bound = MAX_DEPTH + longest_open;
+        t.longest_key = t.slots.iter().map(|s| s.key.len()).max().unwrap_or(0);
         t
     })
 }
@@ -353,14 +372,9 @@ impl Writer<'_> {
     #[inline]
     fn field(&mut self, out: &mut Vec<u8>, parent: u16, key: Key<'_>, v: &Val<'_>) {
         let t = self.t;
-        let key_len = match key {
-            Key::Static(q) => q.len(),
-            Key::Dynamic(k) => json::str_bound(k.len()) + 1,
-        };
-        out.reserve(t.transition_bound + key_len + 1 + val_bound(v));
-        // SAFETY (every `*_unchecked` call below): room for the transition (at most
-        // `transition_bound` bytes of closing braces, commas and pre-quoted object openings),
-        // the comma, the key and `val_bound(v)` was reserved just above.
+        // SAFETY (every `*_unchecked` call below): the caller ([`Doc::write`]) reserved room
+        // for the transition (at most `transition_bound` bytes of closing braces, commas and
+        // pre-quoted object openings), the comma, the key and `val_bound(v)`.
         if parent != self.cur {
             let (a, b) = (&t.nodes[self.cur as usize], &t.nodes[parent as usize]);
             // Depth of the lowest common ancestor: the length of the shared ancestor chain.
@@ -401,14 +415,21 @@ impl Writer<'_> {
     }
 }
 
-/// Room a value may need when written (strings at their worst escaping).
+/// Most bytes a value can take when written (strings at their worst escaping).
 #[inline]
 fn val_bound(v: &Val<'_>) -> usize {
     match v {
         Val::Str(s) => json::str_bound(s.len()),
         Val::Shared(s) => json::str_bound(s.len()),
-        // Lists, JSON text, numbers and times are written with checked pushes.
-        _ => 0,
+        // i64::MIN is 20 characters; a float is at most 24 (ryu) plus `.0`.
+        Val::Int(_) | Val::UInt(_) => 20,
+        Val::Float(_) | Val::FloatDecimal(_) => 32,
+        Val::Bool(_) => 5,
+        Val::Strs(list) => 2 + list.iter().map(|s| json::str_bound(s.len()) + 1).sum::<usize>(),
+        Val::StaticStrs(list) => 2 + list.iter().map(|s| json::str_bound(s.len()) + 1).sum::<usize>(),
+        Val::Json(j) => j.len(),
+        // `"-262143-12-31T23:59:59.999000Z"` and the like: well under 40.
+        Val::Ts(..) => 40,
     }
 }
 

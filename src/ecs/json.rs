@@ -224,8 +224,22 @@ pub unsafe fn write_str_unchecked(out: &mut Vec<u8>, s: &[u8]) {
             d = d.add(n);
             i += k + 1;
         }
-        // The tail (shorter than 16 bytes): copied whole when a word-at-a-time check finds
-        // nothing to escape, byte by byte otherwise.
+        // The tail of a long string with nothing escaped so far (output offset = input offset
+        // + 1): the last 16 input bytes, checked and stored over bytes already written with
+        // the same values.
+        #[cfg(target_arch = "x86_64")]
+        if s.len() >= 16 && i < s.len() && d == base.add(1 + i) {
+            let back = i - (s.len() - 16);
+            let mask = sse2::special_mask(s.as_ptr().add(s.len() - 16)) >> back;
+            if mask == 0 {
+                let p = s.as_ptr().add(s.len() - 16);
+                (d.sub(back) as *mut [u8; 16]).write_unaligned((p as *const [u8; 16]).read_unaligned());
+                d = d.add(s.len() - i);
+                i = s.len();
+            }
+        }
+        // A short tail: copied whole when a word-at-a-time check finds nothing to escape,
+        // byte by byte otherwise.
         let tail = &s[i..];
         if !tail.is_empty() && !has_special(tail) {
             copy_small(d, tail);
