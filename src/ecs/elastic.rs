@@ -356,14 +356,48 @@ fn envelope_or_received(ctx: &Ctx<'_, '_>) -> i64 {
 fn json_value(text: &str) -> Result<Cow<'_, str>, String> {
     let raw: &serde_json::value::RawValue = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let t = raw.get();
-    let may_prune =
-        t.contains("\"\"") || t.contains("null") || t.contains("[]") || t.contains("{}") || t.contains(['\n', '\r']);
-    if !may_prune {
+    if !may_prune(t) {
         return Ok(Cow::Borrowed(t));
     }
     let mut v: serde_json::Value = serde_json::from_str(t).map_err(|e| e.to_string())?;
     prune(&mut v);
     serde_json::to_string(&v).map(Cow::Owned).map_err(|e| e.to_string())
+}
+
+/// Whether valid JSON `t` may hold something [`prune`] drops (`null`, `""`, an empty array or
+/// object) or a line break (the text is then re-serialised on one line). One pass; it may say
+/// `true` when nothing would change, never `false` when something would.
+fn may_prune(t: &str) -> bool {
+    let b = t.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                if b.get(i + 1) == Some(&b'"') {
+                    return true;
+                }
+                // Skip the string (it is valid JSON: it ends at an unescaped quote).
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            // Outside strings an `n` only starts `null`.
+            b'n' | b'\n' | b'\r' => return true,
+            b'[' | b'{' => {
+                let mut j = i + 1;
+                while j < b.len() && matches!(b[j], b' ' | b'\t') {
+                    j += 1;
+                }
+                if matches!(b.get(j), Some(b']' | b'}')) {
+                    return true;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 /// Elastic's "drop null/empty values recursively".
@@ -738,10 +772,13 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         let (path, label_path) = CLOUD_CS[n as usize - 1];
         if let Some(v) = ctx.val_ne(Key::Cs(n)) {
             if n == 2 || n == 3 {
-                match v.trim().to_ascii_lowercase().as_str() {
-                    "true" => d.put(path, Val::Bool(true)),
-                    "false" => d.put(path, Val::Bool(false)),
-                    _ => ctx.error(format!("error in field 'cs{n}': value {v:?} is not a boolean")),
+                let t = v.trim();
+                if t.eq_ignore_ascii_case("true") {
+                    d.put(path, Val::Bool(true));
+                } else if t.eq_ignore_ascii_case("false") {
+                    d.put(path, Val::Bool(false));
+                } else {
+                    ctx.error(format!("error in field 'cs{n}': value {v:?} is not a boolean"));
                 }
             } else {
                 d.put(path, Val::Str(v));
@@ -1010,6 +1047,29 @@ mod tests {
         assert_eq!((p.domain, p.port), (Some("[2001:db8::1]"), Some(8080)));
         assert!(uri_parts("a.com/x?y=1 | cat /etc/passwd").is_err());
         assert!(uri_parts("a.com/%zz").is_err());
+    }
+
+    #[test]
+    fn may_prune_finds_every_prunable_value() {
+        for (t, want) in [
+            (r#"[{"Accept":"*/*"},{"x-request-id":"a8"}]"#, false),
+            (r#"{"a":"nothing here","b":[1,2],"c":{"d":true}}"#, false),
+            (r#"{"a":""}"#, true),
+            (r#"{"a":null}"#, true),
+            (r#"{"a":[]}"#, true),
+            (r#"{"a":[ ]}"#, true),
+            (r#"{"a":{ }}"#, true),
+            ("{\"a\":\n1}", true),
+            (r#"{"null":"\"\"","x":"[]"}"#, false),
+            (r#"{"a":"\\"}"#, false),
+        ] {
+            assert_eq!(may_prune(t), want, "{t}");
+            // Whenever pruning changes the text, the check said so.
+            let mut v: serde_json::Value = serde_json::from_str(t).unwrap();
+            prune(&mut v);
+            let same = serde_json::to_string(&v).unwrap() == t;
+            assert!(may_prune(t) || same, "{t}");
+        }
     }
 
     #[test]

@@ -451,18 +451,15 @@ impl<'r, 'a> Ctx<'r, 'a> {
     /// the same value is the same fact and not reported.
     pub fn unused(&self) -> impl Iterator<Item = &'r crate::parse::Field<'a>> + '_ {
         let rec = self.rec;
-        rec.fields
-            .iter()
-            .enumerate()
-            .filter(move |(i, f)| {
-                if self.used.get(*i) {
-                    return false;
-                }
-                match Key::lookup(rec.format, f.key).and_then(|k| self.idx.pos(k)) {
+        self.used
+            .unset_below(rec.fields.len())
+            .map(move |i| (i, &rec.fields[i]))
+            .filter(
+                move |(_, f)| match Key::lookup(rec.format, f.key).and_then(|k| self.idx.pos(k)) {
                     Some(p) => !(self.used.get(p) && rec.fields[p].raw == f.raw),
                     None => true,
-                }
-            })
+                },
+            )
             .map(|(_, f)| f)
     }
 
@@ -506,14 +503,82 @@ impl Used {
     fn get(&self, i: usize) -> bool {
         self.0.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
+
+    /// Positions below `n` whose bit is clear, in order, visiting only those.
+    fn unset_below(&self, n: usize) -> impl Iterator<Item = usize> + '_ {
+        let n = n.min(self.0.len() * 64);
+        self.0
+            .iter()
+            .enumerate()
+            .take(n.div_ceil(64))
+            .flat_map(move |(wi, &w)| {
+                let valid = if (wi + 1) * 64 <= n {
+                    u64::MAX
+                } else {
+                    (1u64 << (n % 64)) - 1
+                };
+                let mut free = !w & valid;
+                std::iter::from_fn(move || {
+                    if free == 0 {
+                        return None;
+                    }
+                    let b = free.trailing_zeros() as usize;
+                    free &= free - 1;
+                    Some(wi * 64 + b)
+                })
+            })
+    }
 }
 
 /// Parse an IP, accepting brackets around IPv6 and a `%zone` suffix.
 pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
+    if let Some(v4) = dotted_quad(s.as_bytes()) {
+        return Some(IpAddr::V4(v4));
+    }
     let s = s.trim();
     let s = s.strip_prefix('[').and_then(|x| x.strip_suffix(']')).unwrap_or(s);
     let s = s.split('%').next().unwrap_or(s);
     s.parse().ok()
+}
+
+/// A plain dotted quad as Rust's parser reads it (four decimal octets up to 255, no leading
+/// zeros), in one pass; anything else is `None` and goes to the full parser.
+#[inline]
+pub(crate) fn dotted_quad(s: &[u8]) -> Option<std::net::Ipv4Addr> {
+    if !(7..=15).contains(&s.len()) {
+        return None;
+    }
+    let mut oct = [0u8; 4];
+    let mut n = 0;
+    let mut val: u32 = 0;
+    let mut digits = 0;
+    for &c in s {
+        if c == b'.' {
+            if digits == 0 || n == 3 {
+                return None;
+            }
+            oct[n] = val as u8;
+            n += 1;
+            val = 0;
+            digits = 0;
+        } else if c.is_ascii_digit() {
+            if digits == 1 && val == 0 {
+                return None;
+            }
+            val = val * 10 + u32::from(c - b'0');
+            digits += 1;
+            if val > 255 {
+                return None;
+            }
+        } else {
+            return None;
+        }
+    }
+    if n != 3 || digits == 0 {
+        return None;
+    }
+    oct[3] = val as u8;
+    Some(std::net::Ipv4Addr::from(oct))
 }
 
 /// Unknown keys land under `<dataset>.extensions.<key>`, with dots made safe, so nothing is lost.
@@ -555,6 +620,42 @@ mod tests {
             h.update(part.as_bytes());
         }
         assert_eq!(h.digest128(), xxhash_rust::xxh3::xxh3_128(parts.join("\0").as_bytes()));
+    }
+
+    #[test]
+    fn unset_bits_are_visited_in_order() {
+        let mut u = Used::default();
+        for i in [0, 3, 63, 64, 70, 200] {
+            u.set(i);
+        }
+        for n in [0, 1, 4, 63, 64, 65, 71, 130, 201, 5000] {
+            let want: Vec<usize> = (0..n.min(1024)).filter(|&i| !u.get(i)).collect();
+            assert_eq!(u.unset_below(n).collect::<Vec<_>>(), want, "n {n}");
+        }
+    }
+
+    #[test]
+    fn dotted_quad_agrees_with_std() {
+        for s in [
+            "1.2.3.4",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "0.0.0.0",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..2.3",
+            "1.2.3.",
+            ".1.2.3",
+            "10.1.228.200",
+            "1.2.3.04",
+            "1.2.3.4 ",
+            "a.b.c.d",
+            "1000.1.1.1",
+        ] {
+            let std: Option<std::net::Ipv4Addr> = s.parse().ok();
+            assert_eq!(dotted_quad(s.as_bytes()), std, "{s:?}");
+        }
     }
 
     #[test]
