@@ -198,7 +198,7 @@ impl<'a> Doc<'a> {
                 w.field(
                     out,
                     info.parent,
-                    Key::Static(info.key),
+                    Key::Static(&info.key, info.len),
                     &self.vals[self.slot_val[slot] as usize],
                 );
             }
@@ -251,8 +251,13 @@ struct Node {
 /// A static path: its object and pre-quoted `"leaf":`.
 struct Slot {
     parent: u16,
-    key: &'static [u8],
+    len: u8,
+    /// The key, padded: written as one fixed-size copy, of which `len` bytes are kept.
+    key: [u8; KEY_ROOM],
 }
+
+/// Room for a pre-quoted static key (the longest is checked when the tree is built).
+const KEY_ROOM: usize = 32;
 
 /// The object tree of all static paths, built once.
 struct Tree {
@@ -262,7 +267,7 @@ struct Tree {
     /// Most bytes moving from one open object to another can write (closing braces, then
     /// openings with their commas).
     transition_bound: usize,
-    /// Longest pre-quoted static key.
+    /// Room a static key takes while written ([`KEY_ROOM`]).
     longest_key: usize,
 }
 
@@ -319,9 +324,14 @@ fn tree() -> &'static Tree {
                 Some(i) => (node(&mut t, &path[..i]), &path[i + 1..]),
                 None => (0, *path),
             };
+            let q = quoted(leaf, ":");
+            assert!(q.len() <= KEY_ROOM, "key of {path:?} longer than KEY_ROOM");
+            let mut key = [b' '; KEY_ROOM];
+            key[..q.len()].copy_from_slice(q);
             t.slots.push(Slot {
                 parent,
-                key: quoted(leaf, ":"),
+                len: q.len() as u8,
+                key,
             });
         }
         for object in EXTRA_OBJECTS {
@@ -339,14 +349,14 @@ fn tree() -> &'static Tree {
             .max()
             .unwrap_or(0);
         t.transition_bound = MAX_DEPTH + longest_open;
-        t.longest_key = t.slots.iter().map(|s| s.key.len()).max().unwrap_or(0);
+        t.longest_key = KEY_ROOM;
         t
     })
 }
 
 enum Key<'k> {
     /// Pre-quoted `"leaf":`.
-    Static(&'k [u8]),
+    Static(&'k [u8; KEY_ROOM], u8),
     Dynamic(&'k str),
 }
 
@@ -401,7 +411,7 @@ impl Writer<'_> {
         }
         self.has_member = true;
         match key {
-            Key::Static(q) => unsafe { json::put_unchecked(out, q) },
+            Key::Static(q, len) => unsafe { json::put_padded(out, q, len as usize) },
             Key::Dynamic(k) => {
                 unsafe { json::write_str_unchecked(out, k.as_bytes()) };
                 unsafe { json::byte_unchecked(out, b':') };

@@ -135,6 +135,22 @@ pub unsafe fn put_unchecked(out: &mut Vec<u8>, b: &[u8]) {
     }
 }
 
+/// Append the first `len` bytes of a fixed-size `padded` array with one fixed-size copy.
+///
+/// # Safety
+/// `out` must have at least `N` bytes of spare capacity, and `len <= N`.
+#[inline(always)]
+pub unsafe fn put_padded<const N: usize>(out: &mut Vec<u8>, padded: &[u8; N], len: usize) {
+    let at = out.len();
+    debug_assert!(out.capacity() - at >= N && len <= N);
+    // SAFETY: the caller guarantees `N` bytes of room after `at` and `len <= N`; the bytes
+    // past `len` are written but not kept (the length moves by `len` only).
+    unsafe {
+        (out.as_mut_ptr().add(at) as *mut [u8; N]).write_unaligned(*padded);
+        out.set_len(at + len);
+    }
+}
+
 /// Append one byte with no capacity check.
 ///
 /// # Safety
@@ -336,6 +352,19 @@ mod tests {
                     assert_eq!(has_special(&b), ESCAPE[c as usize], "n {n} pos {pos} byte {c}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn padded_copies_keep_only_len_bytes() {
+        let mut padded = [b' '; 32];
+        padded[..9].copy_from_slice(b"\"source\":");
+        for len in [0, 1, 9, 32] {
+            let mut out = b"{".to_vec();
+            out.reserve(32);
+            // SAFETY: 32 bytes reserved just above; `len <= 32`.
+            unsafe { put_padded(&mut out, &padded, len) };
+            assert_eq!(&out[1..], &padded[..len]);
         }
     }
 

@@ -6,7 +6,6 @@
 
 use std::borrow::Cow;
 
-
 use super::ParseError;
 use super::record::{Escape, Field, Format, Header, Record, unescape_cef_header};
 
@@ -220,7 +219,9 @@ fn block_mask(b: &[u8], needle: u8) -> u64 {
         unsafe {
             let n = _mm_set1_epi8(needle as i8);
             let p = b.as_ptr();
-            let m = |o: usize| _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(p.add(o) as *const __m128i), n)) as u16 as u64;
+            let m = |o: usize| {
+                _mm_movemask_epi8(_mm_cmpeq_epi8(_mm_loadu_si128(p.add(o) as *const __m128i), n)) as u16 as u64
+            };
             return m(0) | m(16) << 16 | m(32) << 32 | m(48) << 48;
         }
     }
@@ -309,13 +310,26 @@ mod tests {
     fn byte_hits_equal_a_plain_search() {
         let mut line = Vec::new();
         for i in 0..300usize {
-            line.push(if i % 7 == 0 || i % 64 == 63 || i % 64 == 0 { b'=' } else { b'a' + (i % 26) as u8 });
+            line.push(if i % 7 == 0 || i % 64 == 63 || i % 64 == 0 {
+                b'='
+            } else {
+                b'a' + (i % 26) as u8
+            });
         }
         for start in 0..70 {
             for len in [0, 1, 15, 63, 64, 65, 127, 128, 129, 200] {
                 let b = &line[start..(start + len).min(line.len())];
-                let want: Vec<usize> = b.iter().enumerate().filter(|(_, c)| **c == b'=').map(|(i, _)| i).collect();
-                assert_eq!(ByteHits::new(b, b'=').collect::<Vec<_>>(), want, "start {start} len {len}");
+                let want: Vec<usize> = b
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| **c == b'=')
+                    .map(|(i, _)| i)
+                    .collect();
+                assert_eq!(
+                    ByteHits::new(b, b'=').collect::<Vec<_>>(),
+                    want,
+                    "start {start} len {len}"
+                );
                 assert_eq!(block_mask(b, b'='), block_mask_scalar(b, b'='));
             }
         }
