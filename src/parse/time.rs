@@ -244,12 +244,26 @@ fn push_date_time(out: &mut Vec<u8>, ms: i64) -> u32 {
     let in_day = ms.rem_euclid(86_400_000);
     let (y, m, d) = civil_from_days(days);
     if (0..=9999).contains(&y) {
+        // The common case in one buffer and one copy.
         let y = y as u32;
-        push2(out, y / 100);
-        push2(out, y % 100);
-    } else {
-        out.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
+        let secs = (in_day / 1000) as u32;
+        let mut b = *b"0000-00-00T00:00:00";
+        for (at, v) in [
+            (0, y / 100),
+            (2, y % 100),
+            (5, m),
+            (8, d),
+            (11, secs / 3600),
+            (14, secs / 60 % 60),
+            (17, secs % 60),
+        ] {
+            b[at] = b'0' + (v / 10) as u8;
+            b[at + 1] = b'0' + (v % 10) as u8;
+        }
+        out.extend_from_slice(&b);
+        return (in_day % 1000) as u32;
     }
+    out.extend_from_slice(itoa::Buffer::new().format(y).as_bytes());
     out.push(b'-');
     push2(out, m);
     out.push(b'-');
