@@ -32,6 +32,25 @@ pub enum Val<'a> {
     Ts(i64, TsStyle),
 }
 
+impl Val<'_> {
+    /// Whether dropping the value frees memory (every other value can be forgotten).
+    #[inline(always)]
+    fn owns_heap(&self) -> bool {
+        match self {
+            Val::Str(Cow::Owned(_)) | Val::Json(Cow::Owned(_)) | Val::Shared(_) | Val::Strs(_) => true,
+            Val::Str(Cow::Borrowed(_))
+            | Val::Json(Cow::Borrowed(_))
+            | Val::Int(_)
+            | Val::UInt(_)
+            | Val::Float(_)
+            | Val::FloatDecimal(_)
+            | Val::Bool(_)
+            | Val::StaticStrs(_)
+            | Val::Ts(..) => false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TsStyle {
     /// `2023-10-05T18:33:02.000Z`
@@ -56,6 +75,9 @@ pub struct Doc<'a> {
     /// Upper bound of the bytes the values and run-time keys set so far can take when
     /// written (a replaced value stays counted).
     bound: usize,
+    /// One bit per entry of `vals` that owns heap memory: only those are dropped one by one
+    /// when the storage is emptied.
+    owning: [u64; WORDS],
 }
 
 impl Default for Doc<'_> {
@@ -78,6 +100,7 @@ impl<'a> Doc<'a> {
             vals,
             dynamic: Vec::new(),
             bound: 0,
+            owning: [0; WORDS],
         }
     }
 
@@ -91,12 +114,23 @@ impl<'a> Doc<'a> {
     pub fn put(&mut self, p: P, v: Val<'a>) {
         let (w, bit) = Self::bit(p);
         self.bound += val_bound(&v);
-        if self.present[w] & bit == 0 {
+        let owns = v.owns_heap();
+        let i = if self.present[w] & bit == 0 {
             self.present[w] |= bit;
-            self.slot_val[p.0 as usize] = self.vals.len() as u16;
+            let i = self.vals.len();
+            self.slot_val[p.0 as usize] = i as u16;
             self.vals.push(v);
+            i
         } else {
-            self.vals[self.slot_val[p.0 as usize] as usize] = v;
+            let i = self.slot_val[p.0 as usize] as usize;
+            self.vals[i] = v;
+            i
+        };
+        let (ow, obit) = (i / 64, 1u64 << (i % 64));
+        if owns {
+            self.owning[ow] |= obit;
+        } else {
+            self.owning[ow] &= !obit;
         }
     }
 
@@ -210,8 +244,32 @@ impl<'a> Doc<'a> {
         w.close_to(out, 0);
         // SAFETY: counted in the reservation above.
         unsafe { json::byte_unchecked(out, b'}') };
-        self.vals.clear();
+        self.clear_vals();
         self.vals
+    }
+
+    /// Empty `vals`, dropping only the entries that own heap memory.
+    fn clear_vals(&mut self) {
+        let n = self.vals.len();
+        // SAFETY: the length is set to 0 first, so a panicking drop cannot lead to a double
+        // drop; every index visited is below the old length (a bit is set only for an index
+        // that was pushed) and is dropped once; the entries not visited own nothing (see
+        // `Val::owns_heap`), so forgetting them leaks nothing.
+        unsafe {
+            self.vals.set_len(0);
+            let base = self.vals.as_mut_ptr();
+            for (wi, word) in self.owning.iter_mut().enumerate() {
+                let mut bits = std::mem::take(word);
+                while bits != 0 {
+                    let i = wi * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    debug_assert!(i < n);
+                    if i < n {
+                        std::ptr::drop_in_place(base.add(i));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -584,6 +642,25 @@ mod tests {
 #[cfg(test)]
 mod recycle_tests {
     use super::*;
+
+    #[test]
+    fn owned_values_are_dropped_when_written() {
+        let shared: Arc<str> = Arc::from("ua");
+        let mut d = Doc::default();
+        d.put(crate::p!("user_agent.name"), Val::Shared(shared.clone()));
+        d.put(crate::p!("user_agent.name"), Val::Shared(shared.clone()));
+        d.put(crate::p!("user_agent.os.name"), Val::Shared(shared.clone()));
+        d.put(crate::p!("user_agent.os.name"), Val::Str("replaced".into()));
+        d.put(crate::p!("url.path"), Val::Str(Cow::Owned("p".repeat(100))));
+        assert_eq!(Arc::strong_count(&shared), 2);
+        let mut out = vec![];
+        let vals = d.write(&mut out);
+        assert!(vals.is_empty());
+        assert_eq!(Arc::strong_count(&shared), 1);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["user_agent"]["os"]["name"], "replaced");
+        assert_eq!(v["user_agent"]["name"], "ua");
+    }
 
     #[test]
     fn recycle_keeps_the_allocation() {
