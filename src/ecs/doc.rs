@@ -94,6 +94,8 @@ impl<'a> Doc<'a> {
     /// A document storing its values in `vals` (cleared first); [`Doc::write`] hands it back.
     pub fn with_storage(mut vals: Vec<Val<'a>>) -> Self {
         vals.clear();
+        // Each slot holds at most one entry, so this is all the room `put` can ever need.
+        vals.reserve(PATHS.len());
         Doc {
             present: [0; WORDS],
             slot_val: [0; PATHS.len()],
@@ -112,20 +114,41 @@ impl<'a> Doc<'a> {
     /// Set a field; a later set of the same path wins.
     #[inline(always)]
     pub fn put(&mut self, p: P, v: Val<'a>) {
+        let (bound, owns) = (val_bound(&v), v.owns_heap());
+        self.put_with(p, bound, owns, move || v);
+    }
+
+    /// [`Doc::put`] with the value made by `make` only once its cell is known, so it is built
+    /// in place (an enum staged on the stack first is copied back with wider loads than the
+    /// stores that made it, which stalls). `bound` and `owns` are `val_bound` and
+    /// `Val::owns_heap` of the value.
+    #[inline(always)]
+    fn put_with(&mut self, p: P, bound: usize, owns: bool, make: impl FnOnce() -> Val<'a>) {
         let (w, bit) = Self::bit(p);
-        self.bound += val_bound(&v);
-        let owns = v.owns_heap();
+        self.bound += bound;
         let i = if self.present[w] & bit == 0 {
             self.present[w] |= bit;
             let i = self.vals.len();
             self.slot_val[p.0 as usize] = i as u16;
-            self.vals.push(v);
+            assert!(i < self.vals.capacity());
             i
         } else {
-            let i = self.slot_val[p.0 as usize] as usize;
-            self.vals[i] = v;
-            i
+            self.slot_val[p.0 as usize] as usize
         };
+        // SAFETY: a new entry's index is the length and below the capacity (checked; it always
+        // is, see `with_storage`), so it is the first spare cell and the length grows to
+        // cover it once written; an existing entry's index is below the length, and its old
+        // value is moved out before the cell is overwritten.
+        unsafe {
+            let cell = self.vals.as_mut_ptr().add(i);
+            let len = self.vals.len();
+            // The old value moves out first and is dropped after the write: no call comes
+            // between the value's making and its store.
+            let old = if i < len { Some(cell.read()) } else { None };
+            cell.write(make());
+            self.vals.set_len(len.max(i + 1));
+            drop(old);
+        }
         let (ow, obit) = (i / 64, 1u64 << (i % 64));
         if owns {
             self.owning[ow] |= obit;
@@ -161,13 +184,42 @@ impl<'a> Doc<'a> {
     pub fn str(&mut self, p: P, s: impl Into<Cow<'a, str>>) {
         let s = s.into();
         if !s.is_empty() {
-            self.put(p, Val::Str(s));
+            let (bound, owns) = (json::str_bound(s.len()), matches!(s, Cow::Owned(_)));
+            self.put_with(p, bound, owns, move || Val::Str(s));
         }
     }
 
     #[inline(always)]
     pub fn int(&mut self, p: P, v: i64) {
-        self.put(p, Val::Int(v));
+        self.put_with(p, 20, false, move || Val::Int(v));
+    }
+
+    /// Set a string field, even an empty one.
+    #[inline(always)]
+    pub fn string(&mut self, p: P, s: Cow<'a, str>) {
+        let (bound, owns) = (json::str_bound(s.len()), matches!(s, Cow::Owned(_)));
+        self.put_with(p, bound, owns, move || Val::Str(s));
+    }
+
+    #[inline(always)]
+    pub fn ts(&mut self, p: P, ms: i64, style: TsStyle) {
+        self.put_with(p, 40, false, move || Val::Ts(ms, style));
+    }
+
+    #[inline(always)]
+    pub fn bool(&mut self, p: P, b: bool) {
+        self.put_with(p, 5, false, move || Val::Bool(b));
+    }
+
+    #[inline(always)]
+    pub fn statics(&mut self, p: P, list: &'static [&'static str]) {
+        let bound = 2 + list.iter().map(|s| json::str_bound(s.len()) + 1).sum::<usize>();
+        self.put_with(p, bound, false, move || Val::StaticStrs(list));
+    }
+
+    #[inline(always)]
+    pub fn float(&mut self, p: P, f: f64) {
+        self.put_with(p, 32, false, move || Val::Float(f));
     }
 
     pub fn remove(&mut self, p: P) {

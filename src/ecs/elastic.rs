@@ -39,7 +39,7 @@ fn finish<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: &'static str, kin
         d.put(p!("log.offset"), Val::UInt(off));
     }
     if o.preserve_original_event {
-        d.put(p!("event.original"), Val::Str(Cow::Borrowed(ctx.original)));
+        d.string(p!("event.original"), Cow::Borrowed(ctx.original));
     }
     if o.syslog_fields {
         if let Some(s) = &ctx.rec.syslog {
@@ -86,7 +86,7 @@ fn finish<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: &'static str, kin
                 d.put(p!("event.kind"), Val::Strs(kinds));
                 if !tags.iter().any(|t| t == "preserve_original_event") {
                     tags.push("preserve_original_event".into());
-                    d.put(p!("event.original"), Val::Str(Cow::Borrowed(ctx.original)));
+                    d.string(p!("event.original"), Cow::Borrowed(ctx.original));
                 }
             }
         }
@@ -229,7 +229,7 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         }
     }
     if let Some(ms) = ts {
-        d.put(p!("@timestamp"), Val::Ts(ms, TsStyle::Millis));
+        d.ts(p!("@timestamp"), ms, TsStyle::Millis);
         if dup {
             d.put(
                 p!("imperva.securesphere.device.receipt_time"),
@@ -237,7 +237,7 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
             );
         }
     } else {
-        d.put(p!("@timestamp"), Val::Ts(envelope_or_received(ctx), TsStyle::Millis));
+        d.ts(p!("@timestamp"), envelope_or_received(ctx), TsStyle::Millis);
     }
     if let Some(tz) = ctx.tz_name {
         d.str(p!("event.timezone"), tz);
@@ -426,8 +426,8 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     let h = &rec.header;
     d.str(p!("ecs.version"), "8.11.0");
     d.str(p!("event.kind"), if h.name == "Normal" { "event" } else { "alert" });
-    d.put(p!("event.category"), Val::StaticStrs(&["web"]));
-    d.put(p!("event.type"), Val::StaticStrs(&["info"]));
+    d.statics(p!("event.category"), &["web"]);
+    d.statics(p!("event.type"), &["info"]);
     d.str(p!("observer.vendor"), h.vendor.clone());
     d.str(p!("observer.product"), h.product.clone());
     d.str(p!("observer.version"), h.device_version.clone());
@@ -475,7 +475,7 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         None => None,
     };
     if let Some(ms) = start_ms {
-        d.put(p!("event.start"), Val::Ts(ms, TsStyle::Millis));
+        d.ts(p!("event.start"), ms, TsStyle::Millis);
         if dup {
             d.put(
                 p!("imperva_cloud_waf.event.extensions.start_time"),
@@ -484,7 +484,7 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         }
     }
     if let Some(ms) = end_ms {
-        d.put(p!("event.end"), Val::Ts(ms, TsStyle::Millis));
+        d.ts(p!("event.end"), ms, TsStyle::Millis);
         if dup {
             d.put(
                 p!("imperva_cloud_waf.event.extensions.end_time"),
@@ -495,10 +495,10 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     // Elastic's pipeline leaves @timestamp at ingest time; the request's start is the event's
     // time, so it is used when present (the conformance suite excludes @timestamp here).
     let ts = start_ms.unwrap_or_else(|| envelope_or_received(ctx));
-    d.put(p!("@timestamp"), Val::Ts(ts, TsStyle::Millis));
+    d.ts(p!("@timestamp"), ts, TsStyle::Millis);
     if let Some(rt) = ctx.val_ne(Key::Rt) {
         if let Some(ms) = parse_device_time(&rt, &ctx.zone, ctx.meta.received_ms) {
-            d.put(p!("@timestamp"), Val::Ts(ms, TsStyle::Millis));
+            d.ts(p!("@timestamp"), ms, TsStyle::Millis);
         }
     }
 
@@ -649,9 +649,9 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         if let Some(v) = ctx.val_ne(Key::Cs(n)) {
             match v.trim().parse::<f64>() {
                 Ok(f) if f.is_finite() => {
-                    d.put(geo, Val::Float(f));
+                    d.float(geo, f);
                     if dup {
-                        d.put(dup_path, Val::Float(f));
+                        d.float(dup_path, f);
                     }
                 }
                 _ => ctx.error(format!("error in field 'cs{n}': value {v:?} is not a number")),
@@ -705,18 +705,18 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
     if let Some(ua) = ctx.val_ne(Key::RequestClientApplication) {
         if let Some(p) = ctx.user_agent(&ua) {
-            d.put(p!("user_agent.name"), Val::Str(Cow::Borrowed(&p.name)));
+            d.string(p!("user_agent.name"), Cow::Borrowed(&p.name));
             if let Some(v) = &p.version {
-                d.put(p!("user_agent.version"), Val::Str(Cow::Borrowed(v)));
+                d.string(p!("user_agent.version"), Cow::Borrowed(v));
             }
-            d.put(p!("user_agent.os.name"), Val::Str(Cow::Borrowed(&p.os_name)));
+            d.string(p!("user_agent.os.name"), Cow::Borrowed(&p.os_name));
             if let Some(v) = &p.os_version {
-                d.put(p!("user_agent.os.version"), Val::Str(Cow::Borrowed(v)));
+                d.string(p!("user_agent.os.version"), Cow::Borrowed(v));
             }
             if let Some(v) = &p.os_full {
-                d.put(p!("user_agent.os.full"), Val::Str(Cow::Borrowed(v)));
+                d.string(p!("user_agent.os.full"), Cow::Borrowed(v));
             }
-            d.put(p!("user_agent.device.name"), Val::Str(Cow::Borrowed(&p.device_name)));
+            d.string(p!("user_agent.device.name"), Cow::Borrowed(&p.device_name));
         }
         if dup {
             d.str(
@@ -774,18 +774,18 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
             if n == 2 || n == 3 {
                 let t = v.trim();
                 if t.eq_ignore_ascii_case("true") {
-                    d.put(path, Val::Bool(true));
+                    d.bool(path, true);
                 } else if t.eq_ignore_ascii_case("false") {
-                    d.put(path, Val::Bool(false));
+                    d.bool(path, false);
                 } else {
                     ctx.error(format!("error in field 'cs{n}': value {v:?} is not a boolean"));
                 }
             } else {
-                d.put(path, Val::Str(v));
+                d.string(path, v);
             }
         }
         if let Some(l) = ctx.val_ne(Key::CsLabel(n)) {
-            d.put(label_path, Val::Str(l));
+            d.string(label_path, l);
         }
     }
     if let Some(v) = ctx.val_ne(Key::DeviceExternalId) {

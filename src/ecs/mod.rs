@@ -210,7 +210,7 @@ impl Mapper {
     /// the dead-letter record when the frame cannot be parsed. Never panics on input.
     pub fn map(&self, frame: &[u8], meta: &FrameMeta<'_>, w3c: Option<&W3cFields>, out: &mut Vec<u8>) -> Mapped {
         self.counters.events.set(self.counters.events.get() + 1);
-        let text = match simdutf8::basic::from_utf8(frame) {
+        let text = match std::str::from_utf8(frame) {
             Ok(t) => Cow::Borrowed(t),
             Err(_) => {
                 self.counters.invalid_utf8.set(self.counters.invalid_utf8.get() + 1);

@@ -214,7 +214,7 @@ fn sorted_unique<'r>(mut v: Vec<Cow<'r, str>>) -> Vec<Cow<'r, str>> {
 pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) {
     let rec = ctx.rec;
     let h = &rec.header;
-    d.put(p!("message"), Val::Str(Cow::Borrowed(ctx.original)));
+    d.string(p!("message"), Cow::Borrowed(ctx.original));
     d.str(p!("observer.vendor"), "Imperva");
     d.str(p!("observer.product"), "Web Application Firewall");
     d.str(p!("observer.type"), "firewall");
@@ -232,11 +232,11 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     let start = start_raw.and_then(epoch_ms);
     let end = end_raw.and_then(epoch_ms);
     if let Some(ms) = start {
-        d.put(p!("@timestamp"), Val::Ts(ms, TsStyle::Python));
-        d.put(p!("event.start"), Val::Ts(ms, TsStyle::Python));
+        d.ts(p!("@timestamp"), ms, TsStyle::Python);
+        d.ts(p!("event.start"), ms, TsStyle::Python);
     }
     if let Some(ms) = end {
-        d.put(p!("event.end"), Val::Ts(ms, TsStyle::Python));
+        d.ts(p!("event.end"), ms, TsStyle::Python);
     }
     if let (Some(s), Some(e)) = (
         start_raw.and_then(|s| s.trim().parse::<i64>().ok()),
@@ -247,7 +247,7 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     if start.is_none() {
         let now = ctx.meta.received_ms;
         let rt = ctx.raw(Key::Rt).and_then(|rt| parse_device_time(rt, &ctx.zone, now));
-        d.put(p!("@timestamp"), Val::Ts(rt.unwrap_or(now), TsStyle::Python));
+        d.ts(p!("@timestamp"), rt.unwrap_or(now), TsStyle::Python);
     }
 
     // Action → type, reason.
@@ -281,8 +281,8 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
         lon.map(|v| v.trim().parse::<f64>()),
         geo_labels,
     ) {
-        d.put(p!("client.geo.location.lat"), Val::Float(lat));
-        d.put(p!("client.geo.location.lon"), Val::Float(lon));
+        d.float(p!("client.geo.location.lat"), lat);
+        d.float(p!("client.geo.location.lon"), lon);
     }
     if ctx.raw(Key::CsLabel(3)) == Some("ImpervaAACountry") {
         if let Some(c) = ctx.raw(Key::Cs(3)) {
@@ -354,15 +354,15 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     if let Some(ua) = ctx.raw(Key::RequestClientApplication).filter(|u| !u.is_empty()) {
         d.str(p!("user_agent.original"), ua);
         if let Some(p) = ctx.user_agent(ua) {
-            d.put(p!("user_agent.name"), Val::Str(Cow::Borrowed(&p.name)));
+            d.string(p!("user_agent.name"), Cow::Borrowed(&p.name));
             if let Some(v) = &p.version {
-                d.put(p!("user_agent.version"), Val::Str(Cow::Borrowed(v)));
+                d.string(p!("user_agent.version"), Cow::Borrowed(v));
             }
-            d.put(p!("user_agent.os.name"), Val::Str(Cow::Borrowed(&p.os_name)));
+            d.string(p!("user_agent.os.name"), Cow::Borrowed(&p.os_name));
             if let Some(v) = &p.os_version {
-                d.put(p!("user_agent.os.version"), Val::Str(Cow::Borrowed(v)));
+                d.string(p!("user_agent.os.version"), Cow::Borrowed(v));
             }
-            d.put(p!("user_agent.device.name"), Val::Str(Cow::Borrowed(&p.device_name)));
+            d.string(p!("user_agent.device.name"), Cow::Borrowed(&p.device_name));
         }
     }
     if let Some(v) = ctx.raw(Key::Ver) {
@@ -413,7 +413,7 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
         (3u8, p!("imperva.client.cookie_support")),
     ] {
         if let Some(v) = ctx.raw(Key::Cs(n)).filter(|v| !v.is_empty()) {
-            d.put(path, Val::Bool(v.trim().eq_ignore_ascii_case("true")));
+            d.bool(path, v.trim().eq_ignore_ascii_case("true"));
         }
     }
     if let Some(v) = ctx.raw(Key::Cs(1)) {
