@@ -285,11 +285,21 @@ fn push_raw<'a>(out: &mut Vec<Field<'a>>, key: &'a str, raw: &'a str, escape: Es
     if out.len() >= MAX_FIELDS {
         return Err(ParseError::TooManyFields(MAX_FIELDS));
     }
-    out.push(Field {
-        key,
-        raw: Cow::Borrowed(raw),
-        escape,
-    });
+    // Room first, then the field written in place: a `push` with its growth call in between
+    // stages the field on the stack and copies it back with wider loads, which stalls.
+    if out.len() == out.capacity() {
+        out.reserve(64);
+    }
+    let at = out.spare_capacity_mut();
+    if let Some(cell) = at.first_mut() {
+        cell.write(Field {
+            key,
+            raw: Cow::Borrowed(raw),
+            escape,
+        });
+        // SAFETY: the cell just written is the first spare one, now initialised.
+        unsafe { out.set_len(out.len() + 1) };
+    }
     Ok(())
 }
 
