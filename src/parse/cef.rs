@@ -127,10 +127,7 @@ pub(crate) fn scan_extension<'a>(ext: &'a str, out: &mut Vec<Field<'a>>) -> Resu
                 continue;
             }
         }
-        let mut ks = eq;
-        while ks > 0 && is_key_byte(b[ks - 1]) {
-            ks -= 1;
-        }
+        let ks = key_start(b, eq);
         if ks == eq {
             continue;
         }
@@ -167,6 +164,62 @@ pub(crate) fn scan_extension<'a>(ext: &'a str, out: &mut Vec<Field<'a>>) -> Resu
         }
     }
     Ok(())
+}
+
+/// Start of the run of key bytes that ends at `eq` (`eq` itself when there is none).
+#[inline]
+pub(crate) fn key_start(b: &[u8], eq: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if eq >= 16 && eq <= b.len() {
+        // SAFETY: reads `b[eq - 16..eq]`, inside `b` (checked just above).
+        let not_key = unsafe { sse2_not_key_mask(b.as_ptr().add(eq - 16)) };
+        if not_key != 0 {
+            // The last byte that is not a key byte; the key starts after it.
+            return eq - 16 + (31 - not_key.leading_zeros() as usize) + 1;
+        }
+        return key_start_scalar(b, eq - 16);
+    }
+    key_start_scalar(b, eq)
+}
+
+/// Reference for [`key_start`].
+pub(crate) fn key_start_scalar(b: &[u8], eq: usize) -> usize {
+    let mut ks = eq;
+    while ks > 0 && is_key_byte(b[ks - 1]) {
+        ks -= 1;
+    }
+    ks
+}
+
+/// Bit `i` set when byte `i` of the 16 at `p` is not in `[A-Za-z0-9_.,\[\]]`.
+///
+/// # Safety
+/// `p` must be valid for 16 bytes of reads.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn sse2_not_key_mask(p: *const u8) -> u32 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+        _mm_sub_epi8, _mm_xor_si128,
+    };
+    // SAFETY: SSE2 is part of the x86_64 baseline; the caller guarantees 16 readable bytes.
+    unsafe {
+        let v = _mm_loadu_si128(p as *const __m128i);
+        // lo <= c <= hi, unsigned: (c - lo) ^ 0x80 <= (hi - lo) ^ 0x80, signed.
+        let in_range = |x: __m128i, lo: u8, hi: u8| {
+            let shifted = _mm_xor_si128(_mm_sub_epi8(x, _mm_set1_epi8(lo as i8)), _mm_set1_epi8(-128));
+            let limit = _mm_set1_epi8(((hi - lo) ^ 0x80) as i8);
+            // not (shifted > limit)
+            _mm_xor_si128(_mm_cmpgt_epi8(shifted, limit), _mm_set1_epi8(-1))
+        };
+        let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
+        let lower = _mm_or_si128(v, _mm_set1_epi8(0x20));
+        let key = _mm_or_si128(
+            _mm_or_si128(in_range(lower, b'a', b'z'), in_range(v, b'0', b'9')),
+            _mm_or_si128(_mm_or_si128(eq(b'_'), eq(b'.')), _mm_or_si128(eq(b','), _mm_or_si128(eq(b'['), eq(b']')))),
+        );
+        !(_mm_movemask_epi8(key) as u32) & 0xFFFF
+    }
 }
 
 /// Positions of one byte value, in order, from 64-byte bit masks: dense hits (an extension has
@@ -314,6 +367,24 @@ mod tests {
             .iter()
             .map(|f| (f.key.to_string(), f.value().into_owned()))
             .collect()
+    }
+
+    #[test]
+    fn key_start_equals_the_byte_loop() {
+        // Every byte value at every position of a window, around runs of key bytes.
+        let mut b: Vec<u8> = b"x aBcD_.,[]09zZ=".repeat(4);
+        for at in 0..40 {
+            for c in 0u8..=255 {
+                let keep = b[at];
+                b[at] = c;
+                for eq in [16, 20, 31, 32, 40, 47, 48, 63, 64] {
+                    assert_eq!(key_start(&b, eq), key_start_scalar(&b, eq), "byte {c} at {at}, eq {eq}");
+                }
+                b[at] = keep;
+            }
+        }
+        let long = format!("a {}=1", "k".repeat(40));
+        assert_eq!(key_start(long.as_bytes(), 42), 2);
     }
 
     #[test]
