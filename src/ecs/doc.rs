@@ -491,34 +491,15 @@ impl Writer<'_> {
 
     #[inline]
     fn field(&mut self, out: &mut Vec<u8>, parent: u16, key: Key<'_>, v: &Val<'_>) {
-        let t = self.t;
-        // SAFETY (every `*_unchecked` call below): the caller ([`Doc::write`]) reserved room
-        // for the transition (at most `transition_bound` bytes of closing braces, commas and
-        // pre-quoted object openings), the comma, the key and `val_bound(v)`.
+        // SAFETY (every `*_unchecked` call below and in `transition`): the caller
+        // ([`Doc::write`]) reserved room for the transition (at most `transition_bound` bytes
+        // of closing braces, commas and pre-quoted object openings), the comma, the key and
+        // `val_bound(v)`.
         if parent != self.cur {
-            let (a, b) = (&t.nodes[self.cur as usize], &t.nodes[parent as usize]);
-            // Depth of the lowest common ancestor: the length of the shared ancestor chain.
-            let mut lca = 0;
-            let top = a.depth.min(b.depth) as usize;
-            while lca < top && a.chain[lca + 1] == b.chain[lca + 1] {
-                lca += 1;
-            }
-            for _ in lca..a.depth as usize {
-                unsafe { json::byte_unchecked(out, b'}') };
-                self.has_member = true;
-            }
-            for &n in &b.chain[lca + 1..=b.depth as usize] {
-                if self.has_member {
-                    unsafe { json::byte_unchecked(out, b',') };
-                }
-                unsafe { json::put_unchecked(out, t.nodes[n as usize].open) };
-                self.has_member = false;
-            }
-            self.cur = parent;
+            self.transition(out, parent);
         }
-        if self.has_member {
-            unsafe { json::byte_unchecked(out, b',') };
-        }
+        // The comma is written always and kept only after a member: no branch.
+        unsafe { json::byte_if(out, b',', self.has_member) };
         self.has_member = true;
         match key {
             Key::Static(q, len) => unsafe { json::put_padded(out, q, len as usize) },
@@ -532,6 +513,31 @@ impl Writer<'_> {
             Val::Shared(s) => unsafe { json::write_str_unchecked(out, s.as_bytes()) },
             other => write_val(out, other),
         }
+    }
+
+    /// Close objects up to the lowest common ancestor of the open object and `parent`, then
+    /// open the objects down to `parent`.
+    #[inline(never)]
+    fn transition(&mut self, out: &mut Vec<u8>, parent: u16) {
+        let t = self.t;
+        let (a, b) = (&t.nodes[self.cur as usize], &t.nodes[parent as usize]);
+        // Depth of the lowest common ancestor: the length of the shared ancestor chain.
+        let mut lca = 0;
+        let top = a.depth.min(b.depth) as usize;
+        while lca < top && a.chain[lca + 1] == b.chain[lca + 1] {
+            lca += 1;
+        }
+        // SAFETY: see `field`; this is the transition part of the room reserved.
+        for _ in lca..a.depth as usize {
+            unsafe { json::byte_unchecked(out, b'}') };
+            self.has_member = true;
+        }
+        for &n in &b.chain[lca + 1..=b.depth as usize] {
+            unsafe { json::byte_if(out, b',', self.has_member) };
+            unsafe { json::put_unchecked(out, t.nodes[n as usize].open) };
+            self.has_member = false;
+        }
+        self.cur = parent;
     }
 }
 

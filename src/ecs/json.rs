@@ -151,6 +151,22 @@ pub unsafe fn put_padded<const N: usize>(out: &mut Vec<u8>, padded: &[u8; N], le
     }
 }
 
+/// Write `c` after the end and keep it only when `keep` (no branch).
+///
+/// # Safety
+/// `out` must have at least one byte of spare capacity.
+#[inline(always)]
+pub unsafe fn byte_if(out: &mut Vec<u8>, c: u8, keep: bool) {
+    let len = out.len();
+    debug_assert!(out.capacity() > len);
+    // SAFETY: the caller guarantees one byte of room after `len`; the length moves past it
+    // only when it is kept.
+    unsafe {
+        *out.as_mut_ptr().add(len) = c;
+        out.set_len(len + usize::from(keep));
+    }
+}
+
 /// Append one byte with no capacity check.
 ///
 /// # Safety

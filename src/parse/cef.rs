@@ -216,7 +216,10 @@ unsafe fn sse2_not_key_mask(p: *const u8) -> u32 {
         let lower = _mm_or_si128(v, _mm_set1_epi8(0x20));
         let key = _mm_or_si128(
             _mm_or_si128(in_range(lower, b'a', b'z'), in_range(v, b'0', b'9')),
-            _mm_or_si128(_mm_or_si128(eq(b'_'), eq(b'.')), _mm_or_si128(eq(b','), _mm_or_si128(eq(b'['), eq(b']')))),
+            _mm_or_si128(
+                _mm_or_si128(eq(b'_'), eq(b'.')),
+                _mm_or_si128(eq(b','), _mm_or_si128(eq(b'['), eq(b']'))),
+            ),
         );
         !(_mm_movemask_epi8(key) as u32) & 0xFFFF
     }
