@@ -56,6 +56,7 @@ proptest! {
         let ext: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", escape_value(v))).collect();
         line.push_str(&ext.join(" "));
         let rec = parse::cef::parse(&line).map_err(|e| TestCaseError::fail(format!("{e}: {line}")))?;
+        prop_assert_eq!(rec.index(), rec.index_from_fields());
         prop_assert_eq!(rec.header.vendor.as_ref(), header[1].as_str());
         prop_assert_eq!(rec.header.severity.as_ref(), header[6].as_str());
         let got: Vec<(String, String)> = rec.fields.iter().map(|f| (f.key.to_string(), f.value().into_owned())).collect();

@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 
 use super::ParseError;
-use super::record::{Escape, Field, Format, Header, Record, unescape_cef_header};
+use super::record::{Escape, Field, Format, Header, Key, KeyIndex, Record, unescape_cef_header};
 
 /// Cap on extension pairs per event: a frame full of `a=` cannot make us allocate without end.
 pub const MAX_FIELDS: usize = 1024;
@@ -37,12 +37,14 @@ pub fn parse_into<'a>(text: &'a str, mut out: Vec<Field<'a>>) -> Result<Record<'
         name: unescape_cef_header(fields[5]),
         severity: unescape_cef_header(fields[6]),
     };
-    scan_extension(ext, &mut out)?;
+    let mut index = KeyIndex::default();
+    scan_extension(ext, &mut out, Some((&mut index, Format::Cef)))?;
     Ok(Record {
         format: Format::Cef,
         syslog: None,
         header,
         fields: out,
+        index: Some(index),
     })
 }
 
@@ -106,7 +108,20 @@ pub(crate) fn is_key_byte(b: u8) -> bool {
 }
 
 /// Find the `key=value` pairs of a CEF-style extension (space separated, `key=` boundaries).
-pub(crate) fn scan_extension<'a>(ext: &'a str, out: &mut Vec<Field<'a>>) -> Result<(), ParseError> {
+/// With `index`, each known key's position is noted as it is found (last one wins), so the
+/// record's key index needs no second pass.
+pub(crate) fn scan_extension<'a>(
+    ext: &'a str,
+    out: &mut Vec<Field<'a>>,
+    mut index: Option<(&mut KeyIndex, Format)>,
+) -> Result<(), ParseError> {
+    let mut note = |key: &str, at: usize| {
+        if let Some((ix, format)) = index.as_mut() {
+            if let Some(k) = Key::lookup(*format, key) {
+                ix.set(k, at);
+            }
+        }
+    };
     let b = ext.as_bytes();
     // Which values hold a backslash (and so need unescaping): the next backslash at or after
     // a value's start, found once per value at most and reused while it lies ahead.
@@ -141,6 +156,7 @@ pub(crate) fn scan_extension<'a>(ext: &'a str, out: &mut Vec<Field<'a>>) -> Resu
                 ve -= 1;
             }
             push(out, ext, pks, pke, pvs, ve.max(pvs), &mut escapes)?;
+            note(&ext[pks..pke], out.len() - 1);
         } else if ext[..ks].trim() != "" {
             // Text before the first key is not a pair; keep it so nothing is lost.
             let t = ext[..ks].trim();
@@ -155,6 +171,7 @@ pub(crate) fn scan_extension<'a>(ext: &'a str, out: &mut Vec<Field<'a>>) -> Resu
                 ve -= 1;
             }
             push(out, ext, ks, ke, vs, ve, &mut escapes)?;
+            note(&ext[ks..ke], out.len() - 1);
         }
         None => {
             let t = ext.trim();
@@ -370,6 +387,20 @@ mod tests {
             .iter()
             .map(|f| (f.key.to_string(), f.value().into_owned()))
             .collect()
+    }
+
+    #[test]
+    fn index_built_while_scanning_equals_the_one_from_fields() {
+        for line in [
+            "CEF:0|v|p|1|c|n|3|ccode=IL ccode=FR cs1=a cs1Label=b junk=1 deviceCustomString1=c",
+            "CEF:0|v|p|1|c|n|3|lead text src=1.2.3.4 SRC=5.6.7.8 x=\\= y=2",
+            "CEF:0|v|p|1|c|n|3|",
+            "CEF:0|Incapsula|SIEMintegration|1|1|Normal|0| fileId=1 sourceServiceName=a requestClientApplication=Mozilla/5.0 (X11) start=1 end=2 cn1=200 cs7=1.5 cs7Label=latitude",
+        ] {
+            let r = parse(line).unwrap();
+            assert!(r.index.is_some());
+            assert_eq!(r.index(), r.index_from_fields(), "{line}");
+        }
     }
 
     #[test]

@@ -65,7 +65,7 @@ pub fn parse_into<'a>(text: &'a str, mut fields: Vec<Field<'a>>) -> Result<Recor
             });
         }
     } else {
-        scan_extension(attrs, &mut fields)?;
+        scan_extension(attrs, &mut fields, None)?;
     }
     // LEEF's `sev` attribute is the event severity.
     if let Some(sev) = fields.iter().rev().find(|f| f.key == "sev") {
@@ -75,6 +75,7 @@ pub fn parse_into<'a>(text: &'a str, mut fields: Vec<Field<'a>>) -> Result<Recor
             syslog: None,
             header,
             fields,
+            index: None,
         };
         r.header.severity = sev;
         return Ok(r);
@@ -84,6 +85,7 @@ pub fn parse_into<'a>(text: &'a str, mut fields: Vec<Field<'a>>) -> Result<Recor
         syslog: None,
         header,
         fields,
+        index: None,
     })
 }
 

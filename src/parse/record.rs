@@ -122,11 +122,21 @@ pub struct Record<'a> {
     pub syslog: Option<Syslog<'a>>,
     pub header: Header<'a>,
     pub fields: Vec<Field<'a>>,
+    /// The key index, when the parser built it while scanning (CEF does).
+    pub index: Option<KeyIndex>,
 }
 
 impl<'a> Record<'a> {
     /// Build the known-key index (last occurrence wins, as in Elastic's decoder).
     pub fn index(&self) -> KeyIndex {
+        match &self.index {
+            Some(idx) => idx.clone(),
+            None => self.index_from_fields(),
+        }
+    }
+
+    /// The key index computed from the fields (what a parser's own index must equal).
+    pub fn index_from_fields(&self) -> KeyIndex {
         let mut idx = KeyIndex::default();
         for (i, f) in self.fields.iter().enumerate() {
             if let Some(k) = Key::lookup(self.format, f.key) {
@@ -434,7 +444,7 @@ fn numbered(lower: &[u8]) -> Option<Key> {
 const SLOTS: usize = SIMPLE_KEYS + 2 * (MAX_CUSTOM as usize + 1) + 8;
 
 /// Position (+1) of the last field for each known key; 0 means absent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyIndex {
     slots: [u16; SLOTS],
 }
@@ -447,7 +457,7 @@ impl Default for KeyIndex {
 
 impl KeyIndex {
     #[inline]
-    fn set(&mut self, k: Key, i: usize) {
+    pub(crate) fn set(&mut self, k: Key, i: usize) {
         if let Ok(v) = u16::try_from(i + 1) {
             self.slots[k.slot()] = v;
         }

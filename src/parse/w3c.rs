@@ -240,6 +240,7 @@ pub fn parse_into<'a>(
         syslog: None,
         header,
         fields,
+        index: None,
     })
 }
 
