@@ -33,4 +33,5 @@ pub mod ingress;
 pub mod kafka;
 pub mod parse;
 pub mod sink;
+mod swar;
 pub mod telemetry;

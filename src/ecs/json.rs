@@ -69,29 +69,17 @@ fn escape_seq(c: u8) -> ([u8; 6], usize) {
 /// one does (the bit tricks are exact for "some byte is").
 #[inline(always)]
 fn has_special(b: &[u8]) -> bool {
-    #[inline(always)]
-    fn word(x: u64) -> bool {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
-        let below_space = x.wrapping_sub(0x20 * ONES) & !x & HIGH != 0;
-        below_space || zero(x ^ (b'"' as u64 * ONES)) || zero(x ^ (b'\\' as u64 * ONES))
-    }
+    use crate::swar::{any_below, any_eq, ends4, ends8};
+    let word = |x: u64| any_below(x, 0x20) || any_eq(x, b'"') || any_eq(x, b'\\');
     let n = b.len();
     if n >= 8 {
-        let mut h = [0u8; 8];
-        let mut t = [0u8; 8];
-        h.copy_from_slice(&b[..8]);
-        t.copy_from_slice(&b[n - 8..]);
-        word(u64::from_le_bytes(h)) || word(u64::from_le_bytes(t))
+        let (h, t) = ends8(b);
+        word(h) || word(t)
     } else if n >= 4 {
-        let mut h = [0u8; 4];
-        let mut t = [0u8; 4];
-        h.copy_from_slice(&b[..4]);
-        t.copy_from_slice(&b[n - 4..]);
+        let (h, t) = ends4(b);
         // Upper bytes padded with a plain `A`.
         const PAD: u64 = 0x4141_4141_0000_0000;
-        word(u64::from(u32::from_le_bytes(h)) | PAD) || word(u64::from(u32::from_le_bytes(t)) | PAD)
+        word(u64::from(h) | PAD) || word(u64::from(t) | PAD)
     } else {
         b.iter().any(|&c| ESCAPE[c as usize])
     }

@@ -61,33 +61,20 @@ pub(crate) fn tables() -> &'static Tables {
     })
 }
 
-/// Any byte of `x` below 0x20 (the classic "has less than" bit trick).
-#[inline(always)]
-fn has_control(x: u64) -> bool {
-    x.wrapping_sub(0x2020_2020_2020_2020) & !x & 0x8080_8080_8080_8080 != 0
-}
-
 /// First and last (up to) 8 bytes of `b`, folded (bytes past a short key are zero), and whether
 /// `b` holds a control byte, which folding could confuse with a digit or `.`.
 #[inline(always)]
 fn words(b: &[u8]) -> (u64, u64, bool) {
+    use crate::swar::{any_below, ends4, ends8};
     const FOLD: u64 = 0x2020_2020_2020_2020;
     let n = b.len();
     if n >= 8 {
-        let mut h = [0u8; 8];
-        let mut t = [0u8; 8];
-        h.copy_from_slice(&b[..8]);
-        t.copy_from_slice(&b[n - 8..]);
-        let (h, t) = (u64::from_le_bytes(h), u64::from_le_bytes(t));
-        (h | FOLD, t | FOLD, has_control(h) || has_control(t))
+        let (h, t) = ends8(b);
+        (h | FOLD, t | FOLD, any_below(h, 0x20) || any_below(t, 0x20))
     } else if n >= 4 {
-        let mut h = [0u8; 4];
-        let mut t = [0u8; 4];
-        h.copy_from_slice(&b[..4]);
-        t.copy_from_slice(&b[n - 4..]);
-        let (h, t) = (u32::from_le_bytes(h), u32::from_le_bytes(t));
+        let (h, t) = ends4(b);
         // Both words repeated into 8 bytes so the check sees only key bytes.
-        let ctrl = has_control(u64::from(h) * 0x1_0000_0001) || has_control(u64::from(t) * 0x1_0000_0001);
+        let ctrl = any_below(u64::from(h) * 0x1_0000_0001, 0x20) || any_below(u64::from(t) * 0x1_0000_0001, 0x20);
         let fold = FOLD as u32;
         (u64::from(h | fold), u64::from(t | fold), ctrl)
     } else {
