@@ -184,14 +184,13 @@ impl<'a> Doc<'a> {
     pub fn str(&mut self, p: P, s: impl Into<Cow<'a, str>>) {
         let s = s.into();
         if !s.is_empty() {
-            let (bound, owns) = (json::str_bound(s.len()), matches!(s, Cow::Owned(_)));
-            self.put_with(p, bound, owns, move || Val::Str(s));
+            self.string(p, s);
         }
     }
 
     #[inline(always)]
     pub fn int(&mut self, p: P, v: i64) {
-        self.put_with(p, 20, false, move || Val::Int(v));
+        self.put_with(p, NUMBER_BOUND, false, move || Val::Int(v));
     }
 
     /// Set a string field, even an empty one.
@@ -203,23 +202,24 @@ impl<'a> Doc<'a> {
 
     #[inline(always)]
     pub fn ts(&mut self, p: P, ms: i64, style: TsStyle) {
-        self.put_with(p, 40, false, move || Val::Ts(ms, style));
+        self.put_with(p, TS_BOUND, false, move || Val::Ts(ms, style));
     }
 
     #[inline(always)]
     pub fn bool(&mut self, p: P, b: bool) {
-        self.put_with(p, 5, false, move || Val::Bool(b));
+        self.put_with(p, BOOL_BOUND, false, move || Val::Bool(b));
     }
 
     #[inline(always)]
     pub fn statics(&mut self, p: P, list: &'static [&'static str]) {
-        let bound = 2 + list.iter().map(|s| json::str_bound(s.len()) + 1).sum::<usize>();
-        self.put_with(p, bound, false, move || Val::StaticStrs(list));
+        self.put_with(p, list_bound(list.iter().copied()), false, move || {
+            Val::StaticStrs(list)
+        });
     }
 
     #[inline(always)]
     pub fn float(&mut self, p: P, f: f64) {
-        self.put_with(p, 32, false, move || Val::Float(f));
+        self.put_with(p, FLOAT_BOUND, false, move || Val::Float(f));
     }
 
     pub fn remove(&mut self, p: P) {
@@ -541,21 +541,32 @@ impl Writer<'_> {
     }
 }
 
+/// `i64::MIN` is 20 characters.
+const NUMBER_BOUND: usize = 20;
+/// A float is at most 24 characters (ryu), plus `.0`.
+const FLOAT_BOUND: usize = 32;
+const BOOL_BOUND: usize = 5;
+/// `"-262143-12-31T23:59:59.999000Z"` and the like: well under 40.
+const TS_BOUND: usize = 40;
+
+/// Most bytes a list of strings can take when written.
+fn list_bound<'s>(items: impl Iterator<Item = &'s str>) -> usize {
+    2 + items.map(|s| json::str_bound(s.len()) + 1).sum::<usize>()
+}
+
 /// Most bytes a value can take when written (strings at their worst escaping).
 #[inline]
 fn val_bound(v: &Val<'_>) -> usize {
     match v {
         Val::Str(s) => json::str_bound(s.len()),
         Val::Shared(s) => json::str_bound(s.len()),
-        // i64::MIN is 20 characters; a float is at most 24 (ryu) plus `.0`.
-        Val::Int(_) | Val::UInt(_) => 20,
-        Val::Float(_) | Val::FloatDecimal(_) => 32,
-        Val::Bool(_) => 5,
-        Val::Strs(list) => 2 + list.iter().map(|s| json::str_bound(s.len()) + 1).sum::<usize>(),
-        Val::StaticStrs(list) => 2 + list.iter().map(|s| json::str_bound(s.len()) + 1).sum::<usize>(),
+        Val::Int(_) | Val::UInt(_) => NUMBER_BOUND,
+        Val::Float(_) | Val::FloatDecimal(_) => FLOAT_BOUND,
+        Val::Bool(_) => BOOL_BOUND,
+        Val::Strs(list) => list_bound(list.iter().map(|s| s.as_ref())),
+        Val::StaticStrs(list) => list_bound(list.iter().copied()),
         Val::Json(j) => j.len(),
-        // `"-262143-12-31T23:59:59.999000Z"` and the like: well under 40.
-        Val::Ts(..) => 40,
+        Val::Ts(..) => TS_BOUND,
     }
 }
 
