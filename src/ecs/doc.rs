@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::json;
-pub use super::json::{plain_prefix, plain_prefix_scalar, write_str};
+pub use super::json::write_str;
 use super::paths::{P, PATHS};
 
 /// A field value.

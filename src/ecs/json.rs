@@ -3,8 +3,8 @@
 //! per byte run, and JSON-escapes strings in the same pass that copies them (16 bytes per step
 //! on x86_64).
 //!
-//! The scalar functions ([`plain_prefix_scalar`], [`write_str_scalar`]) are the reference; the
-//! property tests in `tests/properties.rs` keep the fast ones equal to them.
+//! [`write_str_scalar`] is the reference; the property tests in `tests/properties.rs` keep the
+//! fast writer equal to it.
 
 /// Room [`write_str_unchecked`] may need for a string of `len` bytes: every byte could become a
 /// six-byte `\u00XX`, plus the quotes, plus the tail of one 16-byte store past the text.
@@ -23,33 +23,6 @@ static ESCAPE: [bool; 256] = {
     }
     t
 };
-
-/// Length of the prefix of `b` that needs no JSON escaping (no `"`, `\\`, or byte < 0x20).
-#[inline]
-pub fn plain_prefix(b: &[u8]) -> usize {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let mut i = 0;
-        while i + 16 <= b.len() {
-            // SAFETY: `i + 16 <= b.len()`, so the 16 bytes read are inside `b`.
-            let mask = unsafe { sse2::special_mask(b.as_ptr().add(i)) };
-            if mask != 0 {
-                return i + mask.trailing_zeros() as usize;
-            }
-            i += 16;
-        }
-        i + plain_prefix_scalar(&b[i..])
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        plain_prefix_scalar(b)
-    }
-}
-
-/// Reference implementation of [`plain_prefix`].
-pub fn plain_prefix_scalar(b: &[u8]) -> usize {
-    b.iter().position(|&c| ESCAPE[c as usize]).unwrap_or(b.len())
-}
 
 /// The escape sequence for a byte that needs one, into `dst`; returns its length.
 #[inline]
