@@ -34,6 +34,33 @@ fn value() -> impl Strategy<Value = String> {
     "[ -~\\n\\r\u{e9}\u{6771}\u{1F600}]{0,40}".prop_filter("no trailing blank", |v| !v.ends_with(' '))
 }
 
+/// Set `fields` (slots) with values of every kind, chosen by `kind` and position.
+fn fill_doc<'a>(
+    d: &mut wafstream::ecs::doc::Doc<'a>,
+    fields: &[usize],
+    text: &'a str,
+    num: i64,
+    kind: u8,
+    dynamic: bool,
+) {
+    use wafstream::ecs::doc::{TsStyle, Val};
+    use wafstream::ecs::paths::P;
+    for (i, &slot) in fields.iter().enumerate() {
+        let p = P(slot as u16);
+        match (usize::from(kind) + i) % 6 {
+            0 => d.str(p, text),
+            1 => d.int(p, num.wrapping_add(i as i64)),
+            2 => d.put(p, Val::Strs(vec![text.into(), "b".into()])),
+            3 => d.ts(p, num.rem_euclid(4_000_000_000_000), TsStyle::Millis),
+            4 => d.float(p, num as f64 / 7.0),
+            _ => d.string(p, std::borrow::Cow::Owned(text.repeat(2))),
+        }
+    }
+    if dynamic {
+        d.put_dynamic("imperva_cloud_waf.event.extensions", "zz_key", Val::Str(text.into()));
+    }
+}
+
 proptest! {
     // A fixed seed keeps CI deterministic; the fuzz targets (tests/fuzz) explore at random.
     #![proptest_config(ProptestConfig {
@@ -75,6 +102,30 @@ proptest! {
         let mut slow = vec![b'x'];
         wafstream::ecs::json::write_str_scalar(&mut slow, &s);
         prop_assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn shaped_documents_equal_plain_ones(
+        sets in proptest::collection::vec(proptest::collection::vec(0..wafstream::ecs::paths::PATHS.len(), 0..60), 1..5),
+        docs in proptest::collection::vec((0usize..5, "[ -~\u{e9}\\\"]{0,40}", any::<i64>(), any::<u8>()), 1..40),
+        dynamic in proptest::collection::vec(0usize..40, 0..3),
+    ) {
+        use wafstream::ecs::doc::{Doc, Shapes};
+        // Few field sets, many documents: the cache is hit, missed and (with 32 entries and
+        // random sets) sometimes has both places of a set taken.
+        let mut shapes = Shapes::default();
+        for (n, (set, text, num, kind)) in docs.iter().enumerate() {
+            let fields = &sets[set % sets.len()];
+            let (mut plain, mut shaped) = (Doc::default(), Doc::default());
+            let with_dynamic = dynamic.contains(&n);
+            fill_doc(&mut plain, fields, text, *num, *kind, with_dynamic);
+            fill_doc(&mut shaped, fields, text, *num, *kind, with_dynamic);
+            let (mut a, mut b) = (b"x".to_vec(), b"x".to_vec());
+            plain.write(&mut a);
+            shaped.write_shaped(&mut b, &mut shapes);
+            prop_assert_eq!(String::from_utf8_lossy(&a), String::from_utf8_lossy(&b));
+            serde_json::from_slice::<serde_json::Value>(&b[1..]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
     }
 
     #[test]

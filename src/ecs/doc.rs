@@ -300,6 +300,45 @@ impl<'a> Doc<'a> {
         self.vals
     }
 
+    /// [`Doc::write`] with the bytes around the values taken from `shapes`: documents with
+    /// the same fields (most events of one kind) share every byte but their values, so those
+    /// bytes are worked out once per set of fields and then copied in blocks. Same output as
+    /// [`Doc::write`]; documents with run-time keys are written by it.
+    pub fn write_shaped(self, out: &mut Vec<u8>, shapes: &mut Shapes) -> Vec<Val<'a>> {
+        if !self.dynamic.is_empty() {
+            return self.write(out);
+        }
+        let mut me = self;
+        let shape = shapes.get(&me.present);
+        // Room for the values, and for the fixed bytes with the padding block the last copy
+        // may run into (each copy runs at most one block past what it keeps).
+        out.reserve(me.bound + shape.fixed.len());
+        let src = shape.fixed.as_ptr();
+        let mut start = 0usize;
+        let mut ends = shape.ends.iter();
+        for (wi, &word) in me.present.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let slot = wi * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                // One end per present slot: the shape was built from this very bit set.
+                let end = ends.next().map_or(start, |&e| e as usize);
+                // SAFETY: `start..end` lies in `fixed`, which has a whole block of padding
+                // after its last byte, so the rounded-up read stays inside it; the room
+                // reserved above covers every fixed byte plus that one block, and the values'
+                // bounds: at no point does a write run past it.
+                unsafe { json::put_blocks(out, src.add(start), end - start) };
+                start = end;
+                // SAFETY: the value's bound is part of `bound`, reserved above.
+                unsafe { write_val_unchecked(out, &me.vals[me.slot_val[slot] as usize]) };
+            }
+        }
+        // SAFETY: as above; the tail (closing braces) ends where the padding starts.
+        unsafe { json::put_blocks(out, src.add(start), shape.end - start) };
+        me.clear_vals();
+        me.vals
+    }
+
     /// Empty `vals`, dropping only the entries that own heap memory.
     fn clear_vals(&mut self) {
         let n = self.vals.len();
@@ -322,6 +361,108 @@ impl<'a> Doc<'a> {
                 }
             }
         }
+    }
+}
+
+/// How many field sets [`Shapes`] remembers.
+const SHAPE_SETS: usize = 32;
+
+/// The fixed bytes (object openings and closings, commas, keys) of documents by their set of
+/// fields, for [`Doc::write_shaped`]. A small cache: each set has two possible entries, and a
+/// new set replaces the one of them used less recently.
+pub struct Shapes {
+    sets: Vec<Shape>,
+    /// Counts lookups; each entry remembers when it was last used.
+    clock: u64,
+}
+
+impl Default for Shapes {
+    fn default() -> Self {
+        Shapes {
+            sets: (0..SHAPE_SETS).map(|_| Shape::default()).collect(),
+            clock: 0,
+        }
+    }
+}
+
+impl Shapes {
+    fn get(&mut self, present: &[u64; WORDS]) -> &Shape {
+        let mut h = present
+            .iter()
+            .fold(0u64, |h, &w| (h.rotate_left(5) ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        // MurmurHash3's finaliser: every input bit reaches both halves used as indexes.
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^= h >> 33;
+        self.clock += 1;
+        // Two places a set can live; a new set replaces the one used less recently.
+        let (a, b) = (h as usize % SHAPE_SETS, (h >> 32) as usize % SHAPE_SETS);
+        let i = if self.sets[a].holds(present) {
+            a
+        } else if self.sets[b].holds(present) {
+            b
+        } else {
+            let i = if self.sets[a].used <= self.sets[b].used { a } else { b };
+            self.sets[i].build(present);
+            i
+        };
+        let s = &mut self.sets[i];
+        s.used = self.clock;
+        s
+    }
+}
+
+#[derive(Default)]
+struct Shape {
+    present: [u64; WORDS],
+    /// `{`, then per field what precedes its value, then the closing braces, then one block
+    /// of padding.
+    fixed: Vec<u8>,
+    /// Per field, where its prefix in `fixed` ends (the next one starts there).
+    ends: Vec<u32>,
+    /// Where the closing braces end (the padding starts).
+    end: usize,
+    /// [`Shapes::clock`] when last used (0: never built).
+    used: u64,
+}
+
+impl Shape {
+    fn holds(&self, present: &[u64; WORDS]) -> bool {
+        self.used != 0 && self.present == *present
+    }
+
+    fn build(&mut self, present: &[u64; WORDS]) {
+        let t = tree();
+        let n: usize = present.iter().map(|w| w.count_ones() as usize).sum();
+        self.present = *present;
+        self.fixed.clear();
+        self.ends.clear();
+        self.fixed
+            .reserve(1 + n * (t.transition_bound + 1 + t.longest_key) + MAX_DEPTH + 1 + json::BLOCK);
+        let mut w = Writer {
+            t,
+            cur: 0,
+            has_member: false,
+        };
+        // SAFETY (this write and `prefix` below): reserved just above, per field at most a
+        // transition, a comma and the padded key.
+        unsafe { json::byte_unchecked(&mut self.fixed, b'{') };
+        for (wi, &word) in present.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let slot = wi * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let info = &t.slots[slot];
+                w.prefix(&mut self.fixed, info.parent, Key::Static(&info.key, info.len));
+                self.ends.push(self.fixed.len() as u32);
+            }
+        }
+        w.close_to(&mut self.fixed, 0);
+        self.fixed.push(b'}');
+        self.end = self.fixed.len();
+        self.fixed.resize(self.end + json::BLOCK, 0);
     }
 }
 
@@ -491,10 +632,18 @@ impl Writer<'_> {
 
     #[inline]
     fn field(&mut self, out: &mut Vec<u8>, parent: u16, key: Key<'_>, v: &Val<'_>) {
+        self.prefix(out, parent, key);
+        // SAFETY: the caller reserved `val_bound(v)` bytes for the value, see `prefix`.
+        unsafe { write_val_unchecked(out, v) };
+    }
+
+    /// What comes before a field's value: the move to its object, a comma if needed, the key.
+    #[inline]
+    fn prefix(&mut self, out: &mut Vec<u8>, parent: u16, key: Key<'_>) {
         // SAFETY (every `*_unchecked` call below and in `transition`): the caller
-        // ([`Doc::write`]) reserved room for the transition (at most `transition_bound` bytes
-        // of closing braces, commas and pre-quoted object openings), the comma, the key and
-        // `val_bound(v)`.
+        // ([`Doc::write`], [`Shape::build`]) reserved room for the transition (at most
+        // `transition_bound` bytes of closing braces, commas and pre-quoted object openings),
+        // the comma, the key and (for `field`) the value's `val_bound`.
         if parent != self.cur {
             self.transition(out, parent);
         }
@@ -507,11 +656,6 @@ impl Writer<'_> {
                 unsafe { json::write_str_unchecked(out, k.as_bytes()) };
                 unsafe { json::byte_unchecked(out, b':') };
             }
-        }
-        match v {
-            Val::Str(s) => unsafe { json::write_str_unchecked(out, s.as_bytes()) },
-            Val::Shared(s) => unsafe { json::write_str_unchecked(out, s.as_bytes()) },
-            other => write_val(out, other),
         }
     }
 
@@ -538,6 +682,20 @@ impl Writer<'_> {
             self.has_member = false;
         }
         self.cur = parent;
+    }
+}
+
+/// Write a value; strings with no capacity check.
+///
+/// # Safety
+/// `out` must have at least `val_bound(v)` bytes of spare capacity.
+#[inline(always)]
+unsafe fn write_val_unchecked(out: &mut Vec<u8>, v: &Val<'_>) {
+    match v {
+        // SAFETY: `val_bound` of a string is its `str_bound`, which the caller guarantees.
+        Val::Str(s) => unsafe { json::write_str_unchecked(out, s.as_bytes()) },
+        Val::Shared(s) => unsafe { json::write_str_unchecked(out, s.as_bytes()) },
+        other => write_val(out, other),
     }
 }
 

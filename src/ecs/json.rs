@@ -112,6 +112,36 @@ pub unsafe fn put_padded<const N: usize>(out: &mut Vec<u8>, padded: &[u8; N], le
     }
 }
 
+/// Bytes [`put_blocks`] copies at a time.
+pub const BLOCK: usize = 32;
+
+/// Append `len` bytes from `src` in [`BLOCK`]-sized copies; the last copy may write bytes past
+/// `len`, which are not kept.
+///
+/// # Safety
+/// `src` must be readable, and `out` must have spare capacity, for `len` rounded up to a
+/// multiple of [`BLOCK`] (at least one block); `src` must not point into `out`.
+#[inline(always)]
+pub unsafe fn put_blocks(out: &mut Vec<u8>, src: *const u8, len: usize) {
+    let at = out.len();
+    debug_assert!(out.capacity() - at >= len.max(1).next_multiple_of(BLOCK));
+    // SAFETY: the caller guarantees the reads and writes of every whole block up to `len`
+    // rounded up; the length moves by `len` only.
+    unsafe {
+        let dst = out.as_mut_ptr().add(at);
+        let mut i = 0;
+        loop {
+            let b = (src.add(i) as *const [u8; BLOCK]).read_unaligned();
+            (dst.add(i) as *mut [u8; BLOCK]).write_unaligned(b);
+            i += BLOCK;
+            if i >= len {
+                break;
+            }
+        }
+        out.set_len(at + len);
+    }
+}
+
 /// Write `c` after the end and keep it only when `keep` (no branch).
 ///
 /// # Safety

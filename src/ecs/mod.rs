@@ -159,6 +159,8 @@ pub struct Mapper {
     opts: Options,
     ua: RefCell<user_agent::Cache>,
     scratch: RefCell<Scratch>,
+    /// The fixed bytes of the documents' recent field sets.
+    shapes: RefCell<doc::Shapes>,
     /// The last per-frame zone seen, parsed (frames of one sender carry the same one).
     frame_zone: RefCell<Option<(String, Zone)>>,
     pub counters: Counters,
@@ -184,6 +186,7 @@ impl Mapper {
                 fields: Vec::with_capacity(64),
                 vals: Vec::with_capacity(128),
             }),
+            shapes: RefCell::new(doc::Shapes::default()),
             frame_zone: RefCell::new(None),
             counters: Counters::default(),
         }
@@ -265,7 +268,10 @@ impl Mapper {
         if self.opts.emit_id {
             d.put(p!("_id"), Val::Str(Cow::Owned(id.clone())));
         }
-        let vals = d.write(out);
+        let vals = match self.shapes.try_borrow_mut() {
+            Ok(mut shapes) => d.write_shaped(out, &mut shapes),
+            Err(_) => d.write(out),
+        };
         drop(ctx);
         if let Ok(mut s) = self.scratch.try_borrow_mut() {
             s.vals = doc::recycle(vals);
