@@ -129,6 +129,39 @@ proptest! {
     }
 
     #[test]
+    fn plain_decimals_print_as_their_float(
+        s in "-?(0\\.0{0,3}[0-9]{0,8}[1-9]|[1-9][0-9]{0,5}\\.[0-9]{0,12}[1-9])|-?[0-9]{0,8}\\.?[0-9]{0,12}|[0-9.eE+-]{0,12}"
+    ) {
+        use wafstream::ecs::doc::Doc;
+        use wafstream::ecs::paths::P;
+        // What the writer prints for the parsed value.
+        let printed = |s: &str| -> Option<String> {
+            let f: f64 = s.parse().ok()?;
+            let mut d = Doc::default();
+            d.float(P(0), f);
+            let mut out = Vec::new();
+            d.write(&mut out);
+            let json = String::from_utf8(out).ok()?;
+            // `{"<key>":<number>}`
+            Some(json[json.find(':')? + 1..json.len() - 1].to_string())
+        };
+        if wafstream::ecs::json::plain_decimal(&s) {
+            prop_assert_eq!(printed(&s), Some(s.clone()));
+        }
+        // The first alternative is exactly the accepted form (when it has at most 15
+        // significant digits): the check must say yes to it.
+        let digits = s.trim_start_matches('-').trim_start_matches(['0', '.']).chars().filter(char::is_ascii_digit).count();
+        let int = s.trim_start_matches('-').split('.').next().unwrap_or("");
+        let zeros = s.split('.').nth(1).map_or(0, |f| f.len() - f.trim_start_matches('0').len());
+        let shaped = s.matches('.').count() == 1 && !s.ends_with('0') && !s.ends_with('.')
+            && (int == "0" && zeros <= 3 || int.len() <= 6 && !int.is_empty() && !int.starts_with('0'))
+            && s.trim_start_matches('-').bytes().all(|c| c.is_ascii_digit() || c == b'.');
+        if shaped && digits <= 15 {
+            prop_assert!(wafstream::ecs::json::plain_decimal(&s), "{} rejected", s);
+        }
+    }
+
+    #[test]
     fn key_table_lookup_equals_reference(k in "[A-Za-z0-9_.,\\[\\]]{0,44}|(cs|CN|deviceCustomString|devicecustomnumber)[0-9]{0,3}(label|Label|LABEL|x)?|[\u{0}-\u{7f}]{0,12}") {
         for format in [parse::Format::Cef, parse::Format::Leef, parse::Format::W3c] {
             prop_assert_eq!(parse::Key::lookup(format, &k), parse::Key::lookup_reference(format, &k), "{}", k);

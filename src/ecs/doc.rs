@@ -222,6 +222,15 @@ impl<'a> Doc<'a> {
         self.put_with(p, FLOAT_BOUND, false, move || Val::Float(f));
     }
 
+    /// Set a number field to decimal text written as it is (see [`json::plain_decimal`]: the
+    /// caller checks that the text is one).
+    #[inline(always)]
+    pub fn decimal_text(&mut self, p: P, text: Cow<'a, str>) {
+        debug_assert!(json::plain_decimal(&text));
+        let (bound, owns) = (text.len(), matches!(text, Cow::Owned(_)));
+        self.put_with(p, bound, owns, move || Val::Json(text));
+    }
+
     pub fn remove(&mut self, p: P) {
         let (w, bit) = Self::bit(p);
         self.present[w] &= !bit;

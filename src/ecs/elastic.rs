@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 
 use super::doc::{Doc, TsStyle, Val};
+use super::json;
 use super::paths::P;
 use super::{Ctx, extension_key, parse_ip};
 use crate::p;
@@ -647,14 +648,22 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         ),
     ] {
         if let Some(v) = ctx.val_ne(Key::Cs(n)) {
-            match v.trim().parse::<f64>() {
-                Ok(f) if f.is_finite() => {
-                    d.float(geo, f);
-                    if dup {
-                        d.float(dup_path, f);
-                    }
+            if json::plain_decimal(&v) {
+                // Printed as sent: the same text the parsed float would be written as.
+                if dup {
+                    d.decimal_text(dup_path, v.clone());
                 }
-                _ => ctx.error(format!("error in field 'cs{n}': value {v:?} is not a number")),
+                d.decimal_text(geo, v);
+            } else {
+                match v.trim().parse::<f64>() {
+                    Ok(f) if f.is_finite() => {
+                        d.float(geo, f);
+                        if dup {
+                            d.float(dup_path, f);
+                        }
+                    }
+                    _ => ctx.error(format!("error in field 'cs{n}': value {v:?} is not a number")),
+                }
             }
         }
         if let Some(l) = ctx.val_ne(Key::CsLabel(n)) {

@@ -112,6 +112,41 @@ pub unsafe fn put_padded<const N: usize>(out: &mut Vec<u8>, padded: &[u8; N], le
     }
 }
 
+/// Whether `s` is a decimal that the document writer prints, once parsed as an `f64`, exactly
+/// as `s` (so it can be written as it is, without parsing and printing): an optional `-`, one
+/// to six integer digits without a leading zero (or a single `0` followed by at most three
+/// zeros in the fraction), a `.`, and a fraction ending in a non-zero digit, fifteen
+/// significant digits at most. Fifteen digits survive the trip through an `f64`, and the
+/// shortest text that does (what the writer prints) is then this one.
+pub fn plain_decimal(s: &str) -> bool {
+    let b = s.as_bytes();
+    let b = b.strip_prefix(b"-").unwrap_or(b);
+    let Some(dot) = b.iter().position(|&c| c == b'.') else {
+        return false;
+    };
+    let (int, frac) = (&b[..dot], &b[dot + 1..]);
+    let digits = |x: &[u8]| x.iter().all(u8::is_ascii_digit);
+    if int.is_empty() || int.len() > 6 || frac.is_empty() || !digits(int) || !digits(frac) {
+        return false;
+    }
+    if frac.last() == Some(&b'0') {
+        return false;
+    }
+    let significant = if int == b"0" {
+        let zeros = frac.iter().take_while(|&&c| c == b'0').count();
+        if zeros > 3 {
+            return false;
+        }
+        frac.len() - zeros
+    } else {
+        if int[0] == b'0' {
+            return false;
+        }
+        int.len() + frac.len()
+    };
+    significant <= 15
+}
+
 /// Bytes [`put_blocks`] copies at a time.
 pub const BLOCK: usize = 32;
 
