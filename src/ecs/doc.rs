@@ -222,6 +222,20 @@ impl<'a> Doc<'a> {
         self.put_with(p, FLOAT_BOUND, false, move || Val::Float(f));
     }
 
+    /// Set a list of strings.
+    #[inline(always)]
+    pub fn strs(&mut self, p: P, list: Vec<Cow<'a, str>>) {
+        let bound = list_bound(list.iter().map(|s| s.as_ref()));
+        self.put_with(p, bound, true, move || Val::Strs(list));
+    }
+
+    /// Set a field to already-serialised JSON (valid, on one line), written as it is.
+    #[inline(always)]
+    pub fn json(&mut self, p: P, text: Cow<'a, str>) {
+        let (bound, owns) = (text.len(), matches!(text, Cow::Owned(_)));
+        self.put_with(p, bound, owns, move || Val::Json(text));
+    }
+
     /// Set a number field to decimal text written as it is (see [`json::plain_decimal`]: the
     /// caller checks that the text is one).
     #[inline(always)]

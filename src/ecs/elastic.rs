@@ -84,7 +84,7 @@ fn finish<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: &'static str, kin
                 };
                 let mut kinds: Vec<Cow<'r, str>> = prev.into_iter().collect();
                 kinds.push("pipeline_error".into());
-                d.put(p!("event.kind"), Val::Strs(kinds));
+                d.strs(p!("event.kind"), kinds);
                 if !tags.iter().any(|t| t == "preserve_original_event") {
                     tags.push("preserve_original_event".into());
                     d.string(p!("event.original"), Cow::Borrowed(ctx.original));
@@ -98,11 +98,11 @@ fn finish<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: &'static str, kin
                 Val::Str(errs.into_iter().next().unwrap_or_default()),
             );
         } else {
-            d.put(p!("error.message"), Val::Strs(errs));
+            d.strs(p!("error.message"), errs);
         }
     }
     if !tags.is_empty() {
-        d.put(p!("tags"), Val::Strs(tags));
+        d.strs(p!("tags"), tags);
     }
 }
 
@@ -332,10 +332,10 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         }
     }
     if !related_ip.is_empty() {
-        d.put(p!("related.ip"), Val::Strs(related_ip));
+        d.strs(p!("related.ip"), related_ip);
     }
     if !related_user.is_empty() {
-        d.put(p!("related.user"), Val::Strs(related_user));
+        d.strs(p!("related.user"), related_user);
     }
     keep_unused(ctx, d, "imperva.securesphere.extensions");
     finish(ctx, d, "imperva.securesphere", KindOnError::Set);
@@ -562,26 +562,25 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         for ip in &ips {
             push_unique(&mut related_ip, ip.clone());
         }
-        let v = if ips.len() == 1 {
-            ips.pop().map(Val::Str)
-        } else if ips.is_empty() {
-            None
-        } else {
-            Some(Val::Strs(ips))
-        };
-        if let Some(v) = v {
+        // One address is a string, several a list.
+        if ips.len() > 1 {
             if dup {
-                d.put(p!("imperva_cloud_waf.event.extensions.xff"), v.clone());
+                d.strs(p!("imperva_cloud_waf.event.extensions.xff"), ips.clone());
             }
-            d.put(p!("network.forwarded_ip"), v);
+            d.strs(p!("network.forwarded_ip"), ips);
+        } else if let Some(ip) = ips.pop() {
+            if dup {
+                d.string(p!("imperva_cloud_waf.event.extensions.xff"), ip.clone());
+            }
+            d.string(p!("network.forwarded_ip"), ip);
         }
     }
     if !related_ip.is_empty() {
-        d.put(p!("related.ip"), Val::Strs(related_ip));
+        d.strs(p!("related.ip"), related_ip);
     }
     if let Some(u) = ctx.val_ne(Key::Suid) {
         d.str(p!("source.user.id"), u.clone());
-        d.put(p!("related.user"), Val::Strs(vec![u.clone()]));
+        d.strs(p!("related.user"), vec![u.clone()]);
         if dup {
             d.str(p!("imperva_cloud_waf.event.extensions.source.user_id"), u);
         }
@@ -755,7 +754,7 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
                 Cow::Owned(o) => json_value(o).map(|j| Cow::Owned(j.into_owned())),
             };
             match parsed {
-                Ok(j) => d.put(path, Val::Json(j)),
+                Ok(j) => d.json(path, j),
                 Err(e) => ctx.error(format!("json processor on {name} failed: {e}")),
             }
         }

@@ -266,7 +266,7 @@ impl Mapper {
         crate::telemetry::global().mapping.document(dataset);
         let id = document_id(dataset, &ctx, frame, meta);
         if self.opts.emit_id {
-            d.put(p!("_id"), Val::Str(Cow::Owned(id.clone())));
+            d.string(p!("_id"), Cow::Borrowed(&id));
         }
         let vals = match self.shapes.try_borrow_mut() {
             Ok(mut shapes) => d.write_shaped(out, &mut shapes),
@@ -317,7 +317,7 @@ impl Mapper {
         }
         let mut tags: Vec<Cow<'_, str>> = vec!["wafstream_dead_letter".into()];
         tags.extend(self.opts.tags.iter().map(|t| Cow::Owned(t.clone())));
-        d.put(p!("tags"), Val::Strs(tags));
+        d.strs(p!("tags"), tags);
         let id = hex128(xxhash_rust::xxh3::xxh3_128(frame) ^ source_hash(meta));
         if self.opts.emit_id {
             d.put(p!("_id"), Val::Str(Cow::Owned(id.clone())));

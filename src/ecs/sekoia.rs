@@ -218,7 +218,7 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     d.str(p!("observer.vendor"), "Imperva");
     d.str(p!("observer.product"), "Web Application Firewall");
     d.str(p!("observer.type"), "firewall");
-    d.put(p!("event.category"), Val::Strs(vec!["network".into()]));
+    d.strs(p!("event.category"), vec!["network".into()]);
     d.str(p!("event.dataset"), "imperva-waf");
     d.str(p!("event.module"), "imperva.waf");
     if let Ok(n) = h.severity.trim().parse::<i64>() {
@@ -260,7 +260,7 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
             d.str(p!("event.reason"), r);
         }
     }
-    d.put(p!("event.type"), Val::Strs(sorted_unique(types)));
+    d.strs(p!("event.type"), sorted_unique(types));
 
     // Client and source.
     let mut related_ip: Vec<Cow<'r, str>> = Vec::new();
@@ -383,7 +383,7 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
         d.str(p!("rule.name"), rule);
         let names: Vec<Cow<'r, str>> = rule.split(',').filter(|s| !s.is_empty()).map(Cow::Borrowed).collect();
         if !names.is_empty() {
-            d.put(p!("imperva.rule.names"), Val::Strs(names));
+            d.strs(p!("imperva.rule.names"), names);
         }
     }
 
@@ -397,7 +397,7 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     ] {
         if let Some(raw) = ctx.raw(k).filter(|r| !r.is_empty()) {
             match lenient_json(raw) {
-                Some(j) => d.put(path, Val::Json(Cow::Owned(j))),
+                Some(j) => d.json(path, Cow::Owned(j)),
                 None => d.str(path, raw),
             }
         }
@@ -445,11 +445,11 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     }
     let related_ip = sorted_unique(related_ip);
     if !related_ip.is_empty() {
-        d.put(p!("related.ip"), Val::Strs(related_ip));
+        d.strs(p!("related.ip"), related_ip);
     }
     let related_hosts = sorted_unique(related_hosts);
     if !related_hosts.is_empty() {
-        d.put(p!("related.hosts"), Val::Strs(related_hosts));
+        d.strs(p!("related.hosts"), related_hosts);
     }
     let o = ctx.opts;
     if !o.tags.is_empty() {
