@@ -632,43 +632,24 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(v) = ctx.val_ne(Key::Cicode) {
         d.str(p!("imperva_cloud_waf.event.extensions.cicode"), v);
     }
-    for (n, geo, dup_path, label_path) in [
-        (
-            7u8,
-            p!("source.geo.location.lat"),
-            p!("imperva_cloud_waf.event.extensions.cs7"),
-            p!("imperva_cloud_waf.event.extensions.cs7Label"),
-        ),
-        (
-            8u8,
-            p!("source.geo.location.lon"),
-            p!("imperva_cloud_waf.event.extensions.cs8"),
-            p!("imperva_cloud_waf.event.extensions.cs8Label"),
-        ),
-    ] {
-        if let Some(v) = ctx.val_ne(Key::Cs(n)) {
-            if json::plain_decimal(&v) {
-                // Printed as sent: the same text the parsed float would be written as.
-                if dup {
-                    d.decimal_text(dup_path, v.clone());
-                }
-                d.decimal_text(geo, v);
-            } else {
-                match v.trim().parse::<f64>() {
-                    Ok(f) if f.is_finite() => {
-                        d.float(geo, f);
-                        if dup {
-                            d.float(dup_path, f);
-                        }
-                    }
-                    _ => ctx.error(format!("error in field 'cs{n}': value {v:?} is not a number")),
-                }
-            }
-        }
-        if let Some(l) = ctx.val_ne(Key::CsLabel(n)) {
-            d.str(label_path, l);
-        }
-    }
+    // Helper calls, not a loop over an array of tuples: the array would be staged on the
+    // stack and read back with wider loads than wrote it (a stall per item).
+    geo_field(
+        ctx,
+        d,
+        7,
+        p!("source.geo.location.lat"),
+        p!("imperva_cloud_waf.event.extensions.cs7"),
+        p!("imperva_cloud_waf.event.extensions.cs7Label"),
+    );
+    geo_field(
+        ctx,
+        d,
+        8,
+        p!("source.geo.location.lon"),
+        p!("imperva_cloud_waf.event.extensions.cs8"),
+        p!("imperva_cloud_waf.event.extensions.cs8Label"),
+    );
 
     // HTTP.
     if let Some(m) = ctx.val_ne(Key::RequestMethod) {
@@ -734,39 +715,30 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         }
         d.str(p!("user_agent.original"), ua);
     }
-    for (k, path, name) in [
-        (
-            Key::AdditionalReqHeaders,
-            p!("imperva_cloud_waf.event.extensions.additional.req_headers"),
-            "additionalReqHeaders",
-        ),
-        (
-            Key::AdditionalResHeaders,
-            p!("imperva_cloud_waf.event.extensions.additional.res_headers"),
-            "additionalResHeaders",
-        ),
-        (Key::Cs(10), p!("imperva_cloud_waf.event.extensions.cs10"), "cs10"),
-        (Key::Cs(11), p!("imperva_cloud_waf.event.extensions.cs11"), "cs11"),
-    ] {
-        if let Some(v) = ctx.val_ne(k) {
-            let parsed = match &v {
-                Cow::Borrowed(b) => json_value(b),
-                Cow::Owned(o) => json_value(o).map(|j| Cow::Owned(j.into_owned())),
-            };
-            match parsed {
-                Ok(j) => d.json(path, j),
-                Err(e) => ctx.error(format!("json processor on {name} failed: {e}")),
-            }
-        }
+    json_field(
+        ctx,
+        d,
+        Key::AdditionalReqHeaders,
+        p!("imperva_cloud_waf.event.extensions.additional.req_headers"),
+        "additionalReqHeaders",
+    );
+    json_field(
+        ctx,
+        d,
+        Key::AdditionalResHeaders,
+        p!("imperva_cloud_waf.event.extensions.additional.res_headers"),
+        "additionalResHeaders",
+    );
+    json_field(ctx, d, Key::Cs(10), p!("imperva_cloud_waf.event.extensions.cs10"), "cs10");
+    json_field(ctx, d, Key::Cs(11), p!("imperva_cloud_waf.event.extensions.cs11"), "cs11");
+    if let Some(v) = ctx.val_ne(Key::CsLabel(10)) {
+        d.str(p!("imperva_cloud_waf.event.extensions.cs10Label"), v);
     }
-    for (n, path) in [
-        (10u8, p!("imperva_cloud_waf.event.extensions.cs10Label")),
-        (11u8, p!("imperva_cloud_waf.event.extensions.cs11Label")),
-        (9u8, p!("imperva_cloud_waf.event.extensions.cs9Label")),
-    ] {
-        if let Some(v) = ctx.val_ne(Key::CsLabel(n)) {
-            d.str(path, v);
-        }
+    if let Some(v) = ctx.val_ne(Key::CsLabel(11)) {
+        d.str(p!("imperva_cloud_waf.event.extensions.cs11Label"), v);
+    }
+    if let Some(v) = ctx.val_ne(Key::CsLabel(9)) {
+        d.str(p!("imperva_cloud_waf.event.extensions.cs9Label"), v);
     }
     if let Some(v) = ctx.val_ne(Key::Cs(9)) {
         d.str(p!("rule.name"), v.clone());
@@ -858,6 +830,49 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
     keep_unused(ctx, d, X);
     finish(ctx, d, "imperva_cloud_waf.event", KindOnError::Append);
+}
+
+/// `cs7`/`cs8` (latitude/longitude) into `geo`, with the label and the `dup` copy.
+#[inline(always)]
+fn geo_field<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, n: u8, geo: P, dup_path: P, label_path: P) {
+    let dup = ctx.opts.preserve_duplicate_custom_fields;
+    if let Some(v) = ctx.val_ne(Key::Cs(n)) {
+        if json::plain_decimal(&v) {
+            // Printed as sent: the same text the parsed float would be written as.
+            if dup {
+                d.decimal_text(dup_path, v.clone());
+            }
+            d.decimal_text(geo, v);
+        } else {
+            match v.trim().parse::<f64>() {
+                Ok(f) if f.is_finite() => {
+                    d.float(geo, f);
+                    if dup {
+                        d.float(dup_path, f);
+                    }
+                }
+                _ => ctx.error(format!("error in field 'cs{n}': value {v:?} is not a number")),
+            }
+        }
+    }
+    if let Some(l) = ctx.val_ne(Key::CsLabel(n)) {
+        d.str(label_path, l);
+    }
+}
+
+/// A field holding JSON text (the pipeline's `json` processor), pruned like the pipeline does.
+#[inline(always)]
+fn json_field<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, k: Key, path: P, name: &str) {
+    if let Some(v) = ctx.val_ne(k) {
+        let parsed = match &v {
+            Cow::Borrowed(b) => json_value(b),
+            Cow::Owned(o) => json_value(o).map(|j| Cow::Owned(j.into_owned())),
+        };
+        match parsed {
+            Ok(j) => d.json(path, j),
+            Err(e) => ctx.error(format!("json processor on {name} failed: {e}")),
+        }
+    }
 }
 
 /// `event.action` from Imperva's `act`: lower case, `_` → `-` (Elastic's pipeline). The
