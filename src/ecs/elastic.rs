@@ -624,10 +624,10 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
 
     // Geo.
     if let Some(cc) = ctx.val_ne(Key::Ccode) {
-        d.str(p!("source.geo.country_iso_code"), cc.clone());
         if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.ccode"), cc);
+            d.str(p!("imperva_cloud_waf.event.extensions.ccode"), cc.clone());
         }
+        d.str(p!("source.geo.country_iso_code"), cc);
     }
     if let Some(v) = ctx.val_ne(Key::Cicode) {
         d.str(p!("imperva_cloud_waf.event.extensions.cicode"), v);
@@ -653,10 +653,10 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
 
     // HTTP.
     if let Some(m) = ctx.val_ne(Key::RequestMethod) {
-        d.str(p!("http.request.method"), m.clone());
         if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.request.method"), m);
+            d.str(p!("imperva_cloud_waf.event.extensions.request.method"), m.clone());
         }
+        d.str(p!("http.request.method"), m);
     }
     if let Some(app) = ctx.val_ne(Key::App) {
         d.str(p!("network.application"), lower(&app));
@@ -665,10 +665,10 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         }
     }
     if let Some(body) = ctx.val_ne(Key::Postbody) {
-        d.str(p!("http.request.body.content"), body.clone());
         if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.postbody"), body);
+            d.str(p!("imperva_cloud_waf.event.extensions.postbody"), body.clone());
         }
+        d.str(p!("http.request.body.content"), body);
     }
     if let Some(req) = ctx.val_ne(Key::Request) {
         d.str(p!("url.original"), req.clone());
@@ -684,10 +684,10 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         }
     }
     if let Some(q) = ctx.val_ne(Key::Qstr) {
-        d.str(p!("url.query"), q.clone());
         if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.qstr"), q);
+            d.str(p!("imperva_cloud_waf.event.extensions.qstr"), q.clone());
         }
+        d.str(p!("url.query"), q);
     }
     if let Some(r) = ctx.val_ne(Key::Ref) {
         d.str(p!("imperva_cloud_waf.event.extensions.ref"), r);
@@ -729,8 +729,20 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         p!("imperva_cloud_waf.event.extensions.additional.res_headers"),
         "additionalResHeaders",
     );
-    json_field(ctx, d, Key::Cs(10), p!("imperva_cloud_waf.event.extensions.cs10"), "cs10");
-    json_field(ctx, d, Key::Cs(11), p!("imperva_cloud_waf.event.extensions.cs11"), "cs11");
+    json_field(
+        ctx,
+        d,
+        Key::Cs(10),
+        p!("imperva_cloud_waf.event.extensions.cs10"),
+        "cs10",
+    );
+    json_field(
+        ctx,
+        d,
+        Key::Cs(11),
+        p!("imperva_cloud_waf.event.extensions.cs11"),
+        "cs11",
+    );
     if let Some(v) = ctx.val_ne(Key::CsLabel(10)) {
         d.str(p!("imperva_cloud_waf.event.extensions.cs10Label"), v);
     }
@@ -741,10 +753,10 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         d.str(p!("imperva_cloud_waf.event.extensions.cs9Label"), v);
     }
     if let Some(v) = ctx.val_ne(Key::Cs(9)) {
-        d.str(p!("rule.name"), v.clone());
         if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.cs9"), v);
+            d.str(p!("imperva_cloud_waf.event.extensions.cs9"), v.clone());
         }
+        d.str(p!("rule.name"), v);
     }
 
     // Device custom strings 1..6 (2 and 3 are booleans).
@@ -779,22 +791,22 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         d.str(p!("imperva_cloud_waf.event.extensions.destination_process_name"), v);
     }
     if let Some(v) = ctx.val_ne(Key::FileId) {
-        d.str(p!("file.inode"), v.clone());
         if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.file_id"), v);
+            d.str(p!("imperva_cloud_waf.event.extensions.file_id"), v.clone());
         }
+        d.str(p!("file.inode"), v);
     }
     if let Some(v) = ctx.val_ne(Key::FileType) {
-        d.str(p!("file.type"), v.clone());
         if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.file.type"), v);
+            d.str(p!("imperva_cloud_waf.event.extensions.file.type"), v.clone());
         }
+        d.str(p!("file.type"), v);
     }
     if let Some(v) = ctx.val_ne(Key::FilePermission) {
-        d.str(p!("file.group"), v.clone());
         if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.file.permission"), v);
+            d.str(p!("imperva_cloud_waf.event.extensions.file.permission"), v.clone());
         }
+        d.str(p!("file.group"), v);
     }
     if let Some(v) = ctx.val_ne(Key::Customer) {
         d.str(p!("imperva_cloud_waf.event.extensions.customer"), v);
@@ -864,9 +876,13 @@ fn geo_field<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, n: u8, geo: P, dup_path
 #[inline(always)]
 fn json_field<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, k: Key, path: P, name: &str) {
     if let Some(v) = ctx.val_ne(k) {
-        let parsed = match &v {
+        let parsed = match v {
             Cow::Borrowed(b) => json_value(b),
-            Cow::Owned(o) => json_value(o).map(|j| Cow::Owned(j.into_owned())),
+            // Unescaped text: kept as it is when it is already its own JSON form.
+            Cow::Owned(o) => match json_value(&o) {
+                Ok(Cow::Borrowed(j)) if j.len() == o.len() => Ok(Cow::Owned(o)),
+                other => other.map(|j| Cow::Owned(j.into_owned())),
+            },
         };
         match parsed {
             Ok(j) => d.json(path, j),
@@ -902,8 +918,14 @@ fn action_name(act: &str) -> Cow<'static, str> {
     )
 }
 
-/// ASCII lower case, borrowing when there is nothing to change.
+/// ASCII lower case, borrowing when there is nothing to change (and for the protocols Imperva
+/// sends).
 fn lower<'r>(s: &Cow<'r, str>) -> Cow<'r, str> {
+    match s.as_ref() {
+        "HTTPS" => return Cow::Borrowed("https"),
+        "HTTP" => return Cow::Borrowed("http"),
+        _ => {}
+    }
     if s.bytes().any(|c| c.is_ascii_uppercase()) {
         Cow::Owned(s.to_ascii_lowercase())
     } else {

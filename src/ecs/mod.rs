@@ -62,16 +62,23 @@ impl Dataset {
 
     /// Which dataset a record belongs to, from its header.
     pub fn of(rec: &Record<'_>) -> Option<Dataset> {
-        let vendor = rec.header.vendor.to_ascii_lowercase();
-        let product = rec.header.product.to_ascii_lowercase();
-        if vendor.contains("incapsula") || product.contains("attack analytics") || product.contains("siemintegration") {
+        let (vendor, product) = (rec.header.vendor.as_bytes(), rec.header.product.as_bytes());
+        if contains_folded(vendor, b"incapsula")
+            || contains_folded(product, b"attack analytics")
+            || contains_folded(product, b"siemintegration")
+        {
             return Some(Dataset::CloudWaf);
         }
-        if vendor.contains("imperva") {
+        if contains_folded(vendor, b"imperva") {
             return Some(Dataset::SecureSphere);
         }
         None
     }
+}
+
+/// Whether `hay` contains the lower-case ASCII `needle`, ignoring ASCII case.
+fn contains_folded(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// Mapping options (validated once; shared by every frame).
@@ -134,7 +141,7 @@ pub struct Mapped {
     /// `None` for a dead-letter record.
     pub dataset: Option<Dataset>,
     /// Deterministic document id (32 hex digits).
-    pub id: String,
+    pub id: DocId,
     /// Why the frame went to the dead-letter output.
     pub error: Option<String>,
 }
@@ -266,7 +273,7 @@ impl Mapper {
         crate::telemetry::global().mapping.document(dataset);
         let id = document_id(dataset, &ctx, frame, meta);
         if self.opts.emit_id {
-            d.string(p!("_id"), Cow::Borrowed(&id));
+            d.string(p!("_id"), Cow::Borrowed(id.as_str()));
         }
         let vals = match self.shapes.try_borrow_mut() {
             Ok(mut shapes) => d.write_shaped(out, &mut shapes),
@@ -320,7 +327,7 @@ impl Mapper {
         d.strs(p!("tags"), tags);
         let id = hex128(xxhash_rust::xxh3::xxh3_128(frame) ^ source_hash(meta));
         if self.opts.emit_id {
-            d.put(p!("_id"), Val::Str(Cow::Owned(id.clone())));
+            d.string(p!("_id"), Cow::Borrowed(id.as_str()));
         }
         d.write(out);
         Mapped {
@@ -331,13 +338,49 @@ impl Mapper {
     }
 }
 
-fn hex128(v: u128) -> String {
-    const H: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(32);
-    for i in (0..32).rev() {
-        s.push(H[((v >> (i * 4)) & 15) as usize] as char);
+/// A document id: 32 lower-case hex digits, kept inline (no allocation per event).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DocId([u8; 32]);
+
+impl DocId {
+    pub fn as_str(&self) -> &str {
+        // The bytes are always ASCII hex digits (see `hex128`).
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
-    s
+}
+
+impl std::ops::Deref for DocId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for DocId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for DocId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for DocId {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+fn hex128(v: u128) -> DocId {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut s = [0u8; 32];
+    for (i, c) in s.iter_mut().enumerate() {
+        *c = H[((v >> ((31 - i) * 4)) & 15) as usize];
+    }
+    DocId(s)
 }
 
 fn source_hash(meta: &FrameMeta<'_>) -> u128 {
@@ -350,7 +393,7 @@ fn source_hash(meta: &FrameMeta<'_>) -> u128 {
 /// Deterministic `_id`: Cloud WAF events by `fileId` + `start` + `end` (what Elastic's
 /// pipeline fingerprints, so the same event pulled and pushed is stored once); anything else by
 /// its bytes and, for files, its position.
-fn document_id(dataset: Dataset, ctx: &Ctx<'_, '_>, frame: &[u8], meta: &FrameMeta<'_>) -> String {
+fn document_id(dataset: Dataset, ctx: &Ctx<'_, '_>, frame: &[u8], meta: &FrameMeta<'_>) -> DocId {
     if dataset == Dataset::CloudWaf {
         if let (Some(f), Some(s)) = (ctx.raw_peek(Key::FileId), ctx.raw_peek(Key::Start)) {
             let e = ctx.raw_peek(Key::End).unwrap_or("");
