@@ -654,7 +654,7 @@ mod tests {
             u128::MAX,
             0x0123_4567_89ab_cdef_0011_2233_4455_6677,
         ] {
-            assert_eq!(hex128(v), format!("{v:032x}"));
+            assert_eq!(hex128(v).as_str(), format!("{v:032x}"));
         }
     }
 
