@@ -15,18 +15,30 @@ const SIZE: usize = 1 << BITS;
 /// Keys longer than this are compared byte by byte (the first and last 8 bytes hash).
 const SHORT: usize = 16;
 
+/// One slot: 24 bytes, so the whole table (12 KiB) stays small next to the line being parsed.
 #[derive(Clone, Copy)]
 struct Entry {
-    len: u8,
     head: u64,
     tail: u64,
-    /// The full lower-case name, for names longer than [`SHORT`].
-    name: &'static [u8],
     key: Key,
+    /// Name length; 0 marks an empty slot.
+    len: u8,
+    /// Index of the full lower-case name in [`Table::names`], checked for names longer than
+    /// [`SHORT`].
+    name: u16,
 }
 
+const EMPTY: Entry = Entry {
+    head: 0,
+    tail: 0,
+    key: Key::Act,
+    len: 0,
+    name: 0,
+};
+
 pub(crate) struct Table {
-    slots: Box<[Option<Entry>; SIZE]>,
+    slots: Box<[Entry; SIZE]>,
+    names: Vec<&'static [u8]>,
 }
 
 pub(crate) enum Hit {
@@ -101,28 +113,31 @@ fn folded_eq(b: &[u8], name: &[u8]) -> bool {
 
 impl Table {
     fn build(format: Format) -> Table {
-        let mut slots: Box<[Option<Entry>; SIZE]> = Box::new([None; SIZE]);
+        let mut slots: Box<[Entry; SIZE]> = Box::new([EMPTY; SIZE]);
+        let mut names = Vec::new();
         for (name, key) in known_names(format) {
             assert!(
                 name.bytes()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.'),
                 "{name:?} would not survive case folding"
             );
+            assert!((1..=40).contains(&name.len()), "{name:?}: length out of range");
             let b: &'static [u8] = Box::leak(name.into_bytes().into_boxed_slice());
             let (head, tail, _) = words(b);
             let mut i = hash(b.len(), head, tail);
-            while slots[i].is_some() {
+            while slots[i].len != 0 {
                 i = (i + 1) & (SIZE - 1);
             }
-            slots[i] = Some(Entry {
-                len: b.len() as u8,
+            slots[i] = Entry {
                 head,
                 tail,
-                name: b,
                 key,
-            });
+                len: b.len() as u8,
+                name: names.len() as u16,
+            };
+            names.push(b);
         }
-        Table { slots }
+        Table { slots, names }
     }
 
     #[inline]
@@ -135,11 +150,15 @@ impl Table {
             return Hit::Unsure;
         }
         let mut i = hash(b.len(), head, tail);
-        while let Some(e) = &self.slots[i] {
+        loop {
+            let e = &self.slots[i];
+            if e.len == 0 {
+                break;
+            }
             if e.len as usize == b.len()
                 && e.head == head
                 && e.tail == tail
-                && (b.len() <= SHORT || folded_eq(b, e.name))
+                && (b.len() <= SHORT || folded_eq(b, self.names[e.name as usize]))
             {
                 return Hit::Found(e.key);
             }
