@@ -78,6 +78,29 @@ pub struct Doc<'a> {
     /// One bit per entry of `vals` that owns heap memory: only those are dropped one by one
     /// when the storage is emptied.
     owning: [u64; WORDS],
+    /// Emptied string lists, handed out by [`Doc::list`] (a list value's memory is kept when
+    /// the document is written).
+    lists: Vec<Vec<Cow<'a, str>>>,
+}
+
+/// Spare string lists a document keeps.
+const SPARE_LISTS: usize = 8;
+
+/// A document's reusable memory: its value cells and spare string lists.
+#[derive(Default)]
+pub struct Storage<'a> {
+    pub vals: Vec<Val<'a>>,
+    pub lists: Vec<Vec<Cow<'a, str>>>,
+}
+
+impl Storage<'_> {
+    /// The same (empty) memory for a document of another lifetime.
+    pub fn recycle<'b>(self) -> Storage<'b> {
+        Storage {
+            vals: recycle(self.vals),
+            lists: self.lists.into_iter().map(recycle).collect(),
+        }
+    }
 }
 
 impl Default for Doc<'_> {
@@ -103,7 +126,29 @@ impl<'a> Doc<'a> {
             dynamic: Vec::new(),
             bound: 0,
             owning: [0; WORDS],
+            lists: Vec::new(),
         }
+    }
+
+    /// A document using `storage` (emptied first).
+    pub fn from_storage(storage: Storage<'a>) -> Self {
+        let mut d = Doc::with_storage(storage.vals);
+        d.lists = storage.lists;
+        d.lists.iter_mut().for_each(Vec::clear);
+        d
+    }
+
+    /// Give back a list [`Doc::list`] handed out that did not become a value.
+    pub fn spare(&mut self, mut list: Vec<Cow<'a, str>>) {
+        if self.lists.len() < SPARE_LISTS && list.capacity() > 0 {
+            list.clear();
+            self.lists.push(list);
+        }
+    }
+
+    /// An empty string list for a list value, reusing the memory of an earlier one.
+    pub fn list(&mut self) -> Vec<Cow<'a, str>> {
+        self.lists.pop().unwrap_or_default()
     }
 
     #[inline]
@@ -273,7 +318,7 @@ impl<'a> Doc<'a> {
 
     /// Write the document as one JSON object (no trailing newline). Returns the value storage,
     /// emptied, for reuse.
-    pub fn write(mut self, out: &mut Vec<u8>) -> Vec<Val<'a>> {
+    pub fn write(mut self, out: &mut Vec<u8>) -> Storage<'a> {
         let t = tree();
         self.dynamic.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut w = Writer {
@@ -320,14 +365,17 @@ impl<'a> Doc<'a> {
         // SAFETY: counted in the reservation above.
         unsafe { json::byte_unchecked(out, b'}') };
         self.clear_vals();
-        self.vals
+        Storage {
+            vals: self.vals,
+            lists: self.lists,
+        }
     }
 
     /// [`Doc::write`] with the bytes around the values taken from `shapes`: documents with
     /// the same fields (most events of one kind) share every byte but their values, so those
     /// bytes are worked out once per set of fields and then copied in blocks. Same output as
     /// [`Doc::write`]; documents with run-time keys are written by it.
-    pub fn write_shaped(self, out: &mut Vec<u8>, shapes: &mut Shapes) -> Vec<Val<'a>> {
+    pub fn write_shaped(self, out: &mut Vec<u8>, shapes: &mut Shapes) -> Storage<'a> {
         if !self.dynamic.is_empty() {
             return self.write(out);
         }
@@ -359,15 +407,19 @@ impl<'a> Doc<'a> {
         // SAFETY: as above; the tail (closing braces) ends where the padding starts.
         unsafe { json::put_blocks(out, src.add(start), shape.end - start) };
         me.clear_vals();
-        me.vals
+        Storage {
+            vals: me.vals,
+            lists: me.lists,
+        }
     }
 
-    /// Empty `vals`, dropping only the entries that own heap memory.
+    /// Empty `vals`, dropping only the entries that own heap memory (string lists are emptied
+    /// and kept for [`Doc::list`]).
     fn clear_vals(&mut self) {
         let n = self.vals.len();
         // SAFETY: the length is set to 0 first, so a panicking drop cannot lead to a double
         // drop; every index visited is below the old length (a bit is set only for an index
-        // that was pushed) and is dropped once; the entries not visited own nothing (see
+        // that was pushed) and is moved out (then dropped or kept) once; the entries not visited own nothing (see
         // `Val::owns_heap`), so forgetting them leaks nothing.
         unsafe {
             self.vals.set_len(0);
@@ -379,7 +431,13 @@ impl<'a> Doc<'a> {
                     bits &= bits - 1;
                     debug_assert!(i < n);
                     if i < n {
-                        std::ptr::drop_in_place(base.add(i));
+                        match base.add(i).read() {
+                            Val::Strs(mut list) if self.lists.len() < SPARE_LISTS => {
+                                list.clear();
+                                self.lists.push(list);
+                            }
+                            other => drop(other),
+                        }
                     }
                 }
             }
@@ -904,12 +962,34 @@ mod recycle_tests {
         d.put(crate::p!("url.path"), Val::Str(Cow::Owned("p".repeat(100))));
         assert_eq!(Arc::strong_count(&shared), 2);
         let mut out = vec![];
-        let vals = d.write(&mut out);
-        assert!(vals.is_empty());
+        let storage = d.write(&mut out);
+        assert!(storage.vals.is_empty());
         assert_eq!(Arc::strong_count(&shared), 1);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["user_agent"]["os"]["name"], "replaced");
         assert_eq!(v["user_agent"]["name"], "ua");
+    }
+
+    #[test]
+    fn list_values_keep_their_memory_for_the_next_document() {
+        let mut d = Doc::default();
+        let mut l = d.list();
+        l.push("10.0.0.1".into());
+        l.push(Cow::Owned("10.0.0.2".to_string()));
+        let ptr = l.as_ptr() as usize;
+        d.strs(crate::p!("related.ip"), l);
+        let mut out = vec![];
+        let storage = d.write(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["related"]["ip"], serde_json::json!(["10.0.0.1", "10.0.0.2"]));
+        let mut next = Doc::from_storage(storage.recycle());
+        let again = next.list();
+        assert!(again.is_empty());
+        assert_eq!(again.as_ptr() as usize, ptr);
+        // A list given back unused is handed out again too.
+        next.spare(again);
+        let third = next.list();
+        assert_eq!(third.as_ptr() as usize, ptr);
     }
 
     #[test]

@@ -258,8 +258,8 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         }
         d.str(p!("event.action"), act);
     }
-    let mut related_ip: Vec<Cow<'r, str>> = Vec::new();
-    let mut related_user: Vec<Cow<'r, str>> = Vec::new();
+    let mut related_ip = d.list();
+    let mut related_user = d.list();
     if let Some(ip) = parse_ip_field(ctx, Key::Dst, "destinationAddress") {
         if dup {
             d.str(p!("imperva.securesphere.destination.address"), ip.clone());
@@ -511,7 +511,7 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
 
     // Addresses and ports (Imperva: sip/spt = origin server, src/cpt = client).
-    let mut related_ip: Vec<Cow<'r, str>> = Vec::new();
+    let mut related_ip = d.list();
     let dst = parse_ip_field(ctx, Key::Dst, "destinationAddress");
     let sip = parse_ip_field(ctx, Key::Sip, "sip");
     if let Some(ip) = sip.clone().or(dst) {
@@ -545,7 +545,7 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         }
     }
     if let Some(xff) = ctx.val_ne(Key::Xff) {
-        let mut ips: Vec<Cow<'r, str>> = Vec::new();
+        let mut ips = d.list();
         let mut bad: Vec<String> = Vec::new();
         let mut take = |part: Cow<'r, str>| match parse_ip(&part) {
             Some(std::net::IpAddr::V4(_)) if part.trim() == part.as_ref() => ips.push(part),
@@ -573,6 +573,7 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
                 d.string(p!("imperva_cloud_waf.event.extensions.xff"), ip.clone());
             }
             d.string(p!("network.forwarded_ip"), ip);
+            d.spare(ips);
         }
     }
     if !related_ip.is_empty() {
@@ -580,7 +581,9 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
     if let Some(u) = ctx.val_ne(Key::Suid) {
         d.str(p!("source.user.id"), u.clone());
-        d.strs(p!("related.user"), vec![u.clone()]);
+        let mut users = d.list();
+        users.push(u.clone());
+        d.strs(p!("related.user"), users);
         if dup {
             d.str(p!("imperva_cloud_waf.event.extensions.source.user_id"), u);
         }

@@ -177,7 +177,7 @@ pub struct Mapper {
 #[derive(Default)]
 struct Scratch {
     fields: Vec<crate::parse::Field<'static>>,
-    vals: Vec<Val<'static>>,
+    storage: doc::Storage<'static>,
 }
 
 impl Mapper {
@@ -191,7 +191,10 @@ impl Mapper {
             ua: RefCell::new(user_agent::Cache::new(flavor)),
             scratch: RefCell::new(Scratch {
                 fields: Vec::with_capacity(64),
-                vals: Vec::with_capacity(128),
+                storage: doc::Storage {
+                    vals: Vec::with_capacity(128),
+                    lists: Vec::new(),
+                },
             }),
             shapes: RefCell::new(doc::Shapes::default()),
             frame_zone: RefCell::new(None),
@@ -231,9 +234,9 @@ impl Mapper {
                 String::from_utf8_lossy(frame)
             }
         };
-        let (fields, vals) = match self.scratch.try_borrow_mut() {
-            Ok(mut s) => (std::mem::take(&mut s.fields), std::mem::take(&mut s.vals)),
-            Err(_) => (Vec::new(), Vec::new()),
+        let (fields, storage) = match self.scratch.try_borrow_mut() {
+            Ok(mut s) => (std::mem::take(&mut s.fields), std::mem::take(&mut s.storage)),
+            Err(_) => (Vec::new(), doc::Storage::default()),
         };
         let rec = match parse_event_into(&text, w3c, doc::recycle(fields)) {
             Ok(r) => r,
@@ -255,7 +258,7 @@ impl Mapper {
         // Parsed user agents this document borrows from (one per document in practice).
         let ua_keep: UaKeep = Default::default();
         let mut ctx = Ctx::new(&rec, original, meta, &self.opts, (&self.ua, &ua_keep), zone, tz_name);
-        let mut d = Doc::with_storage(doc::recycle(vals));
+        let mut d = Doc::from_storage(storage.recycle());
         match self.opts.profile {
             Profile::Elastic => match dataset {
                 Dataset::SecureSphere => elastic::securesphere(&mut ctx, &mut d),
@@ -275,13 +278,13 @@ impl Mapper {
         if self.opts.emit_id {
             d.string(p!("_id"), Cow::Borrowed(id.as_str()));
         }
-        let vals = match self.shapes.try_borrow_mut() {
+        let storage = match self.shapes.try_borrow_mut() {
             Ok(mut shapes) => d.write_shaped(out, &mut shapes),
             Err(_) => d.write(out),
         };
         drop(ctx);
         if let Ok(mut s) = self.scratch.try_borrow_mut() {
-            s.vals = doc::recycle(vals);
+            s.storage = storage.recycle();
             s.fields = doc::recycle(rec.fields);
         }
         Mapped {

@@ -156,7 +156,7 @@ pub(crate) fn scan_extension<'a>(
                 ve -= 1;
             }
             push(out, ext, pks, pke, pvs, ve.max(pvs), &mut escapes)?;
-            note(&ext[pks..pke], out.len() - 1);
+            note(ascii_cut(ext, pks, pke), out.len() - 1);
         } else if ext[..ks].trim() != "" {
             // Text before the first key is not a pair; keep it so nothing is lost.
             let t = ext[..ks].trim();
@@ -171,7 +171,7 @@ pub(crate) fn scan_extension<'a>(
                 ve -= 1;
             }
             push(out, ext, ks, ke, vs, ve, &mut escapes)?;
-            note(&ext[ks..ke], out.len() - 1);
+            note(ascii_cut(ext, ks, ke), out.len() - 1);
         }
         None => {
             let t = ext.trim();
@@ -350,7 +350,23 @@ fn push<'a>(
     } else {
         Escape::None
     };
-    push_raw(out, &ext[ks..ke], &ext[vs..ve], escape)
+    push_raw(out, ascii_cut(ext, ks, ke), ascii_cut(ext, vs, ve), escape)
+}
+
+/// `&s[a..b]` without the character-boundary checks, for cuts the scanner makes: each end is
+/// the end of the text or next to an ASCII byte it found (` `, `=`, or the key bytes), so it is
+/// always a boundary.
+#[inline(always)]
+fn ascii_cut(s: &str, a: usize, b: usize) -> &str {
+    debug_assert!(s.is_char_boundary(a) && s.is_char_boundary(b));
+    if a <= b && b <= s.len() {
+        // SAFETY: in range (checked just above); both ends are character boundaries (see the
+        // doc comment; asserted in debug builds, and the property tests run the scanner on
+        // arbitrary UTF-8).
+        unsafe { s.get_unchecked(a..b) }
+    } else {
+        ""
+    }
 }
 
 #[inline]
