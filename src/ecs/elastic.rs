@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use super::doc::{Doc, TsStyle, Val};
 use super::json;
 use super::paths::P;
-use super::{Ctx, extension_key, parse_ip};
+use super::{Ctx, extension_key, parse_ip, trim};
 use crate::p;
 use crate::parse::Key;
 use crate::parse::time::{parse_device_time, parse_epoch_ms};
@@ -116,7 +116,7 @@ enum KindOnError {
 
 /// CEF severity → `event.severity` as Elastic's decoder maps it.
 fn severity_number(s: &str) -> Option<i64> {
-    let t = s.trim();
+    let t = trim(&s);
     if let Ok(n) = t.parse::<i64>() {
         return Some(n);
     }
@@ -139,7 +139,7 @@ fn push_unique<'r>(list: &mut Vec<Cow<'r, str>>, v: Cow<'r, str>) {
 #[inline]
 fn parse_port(ctx: &mut Ctx<'_, '_>, k: Key, name: &str) -> Option<i64> {
     let v = ctx.val_ne(k)?;
-    match v.trim().parse::<i64>() {
+    match trim(&v).parse::<i64>() {
         Ok(n) => Some(n),
         Err(_) => {
             ctx.error(format!("error in field '{name}': value {v:?} is not an integer"));
@@ -151,6 +151,10 @@ fn parse_port(ctx: &mut Ctx<'_, '_>, k: Key, name: &str) -> Option<i64> {
 #[inline]
 fn parse_ip_field<'r>(ctx: &mut Ctx<'r, '_>, k: Key, name: &str) -> Option<Cow<'r, str>> {
     let v = ctx.val_ne(k)?;
+    // A plain dotted quad (the common case) is kept as sent, no trimming to check.
+    if super::dotted_quad(v.as_bytes()).is_some() {
+        return Some(v);
+    }
     match parse_ip(&v) {
         // Rust's IPv4 parser accepts only the canonical dotted quad: keep the text as is.
         Some(std::net::IpAddr::V4(_)) if v.trim() == v.as_ref() => Some(v),
@@ -433,8 +437,8 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     d.str(p!("observer.product"), h.product.clone());
     d.str(p!("observer.version"), h.device_version.clone());
     d.str(p!("event.code"), h.class_id.clone());
-    d.str(p!("message"), h.name.trim());
-    d.str(p!("imperva_cloud_waf.event.name"), h.name.trim());
+    d.str(p!("message"), trim(&h.name));
+    d.str(p!("imperva_cloud_waf.event.name"), trim(&h.name));
     d.str(p!("imperva_cloud_waf.event.version"), h.version.clone());
     let sev = severity_number(&h.severity);
     if let Some(n) = sev {
@@ -547,10 +551,15 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(xff) = ctx.val_ne(Key::Xff) {
         let mut ips = d.list();
         let mut bad: Vec<String> = Vec::new();
-        let mut take = |part: Cow<'r, str>| match parse_ip(&part) {
-            Some(std::net::IpAddr::V4(_)) if part.trim() == part.as_ref() => ips.push(part),
-            Some(ip) => ips.push(Cow::Owned(ip.to_string())),
-            None => bad.push(part.into_owned()),
+        let mut take = |part: Cow<'r, str>| {
+            if super::dotted_quad(part.as_bytes()).is_some() {
+                return ips.push(part);
+            }
+            match parse_ip(&part) {
+                Some(std::net::IpAddr::V4(_)) if part.trim() == part.as_ref() => ips.push(part),
+                Some(ip) => ips.push(Cow::Owned(ip.to_string())),
+                None => bad.push(part.into_owned()),
+            }
         };
         match xff {
             Cow::Borrowed(x) => split_xff(x).for_each(|p| take(Cow::Borrowed(p))),
@@ -598,7 +607,7 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
 
     // Counts and codes.
     if let Some(v) = ctx.val_ne(Key::In) {
-        match v.trim().parse::<i64>() {
+        match trim(&v).parse::<i64>() {
             Ok(n) => {
                 d.int(p!("source.bytes"), n);
                 if dup {
@@ -609,7 +618,7 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         }
     }
     if let Some(v) = ctx.val_ne(Key::Cn(1)) {
-        match v.trim().parse::<i64>() {
+        match trim(&v).parse::<i64>() {
             Ok(n) => {
                 d.int(p!("http.response.status_code"), n);
                 if dup {
@@ -767,7 +776,7 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         let (path, label_path) = CLOUD_CS[n as usize - 1];
         if let Some(v) = ctx.val_ne(Key::Cs(n)) {
             if n == 2 || n == 3 {
-                let t = v.trim();
+                let t = trim(&v);
                 if t.eq_ignore_ascii_case("true") {
                     d.bool(path, true);
                 } else if t.eq_ignore_ascii_case("false") {

@@ -583,6 +583,17 @@ impl Used {
 }
 
 /// Parse an IP, accepting brackets around IPv6 and a `%zone` suffix.
+/// `str::trim`, answering at once for text that starts and ends with a visible ASCII byte
+/// (nearly every value), which `str::trim` would walk character by character to find.
+#[inline]
+pub(crate) fn trim(s: &str) -> &str {
+    match s.as_bytes() {
+        [f, .., l] if f.is_ascii_graphic() && l.is_ascii_graphic() => s,
+        [c] if c.is_ascii_graphic() => s,
+        _ => s.trim(),
+    }
+}
+
 pub(crate) fn parse_ip(s: &str) -> Option<IpAddr> {
     if let Some(v4) = dotted_quad(s.as_bytes()) {
         return Some(IpAddr::V4(v4));
@@ -683,6 +694,27 @@ mod tests {
         for n in [0, 1, 4, 63, 64, 65, 71, 130, 201, 5000] {
             let want: Vec<usize> = (0..n.min(1024)).filter(|&i| !u.get(i)).collect();
             assert_eq!(u.unset_below(n).collect::<Vec<_>>(), want, "n {n}");
+        }
+    }
+
+    #[test]
+    fn trim_agrees_with_std() {
+        for s in [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "\u{a0}x\u{a0}",
+            "x\u{2003}",
+            "\t1\n",
+            "é",
+            " é ",
+            "1.5",
+            "a b",
+            "\u{85}",
+        ] {
+            assert_eq!(trim(s), s.trim(), "{s:?}");
         }
     }
 
