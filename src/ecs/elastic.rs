@@ -116,7 +116,7 @@ enum KindOnError {
 
 /// CEF severity → `event.severity` as Elastic's decoder maps it.
 fn severity_number(s: &str) -> Option<i64> {
-    let t = trim(&s);
+    let t = trim(s);
     if let Ok(n) = t.parse::<i64>() {
         return Some(n);
     }
