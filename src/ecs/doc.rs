@@ -336,26 +336,21 @@ impl<'a> Doc<'a> {
         // `val_bound` bytes for each value, so its checked pushes never move the buffer.
         unsafe { json::byte_unchecked(out, b'{') };
         let mut dyn_iter = self.dynamic.iter().peekable();
-        for (wi, &word) in self.present.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                let slot = wi * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                if dyn_iter.peek().is_some() {
-                    let path = PATHS[slot];
-                    while let Some((dp, node, v)) = dyn_iter.next_if(|(dp, _, _)| dp.as_bytes() < path.as_bytes()) {
-                        let key = &dp[dp.len() - leaf_len(dp, *node, t)..];
-                        w.field(out, *node, Key::Dynamic(key), v);
-                    }
+        for slot in set_bits(&self.present) {
+            if dyn_iter.peek().is_some() {
+                let path = PATHS[slot];
+                while let Some((dp, node, v)) = dyn_iter.next_if(|(dp, _, _)| dp.as_bytes() < path.as_bytes()) {
+                    let key = &dp[dp.len() - leaf_len(dp, *node, t)..];
+                    w.field(out, *node, Key::Dynamic(key), v);
                 }
-                let info = &t.slots[slot];
-                w.field(
-                    out,
-                    info.parent,
-                    Key::Static(&info.key, info.len),
-                    &self.vals[self.slot_val[slot] as usize],
-                );
             }
+            let info = &t.slots[slot];
+            w.field(
+                out,
+                info.parent,
+                Key::Static(&info.key, info.len),
+                &self.vals[self.slot_val[slot] as usize],
+            );
         }
         for (path, node, v) in dyn_iter {
             let key = &path[path.len() - leaf_len(path, *node, t)..];
@@ -387,22 +382,17 @@ impl<'a> Doc<'a> {
         let src = shape.fixed.as_ptr();
         let mut start = 0usize;
         let mut ends = shape.ends.iter();
-        for (wi, &word) in me.present.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                let slot = wi * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                // One end per present slot: the shape was built from this very bit set.
-                let end = ends.next().map_or(start, |&e| e as usize);
-                // SAFETY: `start..end` lies in `fixed`, which has a whole block of padding
-                // after its last byte, so the rounded-up read stays inside it; the room
-                // reserved above covers every fixed byte plus that one block, and the values'
-                // bounds: at no point does a write run past it.
-                unsafe { json::put_blocks(out, src.add(start), end - start) };
-                start = end;
-                // SAFETY: the value's bound is part of `bound`, reserved above.
-                unsafe { write_val_unchecked(out, &me.vals[me.slot_val[slot] as usize]) };
-            }
+        for slot in set_bits(&me.present) {
+            // One end per present slot: the shape was built from this very bit set.
+            let end = ends.next().map_or(start, |&e| e as usize);
+            // SAFETY: `start..end` lies in `fixed`, which has a whole block of padding
+            // after its last byte, so the rounded-up read stays inside it; the room
+            // reserved above covers every fixed byte plus that one block, and the values'
+            // bounds: at no point does a write run past it.
+            unsafe { json::put_blocks(out, src.add(start), end - start) };
+            start = end;
+            // SAFETY: the value's bound is part of `bound`, reserved above.
+            unsafe { write_val_unchecked(out, &me.vals[me.slot_val[slot] as usize]) };
         }
         // SAFETY: as above; the tail (closing braces) ends where the padding starts.
         unsafe { json::put_blocks(out, src.add(start), shape.end - start) };
@@ -530,20 +520,46 @@ impl Shape {
         // SAFETY (this write and `prefix` below): reserved just above, per field at most a
         // transition, a comma and the padded key.
         unsafe { json::byte_unchecked(&mut self.fixed, b'{') };
-        for (wi, &word) in present.iter().enumerate() {
-            let mut bits = word;
-            while bits != 0 {
-                let slot = wi * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let info = &t.slots[slot];
-                w.prefix(&mut self.fixed, info.parent, Key::Static(&info.key, info.len));
-                self.ends.push(self.fixed.len() as u32);
-            }
+        for slot in set_bits(present) {
+            let info = &t.slots[slot];
+            w.prefix(&mut self.fixed, info.parent, Key::Static(&info.key, info.len));
+            self.ends.push(self.fixed.len() as u32);
         }
         w.close_to(&mut self.fixed, 0);
         self.fixed.push(b'}');
         self.end = self.fixed.len();
         self.fixed.resize(self.end + json::BLOCK, 0);
+    }
+}
+
+/// The indexes of the set bits of `words`, in order (the present slots of a document).
+fn set_bits(words: &[u64; WORDS]) -> SetBits<'_> {
+    SetBits {
+        words,
+        at: 0,
+        bits: words[0],
+    }
+}
+
+struct SetBits<'w> {
+    words: &'w [u64; WORDS],
+    /// The word `bits` holds what is left of.
+    at: usize,
+    bits: u64,
+}
+
+impl Iterator for SetBits<'_> {
+    type Item = usize;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        while self.bits == 0 {
+            self.at += 1;
+            self.bits = *self.words.get(self.at)?;
+        }
+        let bit = self.bits.trailing_zeros() as usize;
+        self.bits &= self.bits - 1;
+        Some(self.at * 64 + bit)
     }
 }
 
