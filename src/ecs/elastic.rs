@@ -150,19 +150,28 @@ fn parse_port(ctx: &mut Ctx<'_, '_>, k: Key, name: &str) -> Option<i64> {
 
 #[inline]
 fn parse_ip_field<'r>(ctx: &mut Ctx<'r, '_>, k: Key, name: &str) -> Option<Cow<'r, str>> {
-    let v = ctx.val_ne(k)?;
-    // A plain dotted quad (the common case) is kept as sent, no trimming to check.
-    if super::dotted_quad(v.as_bytes()).is_some() {
-        return Some(v);
-    }
-    match parse_ip(&v) {
-        // Rust's IPv4 parser accepts only the canonical dotted quad: keep the text as is.
-        Some(std::net::IpAddr::V4(_)) if v.trim() == v.as_ref() => Some(v),
-        Some(ip) => Some(Cow::Owned(ip.to_string())),
-        None => {
+    match ip_text(ctx.val_ne(k)?) {
+        Ok(ip) => Some(ip),
+        Err(v) => {
             ctx.error(format!("error in field '{name}': value {v:?} is not an IP address"));
             None
         }
+    }
+}
+
+/// An address as the document writes it: a plain dotted quad as sent, any other address in
+/// its canonical form; `Err` with the text when it is no address.
+#[inline]
+fn ip_text(v: Cow<'_, str>) -> Result<Cow<'_, str>, Cow<'_, str>> {
+    // The common case, with nothing to trim or rewrite.
+    if super::dotted_quad(v.as_bytes()).is_some() {
+        return Ok(v);
+    }
+    match parse_ip(&v) {
+        // Rust's IPv4 parser accepts only the canonical dotted quad: keep the text as is.
+        Some(std::net::IpAddr::V4(_)) if v.trim() == v.as_ref() => Ok(v),
+        Some(ip) => Ok(Cow::Owned(ip.to_string())),
+        None => Err(v),
     }
 }
 
@@ -551,15 +560,9 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(xff) = ctx.val_ne(Key::Xff) {
         let mut ips = d.list();
         let mut bad: Vec<String> = Vec::new();
-        let mut take = |part: Cow<'r, str>| {
-            if super::dotted_quad(part.as_bytes()).is_some() {
-                return ips.push(part);
-            }
-            match parse_ip(&part) {
-                Some(std::net::IpAddr::V4(_)) if part.trim() == part.as_ref() => ips.push(part),
-                Some(ip) => ips.push(Cow::Owned(ip.to_string())),
-                None => bad.push(part.into_owned()),
-            }
+        let mut take = |part: Cow<'r, str>| match ip_text(part) {
+            Ok(ip) => ips.push(ip),
+            Err(part) => bad.push(part.into_owned()),
         };
         match xff {
             Cow::Borrowed(x) => split_xff(x).for_each(|p| take(Cow::Borrowed(p))),
