@@ -124,13 +124,13 @@ async fn push(url: &str, lines: &[String], tag: &str) -> f64 {
             .expect("send"),
         );
         while acks.len() > 20_000 {
-            if acks.pop_front().expect("ack").await == Ok(Delivery::Accepted) {
+            if matches!(acks.pop_front().expect("ack").await, Ok(Delivery::Accepted)) {
                 accepted += 1;
             }
         }
     }
     for a in acks {
-        if a.await == Ok(Delivery::Accepted) {
+        if matches!(a.await, Ok(Delivery::Accepted)) {
             accepted += 1;
         }
     }

@@ -1,26 +1,117 @@
-//! The in-memory bus of the embedded `run` mode: raw frames with the facts the raw-topic
-//! contract carries (receive time, peer, input kind), in a bounded channel so a slow worker
-//! slows the ingress down instead of growing memory.
+//! Frames on their way from a source to the pipeline core: the bytes as received, what
+//! parsing needs and cannot be recovered later (receive time, peer, input kind, source name and
+//! line, time zone, W3C columns), and an acknowledgement [`Token`] the core settles once the
+//! frame's output has a final verdict. The channel is bounded, so a slow core slows the sources
+//! down instead of growing memory.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::parse::W3cFields;
+
 /// One frame as received, plus what cannot be recovered later.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RawFrame {
     pub bytes: Bytes,
     /// Receive time, epoch ms.
     pub received_ms: i64,
-    /// `tcp`, `tls`, `udp` or `file`.
+    /// `tcp`, `tls`, `udp`, `file`, `stdin`, `kafka`, ...
     pub input: &'static str,
     /// Sender `ip:port`.
-    pub peer: Option<String>,
+    pub peer: Option<Arc<str>>,
     /// Set when the frame was longer than the limit and cut: its full length.
     pub truncated_from: Option<usize>,
-    /// File path, for file inputs.
-    pub source: Option<std::sync::Arc<str>>,
-    /// Byte offset of the line in its file, for file inputs.
+    /// The limit a cut frame ran into, as the user sets it (for the dead-letter reason).
+    pub limit_name: &'static str,
+    /// File path, object key or pull file name.
+    pub source: Option<Arc<str>>,
+    /// Byte offset (tailed line files) or line number (whole Imperva files) in the source.
     pub offset: Option<u64>,
+    /// Time zone of the sender's device clock, when the receiving side knows it.
+    pub tz: Option<Arc<str>>,
+    /// Columns of a W3C line (from its file's header or `#Fields:` directive).
+    pub w3c: Option<Arc<W3cFields>>,
+    /// Set when the source already knows the frame cannot be mapped (e.g. an Imperva file
+    /// that does not open): the frame goes to the dead-letter output with this reason.
+    pub refused: Option<Arc<str>>,
+    /// Settled by the core once the frame's output is accepted downstream.
+    pub token: Token,
+}
+
+impl Default for RawFrame {
+    fn default() -> Self {
+        RawFrame {
+            bytes: Bytes::new(),
+            received_ms: 0,
+            input: "",
+            peer: None,
+            truncated_from: None,
+            limit_name: "max_message_bytes",
+            source: None,
+            offset: None,
+            tz: None,
+            w3c: None,
+            refused: None,
+            token: Token::none(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RawFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawFrame")
+            .field("len", &self.bytes.len())
+            .field("input", &self.input)
+            .field("source", &self.source)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawFrame {
+    /// Why the frame cannot be mapped, when the source already knows.
+    pub fn refusal(&self) -> Option<String> {
+        if let Some(r) = &self.refused {
+            return Some(r.to_string());
+        }
+        self.truncated_from.map(|len| {
+            format!(
+                "message of {len} bytes exceeds {} {}; cut",
+                self.limit_name,
+                self.bytes.len()
+            )
+        })
+    }
+}
+
+/// Where a source keeps its progress: told, in order, each position whose frame is done.
+pub trait Progress: Send + Sync {
+    /// Every frame up to and including `pos` has been delivered (or dead-lettered) for good.
+    fn done(&self, pos: u64);
+}
+
+/// A frame's acknowledgement: the source's progress and the frame's position in it. Sources
+/// without progress to keep (sockets, stdin) send [`Token::none`].
+#[derive(Clone, Default)]
+pub struct Token(Option<(Arc<dyn Progress>, u64)>);
+
+impl Token {
+    pub fn none() -> Token {
+        Token(None)
+    }
+
+    pub fn new(progress: Arc<dyn Progress>, pos: u64) -> Token {
+        Token(Some((progress, pos)))
+    }
+
+    /// The frame is done: advance its source's progress.
+    pub fn settle(self) {
+        if let Some((p, pos)) = self.0 {
+            p.done(pos);
+        }
+    }
 }
 
 pub type Sender = mpsc::Sender<RawFrame>;

@@ -1,167 +1,24 @@
-//! The embedded pipeline (`wafstream run`): ingress and a parser worker in one process, joined
-//! by the in-memory bus, writing NDJSON. No Kafka needed.
+//! The sources of `run` and `ingress` (syslog TCP/UDP/TLS listeners and file inputs) feeding
+//! one bus, and the embedded pipeline (`wafstream run`): those sources → the pipeline core →
+//! a sink, in one process. No Kafka needed.
 //!
-//! Shutdown is ordered: stop accepting → connections finish → the bus drains → outputs flush.
+//! Shutdown is ordered: stop accepting → connections finish → the bus drains → every output
+//! is acknowledged → the file checkpoint is saved a last time → outputs flush.
 
-use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 
 use crate::bus::{self, Receiver};
-use crate::ecs::{FrameMeta, Mapper, Options};
+use crate::ecs::Options;
 use crate::ingress::{self, Limits, Stats};
+use crate::pipeline::{self, Summary};
+use crate::sink::Sink;
 
-/// Where documents and dead letters go.
-pub struct Outputs {
-    pub docs: Box<dyn Write + Send>,
-    /// `None`: dead letters go to `docs`, in order.
-    pub dlq: Option<Box<dyn Write + Send>>,
-    /// Documents to Elasticsearch instead of `docs` (the sink runs on the given runtime).
-    pub es: Option<(crate::sink::elasticsearch::ElasticsearchSink, tokio::runtime::Handle)>,
-}
-
-/// A document waiting for Elasticsearch's verdict (a refusal hands the document back).
-struct Waiting {
-    ack: crate::sink::Ack,
-}
-
-/// Most documents waiting for Elasticsearch before the worker waits for them.
-const ES_WINDOW: usize = 10_000;
-
-/// What a finished run did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Summary {
-    pub documents: u64,
-    pub dead_letters: u64,
-}
-
-/// The worker: frames from the bus → documents, until every sender is gone.
-pub fn work(mut rx: Receiver, opts: Options, mut out: Outputs) -> io::Result<Summary> {
-    let mapper = Mapper::new(opts);
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let mut s = Summary::default();
-    let mut waiting: std::collections::VecDeque<Waiting> = std::collections::VecDeque::new();
-    while let Some(frame) = rx.blocking_recv() {
-        let meta = FrameMeta {
-            received_ms: frame.received_ms,
-            input: frame.input,
-            source: frame.source.as_deref(),
-            peer: frame.peer.as_deref(),
-            offset: frame.offset,
-            tz: None,
-        };
-        buf.clear();
-        let mapped = match frame.truncated_from {
-            Some(len) => {
-                let reason = format!(
-                    "message of {len} bytes exceeds max_message_bytes {}; cut",
-                    frame.bytes.len()
-                );
-                mapper.dead_letter(&frame.bytes, &meta, &reason, &mut buf)
-            }
-            None => mapper.map(&frame.bytes, &meta, None, &mut buf),
-        };
-        let dead = mapped.is_dead();
-        if let (false, Some((sink, rt))) = (dead, out.es.as_ref()) {
-            use crate::sink::Sink;
-            let o = crate::sink::Output {
-                dataset: mapped.dataset,
-                id: &mapped.id,
-                body: &buf,
-                error: None,
-            };
-            match rt.block_on(sink.send(o)) {
-                Ok(ack) => waiting.push_back(Waiting { ack }),
-                Err(e) => return Err(io::Error::other(e)),
-            }
-            s.documents += 1;
-            let full = waiting.len() >= ES_WINDOW;
-            settle(&mut waiting, &mapper, &mut out, &mut s, full)?;
-        } else {
-            buf.push(b'\n');
-            if dead {
-                s.dead_letters += 1;
-                match out.dlq.as_mut() {
-                    Some(d) => d.write_all(&buf)?,
-                    None => out.docs.write_all(&buf)?,
-                }
-            } else {
-                s.documents += 1;
-                out.docs.write_all(&buf)?;
-            }
-        }
-        // Flush when the bus is momentarily empty: low latency when idle, batching when busy.
-        // Elasticsearch verdicts still pending are awaited first, so refusals show promptly.
-        while rx.is_empty() && !waiting.is_empty() {
-            settle(&mut waiting, &mapper, &mut out, &mut s, true)?;
-        }
-        if rx.is_empty() {
-            out.docs.flush()?;
-            if let Some(d) = out.dlq.as_mut() {
-                d.flush()?;
-            }
-        }
-    }
-    while !waiting.is_empty() {
-        settle(&mut waiting, &mapper, &mut out, &mut s, true)?;
-    }
-    out.docs.flush()?;
-    if let Some(d) = out.dlq.as_mut() {
-        d.flush()?;
-    }
-    Ok(s)
-}
-
-/// Settle Elasticsearch acknowledgements from the front: finished ones, or (with `wait`) the
-/// oldest. A refused document, or one Elasticsearch never took, becomes a dead letter.
-fn settle(
-    waiting: &mut std::collections::VecDeque<Waiting>,
-    mapper: &Mapper,
-    out: &mut Outputs,
-    s: &mut Summary,
-    mut wait: bool,
-) -> io::Result<()> {
-    use futures_util::FutureExt;
-    while let Some(front) = waiting.front_mut() {
-        let result = if wait {
-            let Some((_, rt)) = out.es.as_ref() else { return Ok(()) };
-            rt.block_on(&mut front.ack)
-        } else {
-            match (&mut front.ack).now_or_never() {
-                Some(r) => r,
-                None => return Ok(()),
-            }
-        };
-        waiting.pop_front();
-        wait = false;
-        let (reason, body) = match result {
-            Ok(crate::sink::Delivery::Accepted) => continue,
-            Ok(crate::sink::Delivery::Rejected { reason, body }) => (reason, body),
-            Err(e) => (format!("elasticsearch did not take the document: {e}"), Vec::new()),
-        };
-        s.documents -= 1;
-        s.dead_letters += 1;
-        let meta = FrameMeta {
-            received_ms: crate::bus::now_ms(),
-            input: "sink",
-            ..FrameMeta::default()
-        };
-        let mut dead = Vec::with_capacity(body.len() + 256);
-        mapper.dead_letter(&body, &meta, &reason, &mut dead);
-        dead.push(b'\n');
-        match out.dlq.as_mut() {
-            Some(d) => d.write_all(&dead)?,
-            None => out.docs.write_all(&dead)?,
-        }
-    }
-    Ok(())
-}
-
-/// Listening addresses and sizes for [`run`].
+/// Listening addresses and sizes of the sources.
 #[derive(Clone)]
 pub struct Config {
     pub tcp: Option<SocketAddr>,
@@ -174,14 +31,32 @@ pub struct Config {
     pub bus_capacity: usize,
 }
 
-/// Start the listeners feeding a new bus, hand the bus's receiving end to `consume`, run until
-/// `shutdown`, then stop the listeners (closing the bus) and return what `consume` returned.
-pub async fn listen<T>(
-    cfg: Config,
-    shutdown: impl std::future::Future<Output = ()>,
-    on_listen: impl Fn(&str, SocketAddr),
-    consume: impl FnOnce(Receiver) -> T,
-) -> anyhow::Result<(Arc<Stats>, T)> {
+/// Running sources; [`Sources::stop`] ends them.
+pub struct Sources {
+    pub stats: Arc<Stats>,
+    stop_tx: watch::Sender<bool>,
+    files_stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    files: Option<std::thread::JoinHandle<ingress::files::FinalSave>>,
+}
+
+impl Sources {
+    /// Stop accepting and reading, let open connections hand over what they received, and
+    /// return the file progress to save once the pipeline has settled it.
+    pub async fn stop(self) -> Option<ingress::files::FinalSave> {
+        let _ = self.stop_tx.send(true);
+        self.files_stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let h = self.files?;
+        tokio::task::spawn_blocking(move || h.join().ok()).await.ok().flatten()
+    }
+}
+
+/// Bind the listeners and start the file reader, all feeding a new bus. A checkpoint that
+/// cannot be read is an error here, before anything is read.
+pub async fn start(cfg: Config, on_listen: impl Fn(&str, SocketAddr)) -> anyhow::Result<(Sources, Receiver)> {
     let (tx, rx) = bus::channel(cfg.bus_capacity);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
@@ -228,50 +103,71 @@ pub async fn listen<T>(
             stop_rx.clone(),
         )));
     }
-    let files_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let files_stop = Arc::new(AtomicBool::new(false));
     let files = match cfg.files.clone() {
         Some(fc) => {
+            let cps = ingress::files::load(fc.checkpoint.as_deref())?;
             let (tx, stats, stop) = (tx.clone(), stats.clone(), files_stop.clone());
             Some(
                 std::thread::Builder::new()
                     .name("wafstream-files".into())
-                    .spawn(move || ingress::files::run(fc, tx, stats, stop))?,
+                    .spawn(move || ingress::files::run(fc, cps, tx, stats, stop))?,
             )
         }
         None => None,
     };
-    drop(tx);
-    let consumer = consume(rx);
-    shutdown.await;
-    let _ = stop_tx.send(true);
-    files_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for t in tasks {
-        let _ = t.await;
+    Ok((
+        Sources {
+            stats,
+            stop_tx,
+            files_stop,
+            tasks,
+            files,
+        },
+        rx,
+    ))
+}
+
+/// Run `consume` over the bus until `shutdown` (or until `consume` ends on its own, e.g. with
+/// an error), then stop the sources, let `consume` drain, and save the file checkpoint.
+pub async fn drive<T>(
+    sources: Sources,
+    shutdown: impl std::future::Future<Output = ()>,
+    consume: impl std::future::Future<Output = T>,
+) -> anyhow::Result<T> {
+    let consumer_done = tokio::sync::Notify::new();
+    let consume = async {
+        let r = consume.await;
+        consumer_done.notify_one();
+        r
+    };
+    let stopper = async {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = consumer_done.notified() => {}
+        }
+        sources.stop().await
+    };
+    let (saved, out) = tokio::join!(stopper, consume);
+    if let Some(saved) = saved {
+        saved.save()?;
     }
-    if let Some(h) = files {
-        let _ = tokio::task::spawn_blocking(move || h.join()).await;
-    }
-    Ok((stats, consumer))
+    Ok(out)
 }
 
 /// Run until `shutdown` resolves, then drain and return the counts. `on_listen` is told the
 /// bound addresses (port 0 picks a free one).
-pub async fn run(
+pub async fn run<S: Sink>(
     cfg: Config,
     opts: Options,
-    outputs: Outputs,
+    settings: pipeline::Settings,
+    sink: &S,
     shutdown: impl std::future::Future<Output = ()>,
     on_listen: impl Fn(&str, SocketAddr),
 ) -> anyhow::Result<(Summary, Arc<Stats>)> {
-    let (stats, worker) = listen(cfg, shutdown, on_listen, |rx| {
-        std::thread::Builder::new()
-            .name("wafstream-worker".into())
-            .spawn(move || work(rx, opts, outputs))
-    })
-    .await?;
-    let summary = worker?
-        .join()
-        .map_err(|_| anyhow::anyhow!("worker thread panicked"))??;
+    let (sources, rx) = start(cfg, on_listen).await?;
+    let stats = sources.stats.clone();
+    let summary = drive(sources, shutdown, pipeline::run(rx, opts, settings, sink)).await??;
     Ok((summary, stats))
 }
 
@@ -301,7 +197,7 @@ pub async fn signal() {
 /// One line for the operator at exit.
 pub fn report(summary: &Summary, stats: &Stats) -> String {
     format!(
-        "wafstream: {} documents, {} dead-lettered; {} frames ({} cut at the size limit), {} UDP datagrams dropped on a full bus, {} TCP/TLS connections, {} framing errors, {} TLS handshake failures",
+        "wafstream: {} documents, {} dead-lettered; {} frames ({} cut at the size limit), {} UDP datagrams dropped on a full bus, {} TCP/TLS connections, {} framing errors, {} TLS handshake failures, {} whole files read ({} with a checksum mismatch)",
         summary.documents,
         summary.dead_letters,
         stats.frames.load(Ordering::Relaxed),
@@ -310,5 +206,7 @@ pub fn report(summary: &Summary, stats: &Stats) -> String {
         stats.connections.load(Ordering::Relaxed),
         stats.framing_errors.load(Ordering::Relaxed),
         stats.tls_handshake_failures.load(Ordering::Relaxed),
+        stats.whole_files.load(Ordering::Relaxed),
+        stats.checksum_mismatches.load(Ordering::Relaxed),
     )
 }

@@ -32,6 +32,7 @@ pub mod generate;
 pub mod ingress;
 pub mod kafka;
 pub mod parse;
+pub mod pipeline;
 pub mod sink;
 mod swar;
 pub mod telemetry;

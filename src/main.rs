@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         }
     }
     let cli = wafstream::cli::Cli::parse();
+    wafstream::cli::init_logging(cli.log_format, cli.log_level.as_deref());
     match wafstream::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -53,7 +53,8 @@ async fn send_all(sink: &ElasticsearchSink, n: usize) -> Vec<Result<Delivery, St
         out.push(
             tokio::time::timeout(Duration::from_secs(30), a)
                 .await
-                .expect("ack in time"),
+                .expect("ack in time")
+                .map_err(|e| e.to_string()),
         );
     }
     out
@@ -225,7 +226,7 @@ async fn real_elasticsearch_api_counts_idempotence_and_refusals() {
     }
     let mut results = Vec::new();
     for a in acks {
-        results.push(a.await);
+        results.push(a.await.map_err(|e| e.to_string()));
     }
     assert_eq!(results[0], Ok(Delivery::Accepted));
     assert_eq!(results[2], Ok(Delivery::Accepted));

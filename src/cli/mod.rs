@@ -20,6 +20,19 @@ pub struct Cli {
     /// then environment (`WAFSTREAM_*`), then this file, then defaults.
     #[arg(long, global = true, value_name = "FILE", env = "WAFSTREAM_CONFIG")]
     pub config: Option<std::path::PathBuf>,
+    /// Log format on stderr: `human` (default) or `json` (one object per line, for collectors).
+    #[arg(
+        long,
+        global = true,
+        default_value = "human",
+        value_name = "FORMAT",
+        env = "WAFSTREAM_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Log level or filter (`error`, `warn`, `info`, `debug`, `trace`, or `RUST_LOG` syntax such
+    /// as `wafstream=debug`); `RUST_LOG` is read when this is not given.
+    #[arg(long, global = true, value_name = "FILTER", env = "WAFSTREAM_LOG_LEVEL")]
+    pub log_level: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,6 +70,31 @@ pub enum Command {
     /// Write deterministic, realistic sample lines (Cloud WAF ~1 KB, SecureSphere ~0.5 KB) to
     /// stdout, for benchmarks and demos.
     Generate(GenerateArgs),
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Start logging (to stderr) as asked. Events carry no secrets, and no whole event above
+/// `debug`.
+pub fn init_logging(format: LogFormat, level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Human => b.try_init(),
+        LogFormat::Json => b.json().flatten_event(true).try_init(),
+    };
 }
 
 /// Syslog listeners and their limits (shared by `run` and `ingress`).
@@ -115,6 +153,18 @@ pub struct ListenArgs {
     /// Frames buffered in memory before TCP stops reading (UDP then drops, counted).
     #[arg(long, default_value_t = 65_536, env = "WAFSTREAM_BUS_CAPACITY")]
     pub bus_capacity: usize,
+    /// Directory of Cloud WAF private keys for encrypted Imperva log files found by `--file`,
+    /// laid out as `<DIR>/<publicKeyId>/Private.key`.
+    #[arg(long, value_name = "DIR", env = "WAFSTREAM_KEYS_DIR")]
+    pub keys_dir: Option<std::path::PathBuf>,
+    /// Largest body a compressed Imperva or gzip file may inflate to.
+    #[arg(
+        long,
+        default_value_t = 512 * 1024 * 1024,
+        value_name = "BYTES",
+        env = "WAFSTREAM_MAX_DECOMPRESSED_BYTES"
+    )]
+    pub max_decompressed_bytes: usize,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +179,9 @@ pub struct RunArgs {
     /// Dead-letter records go here instead of the document output.
     #[arg(long, value_name = "FILE", env = "WAFSTREAM_DLQ")]
     pub dlq: Option<std::path::PathBuf>,
+    /// Mapping threads (default: one per available core).
+    #[arg(long, value_name = "N", env = "WAFSTREAM_THREADS")]
+    pub threads: Option<usize>,
     /// With `--es-url`, documents go to Elasticsearch instead of `--output` (dead letters stay
     /// on `--output` / `--dlq`).
     #[command(flatten)]
@@ -268,6 +321,10 @@ pub struct WorkerArgs {
     /// Outputs awaiting acknowledgement before the worker stops consuming.
     #[arg(long, default_value_t = 10_000, env = "WAFSTREAM_MAX_INFLIGHT")]
     pub max_inflight: usize,
+    /// Mapping threads (default: one per available core). Offsets are still stored in order
+    /// per partition.
+    #[arg(long, value_name = "N", env = "WAFSTREAM_THREADS")]
+    pub threads: Option<usize>,
     #[command(flatten)]
     pub es: EsArgs,
     /// Exit (after draining and committing) once no record arrived for this long after the last one.
@@ -366,6 +423,9 @@ pub struct ParseArgs {
     /// Largest body a compressed file may inflate to.
     #[arg(long, default_value_t = 512 * 1024 * 1024, value_name = "BYTES")]
     pub max_decompressed_bytes: usize,
+    /// Mapping threads (default: one per available core); output order stays input order.
+    #[arg(long, value_name = "N", env = "WAFSTREAM_THREADS")]
+    pub threads: Option<usize>,
     /// Input files; `-` or none reads stdin.
     #[arg(value_name = "FILE")]
     pub files: Vec<String>,

@@ -9,9 +9,10 @@ use std::time::Duration;
 use anyhow::Context;
 
 use super::{IngressArgs, ListenArgs, RunArgs, WorkerArgs};
-use crate::embedded::{self, Config, Outputs};
+use crate::embedded::{self, Config};
 use crate::ingress::Limits;
 use crate::kafka::{self, ClientSettings};
+use crate::sink::WriterSink;
 
 fn addr(s: &str, what: &str) -> anyhow::Result<Option<SocketAddr>> {
     if s.is_empty() || s.eq_ignore_ascii_case("off") {
@@ -38,6 +39,8 @@ fn listen_config(l: &ListenArgs) -> anyhow::Result<Config> {
         checkpoint: l.checkpoint.clone(),
         poll: Duration::from_millis(l.file_poll_ms.max(10)),
         max_message_bytes: l.max_message_bytes,
+        keys_dir: l.keys_dir.clone(),
+        max_decompressed_bytes: l.max_decompressed_bytes,
     });
     let cfg = Config {
         tcp: addr(&l.listen_tcp, "tcp")?,
@@ -58,7 +61,7 @@ fn listen_config(l: &ListenArgs) -> anyhow::Result<Config> {
 }
 
 fn announce(kind: &str, a: SocketAddr) {
-    eprintln!("wafstream: listening on {kind} {a}")
+    tracing::info!(kind, addr = %a, "listening on {kind} {a}")
 }
 
 /// Start the `/metrics` endpoint on `rt` when `--metrics-addr` asks for one.
@@ -85,39 +88,46 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ))),
         None => None,
     };
+    let settings = crate::pipeline::Settings {
+        threads: args.threads.unwrap_or_else(crate::pipeline::default_threads).max(1),
+        ..crate::pipeline::Settings::default()
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     metrics(&args.telemetry, &rt)?;
-    let es = if args.es.urls.is_empty() {
-        None
+    let writer = WriterSink::new(docs, dlq);
+    let (summary, stats) = if args.es.urls.is_empty() {
+        rt.block_on(embedded::run(
+            cfg,
+            opts,
+            settings,
+            &writer,
+            embedded::signal(),
+            announce,
+        ))?
     } else {
         let client = es_client(&args.es)?;
         es_setup_at_start(&args.es, &client, &rt)?;
         let config = es_config(&args.es, &opts.namespace);
-        let _guard = rt.enter();
-        Some((
-            crate::sink::elasticsearch::ElasticsearchSink::start(config, client),
-            rt.handle().clone(),
-        ))
+        let es = {
+            let _guard = rt.enter();
+            crate::sink::elasticsearch::ElasticsearchSink::start(config, client)
+        };
+        let es_stats = es.stats();
+        // Documents to Elasticsearch; dead letters (and documents it refuses) to the output.
+        let sink = crate::sink::Routed { docs: es, dead: writer };
+        let r = rt.block_on(embedded::run(cfg, opts, settings, &sink, embedded::signal(), announce));
+        tracing::info!("{}", es_stats.report());
+        r?
     };
-    let es_stats = es.as_ref().map(|(sink, _)| sink.stats());
-    let (summary, stats) = rt.block_on(embedded::run(
-        cfg,
-        opts,
-        Outputs { docs, dlq, es },
-        embedded::signal(),
-        announce,
-    ))?;
-    if let Some(st) = es_stats {
-        eprintln!("wafstream: {}", st.report());
-    }
-    eprintln!("{}", embedded::report(&summary, &stats));
+    tracing::info!("{}", embedded::report(&summary, &stats));
     Ok(ExitCode::SUCCESS)
 }
 
-/// `wafstream ingress`: listeners → bus → raw topic.
+/// `wafstream ingress`: sources → raw topic (no mapping). File checkpoints advance only over
+/// frames the broker acknowledged.
 pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
     let cfg = listen_config(&args.listen)?;
     if let Some(tz) = &args.tz {
@@ -135,17 +145,19 @@ pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
     let (stats, pstats) = rt.block_on(async move {
         let pstats = std::sync::Arc::new(kafka::producer::ProducerStats::default());
         crate::telemetry::global().set_producer(pstats.clone());
-        let topic = args.kafka.raw_topic.clone();
-        let tz = args.tz.clone();
-        let ps = pstats.clone();
-        let (stats, publish) = embedded::listen(cfg, embedded::signal(), announce, move |rx| {
-            tokio::spawn(kafka::producer::publish(rx, producer, topic, tz, ps))
-        })
-        .await?;
-        publish.await??;
+        let (sources, rx) = embedded::start(cfg, announce).await?;
+        let stats = sources.stats.clone();
+        let publish = kafka::producer::publish(
+            rx,
+            producer,
+            args.kafka.raw_topic.clone(),
+            args.tz.clone(),
+            pstats.clone(),
+        );
+        embedded::drive(sources, embedded::signal(), publish).await??;
         anyhow::Ok((stats, pstats))
     })?;
-    eprintln!(
+    tracing::info!(
         "wafstream: {} frames published, {} failed; {} cut at the size limit, {} UDP datagrams dropped on a full bus",
         pstats.sent.load(std::sync::atomic::Ordering::Relaxed),
         pstats.failed.load(std::sync::atomic::Ordering::Relaxed),
@@ -167,6 +179,7 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         topic_cloud_waf: args.topic_cloud_waf,
         dlq_topic: args.dlq_topic,
         max_inflight: args.max_inflight,
+        threads: args.threads.unwrap_or_else(crate::pipeline::default_threads).max(1),
         exit_when_idle: args.exit_when_idle_ms.map(Duration::from_millis),
     };
     let es = if args.es.urls.is_empty() {
@@ -177,9 +190,6 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             client: es_client(&args.es)?,
         })
     };
-    // The consume loop runs on this thread (the mapper stays here); the runtime's other
-    // threads drive the outputs, so acknowledgements also complete while a rebalance callback
-    // holds this thread.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -189,7 +199,7 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         es_setup_at_start(&args.es, &es.client, &rt)?;
     }
     let s = rt.block_on(kafka::worker::run(cfg, opts, es, embedded::signal()))?;
-    eprintln!(
+    tracing::info!(
         "wafstream: worker consumed {}, {} documents, {} dead-lettered, {} offsets stored ({} settled on partition revocation); {:.0} events/s over {:.2} s of work",
         s.consumed,
         s.documents,
@@ -236,7 +246,7 @@ pub(super) fn es_setup(args: super::EsArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let done = rt.block_on(crate::sink::es_setup::install(&client, &args.urls, &es_auth(&args)))?;
     for d in done {
-        eprintln!("wafstream: installed {d}");
+        tracing::info!("installed {d}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -253,7 +263,7 @@ fn es_client(a: &super::EsArgs) -> anyhow::Result<reqwest::Client> {
 fn es_setup_at_start(a: &super::EsArgs, client: &reqwest::Client, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     if a.setup && !a.urls.is_empty() {
         for d in rt.block_on(crate::sink::es_setup::install(client, &a.urls, &es_auth(a)))? {
-            eprintln!("wafstream: installed {d}");
+            tracing::info!("installed {d}");
         }
     }
     Ok(())

@@ -1,11 +1,20 @@
-//! File inputs, filestream-style: glob patterns polled for new files and new lines; files are
+//! File inputs, filestream-style: glob patterns polled for new files and new lines. Files are
 //! followed by identity (device + inode), so a rotated (renamed) file is read to its end while
 //! the new one starts from its beginning; a file that shrank was truncated and is read again
-//! from the start. Progress is kept in a checkpoint file (written atomically) so a restart
-//! resumes where it stopped instead of re-reading everything.
+//! from the start.
 //!
-//! Only complete lines are sent; a last line still being written waits for its newline. Lines
-//! longer than the limit are cut and flagged, like network frames.
+//! Two kinds of file:
+//! - **line files** are tailed: only complete lines are sent; a last line still being written
+//!   waits for its newline; lines longer than the limit are cut and flagged.
+//! - **whole files** — Imperva log files (header + `|==|` + a possibly encrypted, compressed
+//!   body) and gzip-compressed line files (`.gz` rotations) — are read once, when their size
+//!   stayed the same for one poll, and decoded by [`super::imperva_file`].
+//!
+//! Progress is what the pipeline acknowledged, not what was read: each frame carries a token
+//! whose settling advances its file's position. The checkpoint file holds those positions and
+//! is written atomically and durably (temporary file, fsync, rename, fsync of the directory).
+//! A checkpoint that cannot be read stops the process with a clear error instead of silently
+//! starting over.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -13,13 +22,16 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::Stats;
-use crate::bus::{RawFrame, Sender, now_ms};
+use super::imperva_file::{self, Origin};
+use super::lines::{Columns, LineCutter};
+use crate::bus::{Progress, RawFrame, Sender, Token, now_ms};
+use crate::container::{self, KeyStore};
 
 /// What to read and where to keep progress.
 #[derive(Debug, Clone)]
@@ -29,30 +41,149 @@ pub struct Config {
     pub checkpoint: Option<PathBuf>,
     pub poll: Duration,
     pub max_message_bytes: usize,
+    /// Private keys of encrypted Imperva files (`<DIR>/<keyId>/Private.key`).
+    pub keys_dir: Option<PathBuf>,
+    /// Largest body a compressed file may inflate to.
+    pub max_decompressed_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(
+        "checkpoint {path} cannot be used: {reason}. Nothing was read. To start over from the beginning of every file, move the checkpoint aside (or delete it) and start again"
+    )]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("writing checkpoint {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
-struct Checkpoints {
+#[serde(deny_unknown_fields)]
+pub struct Checkpoints {
     /// `dev:inode` → progress.
     files: BTreeMap<String, Entry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
 struct Entry {
     path: String,
+    /// Line files: the byte offset up to which every line is delivered. Whole files: the
+    /// number of the last line delivered.
     offset: u64,
+    /// A whole (Imperva or gzip) file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    whole: bool,
+    /// A whole file all of whose lines are delivered: not read again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    done: bool,
+}
+
+/// Read the checkpoint: missing is a fresh start; anything unreadable is an error.
+pub fn load(path: Option<&Path>) -> Result<Checkpoints, CheckpointError> {
+    let Some(path) = path else {
+        return Ok(Checkpoints::default());
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Checkpoints::default()),
+        Err(e) => {
+            return Err(CheckpointError::Unreadable {
+                path: path.into(),
+                reason: e.to_string(),
+            });
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| CheckpointError::Unreadable {
+        path: path.into(),
+        reason: format!("not a wafstream checkpoint ({e})"),
+    })
+}
+
+/// Write atomically and durably: a crash leaves the old checkpoint or the new one, never half.
+fn save(path: &Path, cps: &Checkpoints) -> Result<(), CheckpointError> {
+    use std::io::Write;
+    let err = |source| CheckpointError::Write {
+        path: path.into(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let body = serde_json::to_vec_pretty(cps).map_err(|e| err(std::io::Error::other(e)))?;
+    let mut f = File::create(&tmp).map_err(err)?;
+    f.write_all(&body).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(err)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir).and_then(|d| d.sync_all()).map_err(err)
+}
+
+/// One file's delivered position, advanced by the pipeline as it settles the file's frames.
+#[derive(Default)]
+struct Lane {
+    acked: AtomicU64,
+}
+
+impl Progress for Lane {
+    fn done(&self, pos: u64) {
+        self.acked.fetch_max(pos, Ordering::AcqRel);
+    }
+}
+
+enum Kind {
+    Tail {
+        file: File,
+        /// Next byte to read.
+        read_to: u64,
+        cutter: LineCutter,
+        cols: Columns,
+    },
+    Whole {
+        /// Size at the previous poll: read once it stops changing.
+        size_seen: Option<u64>,
+        /// Lines delivered before a restart.
+        skip_through: u64,
+        /// Number of the last frame, once read.
+        last: Option<u64>,
+    },
 }
 
 struct Tracked {
-    file: File,
+    kind: Kind,
     path: Arc<str>,
-    /// Next byte to read: just after the last complete line sent.
-    offset: u64,
+    lane: Arc<Lane>,
     unseen_polls: u32,
 }
 
+impl Tracked {
+    fn entry(&self) -> Entry {
+        let acked = self.lane.acked.load(Ordering::Acquire);
+        match &self.kind {
+            Kind::Tail { .. } => Entry {
+                path: self.path.to_string(),
+                offset: acked,
+                whole: false,
+                done: false,
+            },
+            Kind::Whole { skip_through, last, .. } => {
+                let acked = acked.max(*skip_through);
+                Entry {
+                    path: self.path.to_string(),
+                    offset: acked,
+                    whole: true,
+                    done: last.is_some_and(|l| acked >= l),
+                }
+            }
+        }
+    }
+}
+
 /// Read at most this much per file per poll, so one busy file cannot starve the others.
-const CHUNK: usize = 4 << 20;
+const READ: usize = 1 << 20;
+const READS_PER_POLL: usize = 16;
 /// Polls a file may stay unmatched (rotated away) before its handle is closed.
 const KEEP_UNMATCHED_POLLS: u32 = 5;
 
@@ -60,56 +191,67 @@ fn identity(md: &std::fs::Metadata) -> String {
     format!("{}:{}", md.dev(), md.ino())
 }
 
-fn load(path: Option<&Path>) -> Checkpoints {
-    path.and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
-}
-
-fn save(path: &Path, cps: &Checkpoints) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(cps).map_err(std::io::Error::other)?)?;
-    std::fs::rename(tmp, path)
-}
-
-/// Poll until `stop` is set, then read what is there one last time and save the checkpoint.
-pub fn run(cfg: Config, bus: Sender, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
-    let mut cps = load(cfg.checkpoint.as_deref());
+/// Follow the files until `stop` is set. Returns the progress to save once the pipeline has
+/// settled what was sent.
+pub fn run(cfg: Config, cps: Checkpoints, bus: Sender, stats: Arc<Stats>, stop: Arc<AtomicBool>) -> FinalSave {
+    let keys = KeyStore::new(cfg.keys_dir.clone().unwrap_or_else(|| PathBuf::from("keys")));
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; READ];
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         discover(&cfg, &mut tracked, &cps);
         let mut open = true;
-        for (id, t) in tracked.iter_mut() {
-            if !read_new(t, &cfg, &bus, &stats, &mut buf) {
+        for t in tracked.values_mut() {
+            let ok = match &mut t.kind {
+                Kind::Tail { .. } => read_tail(t, &cfg, &bus, &stats, &mut buf),
+                Kind::Whole { .. } => read_whole(t, &cfg, &keys, &bus, &stats),
+            };
+            if !ok {
                 open = false;
+                break;
             }
-            cps.files.insert(
-                id.clone(),
-                Entry {
-                    path: t.path.to_string(),
-                    offset: t.offset,
-                },
-            );
         }
         tracked.retain(|_, t| t.unseen_polls <= KEEP_UNMATCHED_POLLS);
-        // Forget files no longer followed (rotated away or deleted): an inode number can be
-        // reused by a new file, which must then start from its beginning.
-        cps.files.retain(|id, _| tracked.contains_key(id));
         if let Some(p) = &cfg.checkpoint {
-            if let Err(e) = save(p, &cps) {
-                eprintln!("wafstream: cannot save checkpoint {}: {e}", p.display());
+            if let Err(e) = save(p, &snapshot(&tracked)) {
+                tracing::error!(error = %e, "cannot save the file checkpoint");
             }
         }
-        if stopping || !open {
-            return;
+        if stopping || !open || stop.load(Ordering::Relaxed) {
+            return FinalSave {
+                path: cfg.checkpoint,
+                tracked,
+            };
         }
         let mut slept = Duration::ZERO;
         while slept < cfg.poll && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
             slept += Duration::from_millis(20);
         }
+    }
+}
+
+/// The files followed when the source stopped; [`FinalSave::save`] writes their acknowledged
+/// positions once the pipeline has drained.
+pub struct FinalSave {
+    path: Option<PathBuf>,
+    tracked: HashMap<String, Tracked>,
+}
+
+impl FinalSave {
+    pub fn save(&self) -> Result<(), CheckpointError> {
+        match &self.path {
+            Some(p) => save(p, &snapshot(&self.tracked)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Files no longer followed (rotated away or deleted) are forgotten: an inode number can be
+/// reused by a new file, which must then start from its beginning.
+fn snapshot(tracked: &HashMap<String, Tracked>) -> Checkpoints {
+    Checkpoints {
+        files: tracked.iter().map(|(id, t)| (id.clone(), t.entry())).collect(),
     }
 }
 
@@ -133,23 +275,51 @@ fn discover(cfg: &Config, tracked: &mut HashMap<String, Tracked>, cps: &Checkpoi
                 t.path = shown;
                 continue;
             }
-            let Ok(mut file) = File::open(&path) else { continue };
-            // Resume where the checkpoint says, unless the file is now shorter (truncated).
-            let offset = cps
-                .files
-                .get(&id)
-                .map(|e| e.offset)
-                .filter(|o| *o <= md.len())
-                .unwrap_or(0);
-            if file.seek(SeekFrom::Start(offset)).is_err() {
+            // An empty file says nothing about its kind yet; look again at the next poll.
+            if md.len() == 0 {
                 continue;
             }
+            let Ok(mut file) = File::open(&path) else { continue };
+            let mut head = vec![0u8; 64 * 1024];
+            let n = read_full(&mut file, &mut head).unwrap_or(0);
+            head.truncate(n);
+            let saved = cps.files.get(&id);
+            let lane = Arc::new(Lane::default());
+            let kind = if container::looks_like_container(&head) {
+                let skip_through = saved.filter(|e| e.whole).map(|e| e.offset).unwrap_or(0);
+                let done = saved.is_some_and(|e| e.whole && e.done);
+                lane.acked.store(skip_through, Ordering::Relaxed);
+                Kind::Whole {
+                    size_seen: None,
+                    skip_through,
+                    last: done.then_some(skip_through),
+                }
+            } else {
+                // Resume where the checkpoint says, unless the file is now shorter (truncated).
+                let offset = saved
+                    .filter(|e| !e.whole)
+                    .map(|e| e.offset)
+                    .filter(|o| *o <= md.len())
+                    .unwrap_or(0);
+                lane.acked.store(offset, Ordering::Relaxed);
+                let cols = if offset > 0 && head.first() == Some(&b'#') {
+                    columns_before(&mut file, offset, cfg.max_message_bytes)
+                } else {
+                    Columns::default()
+                };
+                Kind::Tail {
+                    file,
+                    read_to: offset,
+                    cutter: LineCutter::new(offset, cfg.max_message_bytes),
+                    cols,
+                }
+            };
             tracked.insert(
                 id,
                 Tracked {
-                    file,
+                    kind,
                     path: shown,
-                    offset,
+                    lane,
                     unseen_polls: 0,
                 },
             );
@@ -157,88 +327,192 @@ fn discover(cfg: &Config, tracked: &mut HashMap<String, Tracked>, cps: &Checkpoi
     }
 }
 
-/// Send the complete lines written since the last poll. Returns false when the bus is closed.
-fn read_new(t: &mut Tracked, cfg: &Config, bus: &Sender, stats: &Stats, buf: &mut [u8]) -> bool {
-    // A file shorter than what we read was truncated: start again.
-    if let Ok(md) = t.file.metadata() {
-        if md.len() < t.offset {
-            t.offset = 0;
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read(&mut buf[filled..])? {
+            0 => break,
+            n => filled += n,
         }
     }
-    // Catch up in chunks, up to a bound per poll so other files get their turn.
-    for _ in 0..16 {
-        match read_chunk(t, cfg, bus, stats, buf) {
-            None => return false,
-            Some(true) => continue,
-            Some(false) => break,
+    Ok(filled)
+}
+
+/// The W3C columns in force at `offset` (the last `#Fields:` directive before it), for a line
+/// file resumed from a checkpoint.
+fn columns_before(file: &mut File, offset: u64, cap: usize) -> Columns {
+    let mut cols = Columns::default();
+    if file.seek(SeekFrom::Start(0)).is_err() {
+        return cols;
+    }
+    let mut cutter = LineCutter::new(0, cap);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut at = 0u64;
+    while at < offset {
+        let want = buf.len().min((offset - at) as usize);
+        let n = match file.read(&mut buf[..want]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        at += n as u64;
+        cutter.feed(&buf[..n]);
+        while let Some(l) = cutter.next_line(at >= offset) {
+            cols.directive(&l.bytes);
+        }
+    }
+    cols
+}
+
+/// Send the complete lines written since the last poll. Returns false when the bus is closed.
+fn read_tail(t: &mut Tracked, cfg: &Config, bus: &Sender, stats: &Stats, buf: &mut [u8]) -> bool {
+    let Kind::Tail {
+        file,
+        read_to,
+        cutter,
+        cols,
+    } = &mut t.kind
+    else {
+        return true;
+    };
+    // A file shorter than what we read was truncated: start again, with a fresh position.
+    if let Ok(md) = file.metadata() {
+        if md.len() < *read_to {
+            *read_to = 0;
+            *cutter = LineCutter::new(0, cfg.max_message_bytes);
+            *cols = Columns::default();
+            t.lane = Arc::new(Lane::default());
+        }
+    }
+    if file.seek(SeekFrom::Start(*read_to)).is_err() {
+        return true;
+    }
+    let progress: Arc<dyn Progress> = t.lane.clone();
+    for _ in 0..READS_PER_POLL {
+        let n = match read_full(file, buf) {
+            Ok(n) => n,
+            Err(_) => return true,
+        };
+        *read_to += n as u64;
+        cutter.feed(&buf[..n]);
+        while let Some(line) = cutter.next_line(false) {
+            if cols.directive(&line.bytes) {
+                continue;
+            }
+            stats.frames.fetch_add(1, Ordering::Relaxed);
+            if line.truncated_from.is_some() {
+                stats.truncated.fetch_add(1, Ordering::Relaxed);
+            }
+            let frame = RawFrame {
+                bytes: line.bytes,
+                received_ms: now_ms(),
+                input: "file",
+                source: Some(t.path.clone()),
+                offset: Some(line.offset),
+                truncated_from: line.truncated_from,
+                w3c: cols.current(),
+                token: Token::new(progress.clone(), line.end),
+                ..RawFrame::default()
+            };
+            // Waiting here is the backpressure when the bus is full.
+            if bus.blocking_send(frame).is_err() {
+                return false;
+            }
+        }
+        if n < buf.len() {
+            break;
         }
     }
     true
 }
 
-/// Read one chunk from the current offset. `None`: the bus is closed; `Some(more)`: whether a
-/// full chunk was read (there may be more right away).
-fn read_chunk(t: &mut Tracked, cfg: &Config, bus: &Sender, stats: &Stats, buf: &mut [u8]) -> Option<bool> {
-    if t.file.seek(SeekFrom::Start(t.offset)).is_err() {
-        return Some(false);
+/// Read a whole file once its size held still for a poll. Returns false when the bus is closed.
+fn read_whole(t: &mut Tracked, cfg: &Config, keys: &KeyStore, bus: &Sender, stats: &Stats) -> bool {
+    let Kind::Whole {
+        size_seen,
+        skip_through,
+        last,
+    } = &mut t.kind
+    else {
+        return true;
+    };
+    if last.is_some() {
+        return true;
     }
-    let mut filled = 0;
-    while filled < buf.len() {
-        match t.file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(_) => break,
-        }
+    let Ok(md) = std::fs::metadata(&*t.path) else {
+        return true;
+    };
+    if *size_seen != Some(md.len()) {
+        *size_seen = Some(md.len());
+        return true;
     }
-    let data = &buf[..filled];
-    let mut start = 0;
-    while let Some(nl) = memchr::memchr(b'\n', &data[start..]) {
-        let mut line = &data[start..start + nl];
-        if line.last() == Some(&b'\r') {
-            line = &line[..line.len() - 1];
+    let bytes = match std::fs::read(&*t.path) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(file = %t.path, error = %e, "cannot read; trying again at the next poll");
+            return true;
         }
-        let line_offset = t.offset + start as u64;
-        start += nl + 1;
-        if line.is_empty() {
-            continue;
-        }
-        let cut = line.len() > cfg.max_message_bytes;
-        let keep = &line[..line.len().min(cfg.max_message_bytes)];
+    };
+    let origin = Origin {
+        input: "file",
+        source: Some(t.path.clone()),
+        received_ms: now_ms(),
+        skip_through: *skip_through,
+        progress: Some(t.lane.clone()),
+        max_line_bytes: cfg.max_message_bytes,
+        limit_name: "max_message_bytes",
+    };
+    let limits = container::Limits {
+        max_decompressed_bytes: cfg.max_decompressed_bytes,
+    };
+    let mut open = true;
+    let read = imperva_file::frames(bytes, keys, limits, &origin, |f| {
         stats.frames.fetch_add(1, Ordering::Relaxed);
-        if cut {
+        if f.truncated_from.is_some() {
             stats.truncated.fetch_add(1, Ordering::Relaxed);
         }
-        let frame = RawFrame {
-            bytes: bytes::Bytes::copy_from_slice(keep),
-            received_ms: now_ms(),
-            input: "file",
-            peer: None,
-            truncated_from: cut.then_some(line.len()),
-            source: Some(t.path.clone()),
-            offset: Some(line_offset),
-        };
-        // Waiting here is the backpressure when the bus is full.
-        if bus.blocking_send(frame).is_err() {
-            return None;
-        }
+        open = bus.blocking_send(f).is_ok();
+        open
+    });
+    if read.checksum_mismatch {
+        stats.checksum_mismatches.fetch_add(1, Ordering::Relaxed);
     }
-    // A line longer than a whole chunk without a newline: cut it rather than wait forever.
-    if start == 0 && filled == buf.len() {
-        start = filled;
-        stats.truncated.fetch_add(1, Ordering::Relaxed);
-        let frame = RawFrame {
-            bytes: bytes::Bytes::copy_from_slice(&data[..cfg.max_message_bytes.min(filled)]),
-            received_ms: now_ms(),
-            input: "file",
-            peer: None,
-            truncated_from: Some(filled),
-            source: Some(t.path.clone()),
-            offset: Some(t.offset),
-        };
-        if bus.blocking_send(frame).is_err() {
-            return None;
-        }
+    stats.whole_files.fetch_add(1, Ordering::Relaxed);
+    *last = Some(read.last);
+    tracing::info!(file = %t.path, lines = read.last, "read whole file");
+    open
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_checkpoint_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cp.json");
+        std::fs::write(&p, b"{\"files\": {\"1:2\": {\"path\": \"a\", \"off").unwrap();
+        let e = load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains(&p.display().to_string()), "{e}");
+        assert!(e.contains("move the checkpoint aside"), "{e}");
+        assert!(load(Some(&dir.path().join("missing.json"))).unwrap().files.is_empty());
     }
-    t.offset += start as u64;
-    Some(filled == buf.len() && start > 0)
+
+    #[test]
+    fn checkpoint_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cp.json");
+        let mut cps = Checkpoints::default();
+        cps.files.insert(
+            "1:2".into(),
+            Entry {
+                path: "x.log".into(),
+                offset: 42,
+                whole: false,
+                done: false,
+            },
+        );
+        save(&p, &cps).unwrap();
+        assert_eq!(load(Some(&p)).unwrap(), cps);
+        assert!(!dir.path().join("cp.tmp").exists());
+    }
 }

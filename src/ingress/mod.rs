@@ -8,6 +8,8 @@
 
 pub mod files;
 pub mod framing;
+pub mod imperva_file;
+pub mod lines;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -51,6 +53,10 @@ pub struct Stats {
     pub framing_errors: AtomicU64,
     pub idle_closed: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
+    /// Whole Imperva (or gzip) files read.
+    pub whole_files: AtomicU64,
+    /// Whole files whose body did not match the header's checksum (events kept).
+    pub checksum_mismatches: AtomicU64,
 }
 
 /// Accept TCP connections until `shutdown` turns true; each connection is framed and forwarded.
@@ -104,7 +110,7 @@ async fn serve(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    eprintln!("wafstream: accept failed: {e}");
+                    tracing::warn!(error = %e, "accept failed");
                     continue;
                 }
             },
@@ -125,11 +131,11 @@ async fn serve(
                     Ok(Ok(s)) => connection(s, "tls", peer, bus, limits, stats, sd).await,
                     Ok(Err(e)) => {
                         stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("wafstream: TLS handshake with {peer} failed: {e}");
+                        tracing::warn!(%peer, error = %e, "TLS handshake failed");
                     }
                     Err(_) => {
                         stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
-                        eprintln!("wafstream: TLS handshake with {peer} timed out");
+                        tracing::warn!(%peer, "TLS handshake timed out");
                     }
                 },
             }
@@ -151,7 +157,7 @@ async fn connection<S: AsyncRead + Unpin>(
 ) {
     let mut framer = Framer::new(Mode::Auto, limits.max_message_bytes);
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    let peer_s = peer.to_string();
+    let peer_s: Arc<str> = peer.to_string().into();
     loop {
         let read = tokio::select! {
             r = tokio::time::timeout(limits.idle_timeout, stream.read_buf(&mut buf)) => r,
@@ -179,8 +185,7 @@ async fn connection<S: AsyncRead + Unpin>(
                         input,
                         peer: Some(peer_s.clone()),
                         truncated_from: f.truncated.then_some(f.original_len),
-                        source: None,
-                        offset: None,
+                        ..RawFrame::default()
                     };
                     // Waiting here is the backpressure: we stop reading this socket.
                     if bus.send(frame).await.is_err() {
@@ -190,7 +195,7 @@ async fn connection<S: AsyncRead + Unpin>(
                 Ok(None) => break,
                 Err(e) => {
                     stats.framing_errors.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("wafstream: closing {peer}: {e}");
+                    tracing::warn!(%peer, error = %e, "framing error; closing the connection");
                     return;
                 }
             }
@@ -206,9 +211,7 @@ async fn connection<S: AsyncRead + Unpin>(
                         received_ms: now_ms(),
                         input,
                         peer: Some(peer_s.clone()),
-                        truncated_from: None,
-                        source: None,
-                        offset: None,
+                        ..RawFrame::default()
                     })
                     .await;
             }
@@ -248,10 +251,9 @@ pub async fn serve_udp(
             bytes: bytes::Bytes::copy_from_slice(&buf[..keep]),
             received_ms: now_ms(),
             input: "udp",
-            peer: Some(peer.to_string()),
+            peer: Some(peer.to_string().into()),
             truncated_from: cut.then_some(end),
-            source: None,
-            offset: None,
+            ..RawFrame::default()
         };
         if bus.try_send(frame).is_err() {
             stats.udp_dropped.fetch_add(1, Ordering::Relaxed);

@@ -2,7 +2,7 @@
 //!
 //! Raw topic record = the frame's bytes exactly as received; headers carry what parsing needs
 //! and cannot be recovered later (`wafstream.received_ms`, `.peer`, `.input`, `.source`, `.offset`,
-//! `.truncated_from`, `.tz`);
+//! `.truncated_from`, `.tz`, `.w3c_fields`);
 //! the key is the sender address, which spreads senders over partitions and keeps each
 //! connection's order.
 
@@ -22,6 +22,8 @@ pub const H_SOURCE: &str = "wafstream.source";
 pub const H_OFFSET: &str = "wafstream.offset";
 /// The time zone configured for the senders of this ingress (their device clocks).
 pub const H_TZ: &str = "wafstream.tz";
+/// The W3C columns of the frame's file (`#Fields:` names, space-separated).
+pub const H_W3C: &str = "wafstream.w3c_fields";
 pub const H_DATASET: &str = "wafstream.dataset";
 pub const H_ID: &str = "wafstream.id";
 pub const H_ERROR: &str = "wafstream.error";
@@ -85,7 +87,7 @@ pub fn raw_headers(f: &RawFrame, tz: Option<&str>) -> OwnedHeaders {
             value: Some(p.as_bytes()),
         });
     }
-    if let Some(tz) = tz {
+    if let Some(tz) = f.tz.as_deref().or(tz) {
         h = h.insert(Header {
             key: H_TZ,
             value: Some(tz.as_bytes()),
@@ -102,6 +104,13 @@ pub fn raw_headers(f: &RawFrame, tz: Option<&str>) -> OwnedHeaders {
         h = h.insert(Header {
             key: H_OFFSET,
             value: Some(o.as_bytes()),
+        });
+    }
+    if let Some(cols) = &f.w3c {
+        let names = cols.names.join(" ");
+        h = h.insert(Header {
+            key: H_W3C,
+            value: Some(names.as_bytes()),
         });
     }
     if let Some(t) = f.truncated_from {

@@ -5,13 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
+use std::collections::VecDeque;
+
+use futures_util::FutureExt;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::{ClientSettings, raw_headers};
-use crate::bus::Receiver;
+use crate::bus::{Receiver, Token};
 
 /// What the producer did.
 #[derive(Debug, Default)]
@@ -33,7 +34,9 @@ pub fn raw_producer(settings: &ClientSettings) -> anyhow::Result<FutureProducer>
         .create()?)
 }
 
-/// Drain the bus into `topic` until every bus sender is gone, then flush.
+/// Drain the bus into `topic` until every bus sender is gone, then flush. Each frame's token
+/// is settled, in arrival order, once the broker acknowledged it, so file checkpoints only
+/// advance over what Kafka holds.
 pub async fn publish(
     mut rx: Receiver,
     producer: FutureProducer,
@@ -41,13 +44,15 @@ pub async fn publish(
     tz: Option<String>,
     stats: Arc<ProducerStats>,
 ) -> anyhow::Result<()> {
-    let mut inflight = FuturesUnordered::new();
+    let mut inflight: VecDeque<(DeliveryFuture, Token)> = VecDeque::new();
     loop {
-        // Deliveries are counted as they complete, also while no frame comes in.
+        // Deliveries are settled as they complete, also while no frame comes in.
         let frame = tokio::select! {
             biased;
-            Some(r) = inflight.next(), if !inflight.is_empty() => {
-                count(&stats, r);
+            r = front(&mut inflight), if !inflight.is_empty() => {
+                if let Some((_, token)) = inflight.pop_front() {
+                    count(&stats, r, token, &topic)?;
+                }
                 continue;
             }
             f = rx.recv() => match f {
@@ -56,7 +61,7 @@ pub async fn publish(
             },
         };
         let headers = raw_headers(&frame, tz.as_deref());
-        let key = frame.peer.clone().unwrap_or_default();
+        let key = frame.peer.as_deref().unwrap_or_default();
         loop {
             let rec = FutureRecord::to(&topic)
                 .payload(&frame.bytes[..])
@@ -64,30 +69,38 @@ pub async fn publish(
                 .headers(headers.clone());
             match producer.send_result(rec) {
                 Ok(delivery) => {
-                    inflight.push(delivery);
+                    inflight.push_back((delivery, frame.token.clone()));
                     break;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    // Backpressure: settle some deliveries (or wait a moment), then retry.
-                    match tokio::time::timeout(Duration::from_millis(50), inflight.next()).await {
-                        Ok(Some(r)) => count(&stats, r),
-                        _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                    // Backpressure: settle the oldest delivery (or wait a moment), then retry.
+                    match tokio::time::timeout(Duration::from_millis(50), front(&mut inflight)).await {
+                        Ok(r) => {
+                            if let Some((_, token)) = inflight.pop_front() {
+                                count(&stats, r, token, &topic)?;
+                            }
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
                     }
                 }
                 Err((e, _)) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
-                    eprintln!("wafstream: produce to {topic} failed: {e}");
-                    break;
+                    anyhow::bail!("producing to {topic} failed: {e}");
                 }
             }
         }
         // Settle finished deliveries without waiting.
-        while let Some(Some(r)) = futures_util::FutureExt::now_or_never(inflight.next()) {
-            count(&stats, r);
+        while let Some(r) = inflight.front_mut().and_then(|(d, _)| d.now_or_never()) {
+            if let Some((_, token)) = inflight.pop_front() {
+                count(&stats, r, token, &topic)?;
+            }
         }
     }
-    while let Some(r) = inflight.next().await {
-        count(&stats, r);
+    while !inflight.is_empty() {
+        let r = front(&mut inflight).await;
+        if let Some((_, token)) = inflight.pop_front() {
+            count(&stats, r, token, &topic)?;
+        }
     }
     // Dropping a producer purges its queue: flush explicitly.
     producer.flush(Duration::from_secs(30))?;
@@ -96,17 +109,30 @@ pub async fn publish(
 
 type Settled = Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures_channel::oneshot::Canceled>;
 
-fn count(stats: &ProducerStats, r: Settled) {
+async fn front(q: &mut VecDeque<(DeliveryFuture, Token)>) -> Settled {
+    match q.front_mut() {
+        Some((d, _)) => d.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A delivery's verdict: an acknowledged frame is settled. A failed one (after the producer's
+/// own retries for `message.timeout.ms`) stops the ingress with an error, so no checkpoint
+/// moves past it: its file is read again from there after a restart.
+fn count(stats: &ProducerStats, r: Settled, token: Token, topic: &str) -> anyhow::Result<()> {
     match r {
         Ok(Ok(_)) => {
             stats.sent.fetch_add(1, Ordering::Relaxed);
+            token.settle();
+            Ok(())
         }
         Ok(Err((e, _))) => {
             stats.failed.fetch_add(1, Ordering::Relaxed);
-            eprintln!("wafstream: delivery failed: {e}");
+            anyhow::bail!("a raw frame was not delivered to {topic}: {e}")
         }
         Err(_) => {
             stats.failed.fetch_add(1, Ordering::Relaxed);
+            anyhow::bail!("a raw frame's delivery to {topic} was canceled")
         }
     }
 }

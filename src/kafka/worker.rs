@@ -1,28 +1,29 @@
-//! The parser worker: consumes the raw topic in a consumer group, maps each frame, produces the
-//! document to its dataset's topic (or the dead-letter record to the DLQ topic), and stores a
-//! frame's offset only after its output is acknowledged (at-least-once; the deterministic `_id`
-//! makes redelivery harmless downstream).
+//! The parser worker: the Kafka source (the raw topic, read in a consumer group) wired to the
+//! pipeline core and the Kafka / Elasticsearch sinks. A frame's offset is stored only once its
+//! output is acknowledged, in order per partition (at-least-once; the deterministic `_id`
+//! makes redelivery harmless downstream); auto-commit then commits the stored offsets.
 //!
-//! Outputs are produced without waiting for each acknowledgement; a FIFO of pending deliveries
-//! is settled from the front, so an offset is never stored past an unacknowledged frame.
-//! Auto-commit then commits the stored offsets.
+//! The consumer is polled on its own thread, so a partition revocation can wait there for the
+//! pipeline to settle what it already took (the core keeps running on the runtime's threads)
+//! and commit it before the partitions move to another worker.
 
-use std::collections::VecDeque;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
-use futures_util::FutureExt;
 use rdkafka::Message;
 use rdkafka::client::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::BorrowedMessage;
 
-use super::{ClientSettings, H_INPUT, H_OFFSET, H_PEER, H_RECEIVED, H_SOURCE, H_TRUNCATED, H_TZ, header};
-use crate::ecs::{FrameMeta, Mapper, Options};
+use super::{ClientSettings, H_INPUT, H_OFFSET, H_PEER, H_RECEIVED, H_SOURCE, H_TRUNCATED, H_TZ, H_W3C, header};
+use crate::bus::{self, Progress, RawFrame, Token};
+use crate::ecs::Options;
+use crate::parse::W3cFields;
+use crate::pipeline;
+use crate::sink::Sink;
 use crate::sink::kafka::{KafkaSink, Topics};
-use crate::sink::{Ack, Delivery, Output, Sink};
 
 /// Topics and limits of a worker.
 #[derive(Debug, Clone)]
@@ -35,6 +36,8 @@ pub struct Config {
     pub dlq_topic: String,
     /// Outputs in flight before the worker waits for acknowledgements.
     pub max_inflight: usize,
+    /// Mapping threads.
+    pub threads: usize,
     /// Stop (drain, commit, exit) once no record arrived for this long after the last one; for
     /// backfills and benchmarks.
     pub exit_when_idle: Option<Duration>,
@@ -47,7 +50,7 @@ pub struct Summary {
     pub documents: u64,
     pub dead_letters: u64,
     pub offsets_stored: u64,
-    /// Outputs settled by the rebalance callback before partitions were handed over.
+    /// Outputs settled while a revocation waited, before partitions were handed over.
     pub drained_on_revoke: u64,
     /// Seconds from the first record consumed to the last output acknowledged.
     pub active_secs: f64,
@@ -64,29 +67,24 @@ impl Summary {
     }
 }
 
-struct Pending {
-    partition: i32,
-    offset: i64,
-    ack: Ack,
-}
-
-/// Outputs not yet acknowledged, shared with the rebalance callback.
-type Queue = Arc<Mutex<VecDeque<Pending>>>;
-
 /// How long a revocation waits for in-flight outputs before letting the partitions go (what is
 /// still unacknowledged then is redelivered to the new owner: a repeat, never a loss).
 const REVOKE_DRAIN: Duration = Duration::from_secs(10);
 
-/// How long the consume loop waits for a record before settling acknowledged outputs anyway.
-const SETTLE_TICK: Duration = Duration::from_millis(50);
+/// Frames taken but not settled, shared by the source, the partition lanes and the rebalance
+/// callback.
+#[derive(Default)]
+struct Counts {
+    unsettled: AtomicI64,
+    stored: AtomicU64,
+    drained: AtomicU64,
+}
 
-/// Consumer context that drains in-flight work when partitions are revoked: outputs already
-/// handed to the sink are awaited, their offsets stored and committed, before the partitions
-/// move to another worker, so a rebalance repeats nothing that was finished.
+/// Consumer context that drains in-flight work when partitions are revoked: frames already
+/// taken are settled by the pipeline (which runs on other threads) while this, the consumer's
+/// thread, waits; then the stored offsets are committed and the partitions move on.
 struct DrainOnRevoke {
-    pending: Queue,
-    raw_topic: String,
-    drained: Arc<AtomicU64>,
+    counts: Arc<Counts>,
 }
 
 impl ClientContext for DrainOnRevoke {}
@@ -96,111 +94,56 @@ impl ConsumerContext for DrainOnRevoke {
         if !matches!(rebalance, Rebalance::Revoke(_)) {
             return;
         }
-        let Ok(mut q) = self.pending.lock() else { return };
-        // Acknowledgements arrive from the producer's own thread, so they complete while this
-        // (the consumer's) thread waits here; a retry that needs the runtime's timer does not,
-        // and is left to redelivery once the deadline passes.
+        let before = self.counts.unsettled.load(Ordering::Acquire);
         let deadline = Instant::now() + REVOKE_DRAIN;
-        while let Some(front) = q.front_mut() {
-            match (&mut front.ack).now_or_never() {
-                Some(Ok(Delivery::Accepted)) => {
-                    if let Some(p) = q.pop_front() {
-                        let _ = consumer.store_offset(&self.raw_topic, p.partition, p.offset);
-                        self.drained.fetch_add(1, Ordering::Relaxed);
-                        crate::telemetry::global()
-                            .worker
-                            .drained_on_revoke
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-                Some(_) => break,
-                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
-                None => break,
-            }
+        while self.counts.unsettled.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
         }
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            eprintln!("wafstream: commit before revocation: {e}");
-        }
-    }
-}
-
-/// Settle the front of the queue (waiting for it, or only if already done): store its offset
-/// once its output is acknowledged. A refused output is fatal: its offset is never stored, so
-/// the frame is redelivered after a restart. The lock is never held across an await (the
-/// rebalance callback only runs inside `recv`, on this same thread).
-/// Where rejected documents go: a mapper to write the dead-letter record, a sink to store it.
-struct DeadLetters<'a, S: Sink> {
-    mapper: &'a Mapper,
-    sink: &'a S,
-}
-
-async fn settle_front<S: Sink>(
-    pending: &Queue,
-    consumer: &StreamConsumer<DrainOnRevoke>,
-    raw_topic: &str,
-    s: &mut Summary,
-    wait: bool,
-    dlq: &DeadLetters<'_, S>,
-) -> anyhow::Result<bool> {
-    let taken = {
-        let mut q = pending.lock().map_err(|_| anyhow::anyhow!("pending queue poisoned"))?;
-        match q.front_mut() {
-            None => return Ok(false),
-            Some(front) if !wait => match (&mut front.ack).now_or_never() {
-                None => return Ok(false),
-                Some(r) => q.pop_front().map(|p| (p, Some(r))),
-            },
-            Some(_) => q.pop_front().map(|p| (p, None)),
-        }
-    };
-    let Some((mut p, ready)) = taken else { return Ok(false) };
-    let result = match ready {
-        Some(r) => r,
-        None => (&mut p.ack).await,
-    };
-    match result {
-        Err(e) => anyhow::bail!("output for {raw_topic}/{}@{} refused: {e}", p.partition, p.offset),
-        // Refused for good by the destination: the document goes to the dead-letter output
-        // with the reason, and only then is the frame done.
-        Ok(Delivery::Rejected { reason, body }) => {
-            let mut dead = Vec::with_capacity(body.len() + 256);
-            let meta = FrameMeta {
-                received_ms: crate::bus::now_ms(),
-                input: "sink",
-                ..FrameMeta::default()
-            };
-            let m = dlq.mapper.dead_letter(&body, &meta, &reason, &mut dead);
-            let out = Output {
-                dataset: None,
-                id: &m.id,
-                body: &dead,
-                error: Some(&reason),
-            };
-            let ack = dlq.sink.send(out).await.map_err(|e| anyhow::anyhow!(e))?;
-            match ack.await {
-                Ok(Delivery::Accepted) => s.dead_letters += 1,
-                other => anyhow::bail!(
-                    "dead letter for {raw_topic}/{}@{} not stored: {other:?}",
-                    p.partition,
-                    p.offset
-                ),
-            }
-        }
-        Ok(Delivery::Accepted) => {}
-    }
-    // After a rebalance the partition may be gone; its new owner redelivers the frame.
-    if consumer.store_offset(raw_topic, p.partition, p.offset).is_ok() {
-        s.offsets_stored += 1;
+        let after = self.counts.unsettled.load(Ordering::Acquire).max(0);
+        let drained = (before - after).max(0) as u64;
+        self.counts.drained.fetch_add(drained, Ordering::Relaxed);
         crate::telemetry::global()
             .worker
-            .offsets_stored
-            .fetch_add(1, Ordering::Relaxed);
+            .drained_on_revoke
+            .fetch_add(drained, Ordering::Relaxed);
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::warn!(error = %e, "commit before revocation");
+        }
     }
-    Ok(true)
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            tracing::info!(partitions = tpl.count(), "partitions assigned");
+        }
+    }
 }
 
-fn queue_len(q: &Queue) -> usize {
-    q.lock().map(|q| q.len()).unwrap_or(0)
+type Consumer_ = BaseConsumer<DrainOnRevoke>;
+
+/// One partition's acknowledgements: settling a frame stores its offset.
+struct PartitionLane {
+    consumer: Arc<Consumer_>,
+    topic: String,
+    partition: i32,
+    counts: Arc<Counts>,
+}
+
+impl Progress for PartitionLane {
+    fn done(&self, offset: u64) {
+        self.counts.unsettled.fetch_sub(1, Ordering::AcqRel);
+        // After a rebalance the partition may be gone; its new owner redelivers the frame.
+        if self
+            .consumer
+            .store_offset(&self.topic, self.partition, offset as i64)
+            .is_ok()
+        {
+            self.counts.stored.fetch_add(1, Ordering::Relaxed);
+            crate::telemetry::global()
+                .worker
+                .offsets_stored
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Documents to Elasticsearch instead of the dataset topics (dead letters stay on Kafka).
@@ -226,12 +169,13 @@ pub async fn run(
         },
     )?;
     match es {
-        None => run_with(cfg, opts, kafka, shutdown).await,
+        None => run_with(cfg, opts, &kafka, shutdown).await,
         Some(es) => {
             let docs = crate::sink::elasticsearch::ElasticsearchSink::start(es.config, es.client);
             let stats = docs.stats();
-            let r = run_with(cfg, opts, crate::sink::Routed { docs, dead: kafka }, shutdown).await;
-            eprintln!("wafstream: {}", stats.report());
+            let sink = crate::sink::Routed { docs, dead: kafka };
+            let r = run_with(cfg, opts, &sink, shutdown).await;
+            tracing::info!("{}", stats.report());
             r
         }
     }
@@ -240,17 +184,11 @@ pub async fn run(
 async fn run_with<S: Sink>(
     cfg: Config,
     opts: Options,
-    sink: S,
+    sink: &S,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
-    let pending: Queue = Arc::new(Mutex::new(VecDeque::new()));
-    let drained = Arc::new(AtomicU64::new(0));
-    let context = DrainOnRevoke {
-        pending: pending.clone(),
-        raw_topic: cfg.raw_topic.clone(),
-        drained: drained.clone(),
-    };
-    let consumer: StreamConsumer<DrainOnRevoke> = cfg
+    let counts = Arc::new(Counts::default());
+    let consumer: Consumer_ = cfg
         .settings
         .config(&[
             ("group.id", cfg.group.as_str()),
@@ -260,129 +198,186 @@ async fn run_with<S: Sink>(
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
         ])
-        .create_with_context(context)?;
+        .create_with_context(DrainOnRevoke { counts: counts.clone() })?;
     consumer.subscribe(&[cfg.raw_topic.as_str()])?;
-    let mapper = Mapper::new(opts);
-    let dlq = DeadLetters {
-        mapper: &mapper,
-        sink: &sink,
-    };
-    let mut s = Summary::default();
-    let tel = &crate::telemetry::global().worker;
+    let consumer = Arc::new(consumer);
     crate::telemetry::global().set_worker_running();
-    let mut buf = Vec::with_capacity(16 * 1024);
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut first: Option<std::time::Instant> = None;
-    let mut last = std::time::Instant::now();
-    let idle = cfg.exit_when_idle.unwrap_or(Duration::from_secs(365 * 24 * 3600));
-    loop {
-        let in_flight = queue_len(&pending) > 0;
-        // The idle clock starts with the first record (joining the group takes a while).
-        let idle_left = match first {
-            Some(_) => idle.saturating_sub(last.elapsed()),
-            None => Duration::MAX / 4,
-        };
-        let msg = tokio::select! {
-            _ = &mut shutdown => break,
-            // No record for a moment while outputs are in flight: settle what is acknowledged,
-            // so offsets are stored (and auto-committed) when traffic pauses, not only when
-            // the next record comes.
-            _ = tokio::time::sleep(SETTLE_TICK), if in_flight => {
-                while settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, false, &dlq).await? {}
-                tel.inflight.store(queue_len(&pending) as u64, Ordering::Relaxed);
-                continue;
-            }
-            m = tokio::time::timeout(idle_left, consumer.recv()) => match m {
-                Ok(m) => m,
-                Err(_) => break,
-            },
-        };
-        last = std::time::Instant::now();
-        first.get_or_insert(last);
-        let m = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("wafstream: consume: {e}");
-                continue;
-            }
-        };
-        s.consumed += 1;
-        tel.consumed.fetch_add(1, Ordering::Relaxed);
-        let headers = m.headers();
-        let received_ms = header(headers, H_RECEIVED)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(crate::bus::now_ms);
-        let input = header(headers, H_INPUT).unwrap_or("kafka").to_string();
-        let peer = header(headers, H_PEER).map(str::to_string);
-        let truncated = header(headers, H_TRUNCATED).and_then(|v| v.parse::<usize>().ok());
-        let payload = m.payload().unwrap_or_default();
-        let source = header(headers, H_SOURCE).map(str::to_string);
-        let line_offset = header(headers, H_OFFSET).and_then(|v| v.parse::<u64>().ok());
-        let tz = header(headers, H_TZ).map(str::to_string);
-        let meta = FrameMeta {
-            received_ms,
-            input: &input,
-            source: source.as_deref(),
-            peer: peer.as_deref(),
-            offset: line_offset,
-            tz: tz.as_deref(),
-        };
-        buf.clear();
-        let mapped = match truncated {
-            Some(len) => {
-                let reason = format!(
-                    "message of {len} bytes exceeds max_message_bytes {}; cut",
-                    payload.len()
-                );
-                mapper.dead_letter(payload, &meta, &reason, &mut buf)
-            }
-            None => mapper.map(payload, &meta, None, &mut buf),
-        };
-        if mapped.is_dead() {
-            s.dead_letters += 1;
-        } else {
-            s.documents += 1;
+    let (tx, rx) = bus::channel(cfg.max_inflight.max(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let source = {
+        let (consumer, counts, stop) = (consumer.clone(), counts.clone(), stop.clone());
+        let (topic, idle) = (cfg.raw_topic.clone(), cfg.exit_when_idle);
+        std::thread::Builder::new()
+            .name("wafstream-consume".into())
+            .spawn(move || consume(consumer, topic, counts, tx, stop, idle))?
+    };
+    let settings = pipeline::Settings {
+        threads: cfg.threads.max(1),
+        max_inflight: cfg.max_inflight.max(1),
+        ..pipeline::Settings::default()
+    };
+    let core_done = tokio::sync::Notify::new();
+    let core = async {
+        let r = pipeline::run(rx, opts, settings, sink).await;
+        core_done.notify_one();
+        r
+    };
+    let stopper = async {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = core_done.notified() => {}
         }
-        let out = Output {
-            dataset: mapped.dataset,
-            id: &mapped.id,
-            body: &buf,
-            error: mapped.error.as_deref(),
-        };
-        let ack = sink.send(out).await.map_err(|e| anyhow::anyhow!(e))?;
-        if let Ok(mut q) = pending.lock() {
-            q.push_back(Pending {
-                partition: m.partition(),
-                offset: m.offset(),
-                ack,
-            });
-        }
-        drop(m);
-        while settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, false, &dlq).await? {}
-        while queue_len(&pending) >= cfg.max_inflight.max(1) {
-            settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, true, &dlq).await?;
-        }
-        tel.inflight.store(queue_len(&pending) as u64, Ordering::Relaxed);
-    }
-    // Drain: every output acknowledged and its offset stored, then a synchronous commit.
-    while queue_len(&pending) > 0 {
-        settle_front(&pending, &consumer, &cfg.raw_topic, &mut s, true, &dlq).await?;
-    }
-    tel.inflight.store(0, Ordering::Relaxed);
-    if let Some(f) = first {
-        let idle_tail = if cfg.exit_when_idle.is_some() {
-            idle
-        } else {
-            Duration::ZERO
-        };
-        s.active_secs = f.elapsed().saturating_sub(idle_tail).as_secs_f64();
-    }
-    if s.offsets_stored > 0 {
+        stop.store(true, Ordering::Relaxed);
+    };
+    let (done, ()) = tokio::join!(core, stopper);
+    let (consumed, first, last) = tokio::task::spawn_blocking(move || source.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;
+    let done = done?;
+    let stored = counts.stored.load(Ordering::Relaxed);
+    if stored > 0 {
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            eprintln!("wafstream: final commit: {e}");
+            tracing::warn!(error = %e, "final commit");
         }
     }
-    sink.flush().map_err(|e| anyhow::anyhow!(e))?;
-    s.drained_on_revoke = drained.load(Ordering::Relaxed);
-    Ok(s)
+    crate::telemetry::global().worker.inflight.store(0, Ordering::Relaxed);
+    let active_secs = match (first, last) {
+        (Some(f), Some(_)) if cfg.exit_when_idle.is_some() => f
+            .elapsed()
+            .saturating_sub(cfg.exit_when_idle.unwrap_or_default())
+            .as_secs_f64(),
+        (Some(f), _) => f.elapsed().as_secs_f64(),
+        _ => 0.0,
+    };
+    Ok(Summary {
+        consumed,
+        documents: done.documents,
+        dead_letters: done.dead_letters,
+        offsets_stored: stored,
+        drained_on_revoke: counts.drained.load(Ordering::Relaxed),
+        active_secs,
+    })
+}
+
+/// The last value of a header, kept so frames of the same sender/file share one allocation.
+#[derive(Default)]
+struct Recent {
+    peer: Option<Arc<str>>,
+    source: Option<Arc<str>>,
+    tz: Option<Arc<str>>,
+    w3c: Option<(String, Arc<W3cFields>)>,
+}
+
+fn shared(slot: &mut Option<Arc<str>>, v: Option<&str>) -> Option<Arc<str>> {
+    let v = v?;
+    match slot {
+        Some(s) if &**s == v => Some(s.clone()),
+        _ => {
+            let s: Arc<str> = v.into();
+            *slot = Some(s.clone());
+            Some(s)
+        }
+    }
+}
+
+/// Input kinds as ingress writes them (the frame keeps a static name).
+fn input_kind(v: Option<&str>) -> &'static str {
+    match v {
+        Some("tcp") => "tcp",
+        Some("tls") => "tls",
+        Some("udp") => "udp",
+        Some("file") => "file",
+        Some("pull") => "pull",
+        Some("s3") => "s3",
+        Some("hec") => "hec",
+        Some("stdin") => "stdin",
+        _ => "kafka",
+    }
+}
+
+/// A raw record and its headers → a frame (the raw-topic contract, read side).
+fn frame(m: &BorrowedMessage<'_>, recent: &mut Recent, token: Token) -> RawFrame {
+    let h = m.headers();
+    let w3c = header(h, H_W3C).and_then(|names| match &recent.w3c {
+        Some((n, cols)) if n == names => Some(cols.clone()),
+        _ => {
+            let cols = Arc::new(W3cFields::from_directive(names)?);
+            recent.w3c = Some((names.to_string(), cols.clone()));
+            Some(cols)
+        }
+    });
+    RawFrame {
+        bytes: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+        received_ms: header(h, H_RECEIVED)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(bus::now_ms),
+        input: input_kind(header(h, H_INPUT)),
+        peer: shared(&mut recent.peer, header(h, H_PEER)),
+        truncated_from: header(h, H_TRUNCATED).and_then(|v| v.parse().ok()),
+        source: shared(&mut recent.source, header(h, H_SOURCE)),
+        offset: header(h, H_OFFSET).and_then(|v| v.parse().ok()),
+        tz: shared(&mut recent.tz, header(h, H_TZ)),
+        w3c,
+        token,
+        ..RawFrame::default()
+    }
+}
+
+/// Poll the consumer and hand frames to the pipeline until `stop`, the idle limit, or the
+/// pipeline is gone. Returns (records consumed, first and last record time).
+fn consume(
+    consumer: Arc<Consumer_>,
+    topic: String,
+    counts: Arc<Counts>,
+    tx: bus::Sender,
+    stop: Arc<AtomicBool>,
+    exit_when_idle: Option<Duration>,
+) -> (u64, Option<Instant>, Option<Instant>) {
+    let tel = &crate::telemetry::global().worker;
+    let mut lanes: HashMap<i32, Arc<dyn Progress>> = HashMap::new();
+    let mut recent = Recent::default();
+    let (mut consumed, mut first, mut last) = (0u64, None::<Instant>, None::<Instant>);
+    while !stop.load(Ordering::Relaxed) {
+        if let (Some(idle), Some(l)) = (exit_when_idle, last) {
+            if l.elapsed() >= idle {
+                break;
+            }
+        }
+        let m = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "consume");
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        let now = Instant::now();
+        first.get_or_insert(now);
+        last = Some(now);
+        consumed += 1;
+        tel.consumed.fetch_add(1, Ordering::Relaxed);
+        let partition = m.partition();
+        let lane = lanes
+            .entry(partition)
+            .or_insert_with(|| {
+                Arc::new(PartitionLane {
+                    consumer: consumer.clone(),
+                    topic: topic.clone(),
+                    partition,
+                    counts: counts.clone(),
+                })
+            })
+            .clone();
+        counts.unsettled.fetch_add(1, Ordering::AcqRel);
+        let f = frame(&m, &mut recent, Token::new(lane, m.offset() as u64));
+        drop(m);
+        tel.inflight.store(
+            counts.unsettled.load(Ordering::Relaxed).max(0) as u64,
+            Ordering::Relaxed,
+        );
+        if tx.blocking_send(f).is_err() {
+            break;
+        }
+    }
+    (consumed, first, last)
 }

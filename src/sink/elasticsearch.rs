@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::{Ack, Delivery, Output, Sink};
+use super::{Ack, Delivery, Output, Sink, SinkError};
 
 /// Credentials.
 #[derive(Debug, Clone, Default)]
@@ -183,7 +183,7 @@ impl ElasticsearchSink {
 }
 
 impl Sink for ElasticsearchSink {
-    async fn send(&self, out: Output<'_>) -> Result<Ack, String> {
+    async fn send(&self, out: Output<'_>) -> Result<Ack, SinkError> {
         let (ack, rx) = oneshot::channel();
         self.stats
             .inflight_bytes
@@ -198,15 +198,18 @@ impl Sink for ElasticsearchSink {
         self.tx
             .send(item)
             .await
-            .map_err(|_| "elasticsearch sink stopped".to_string())?;
-        Ok(Box::pin(async move {
-            rx.await.unwrap_or_else(|_| Err("elasticsearch sink stopped".into()))
+            .map_err(|_| SinkError::Stopped("elasticsearch".into()))?;
+        Ok(Ack::later(async move {
+            match rx.await {
+                Ok(r) => r.map_err(SinkError::GaveUp),
+                Err(_) => Err(SinkError::Stopped("elasticsearch".into())),
+            }
         }))
     }
 
     /// Every acknowledgement resolves only once its item reached a final state, so once they
     /// have all resolved nothing is left buffered.
-    fn flush(&self) -> Result<(), String> {
+    fn flush(&self) -> Result<(), SinkError> {
         Ok(())
     }
 }
@@ -400,7 +403,7 @@ async fn send_batch(
                     return;
                 }
                 stats.retried_requests.fetch_add(1, Ordering::Relaxed);
-                eprintln!("wafstream: elasticsearch bulk request failed ({why}); retrying");
+                tracing::warn!(reason = %why, "elasticsearch bulk request failed; retrying");
                 tokio::time::sleep(backoff(cfg, attempt)).await;
             }
         }

@@ -8,7 +8,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use super::{Ack, Delivery, Output, Sink};
+use super::{Ack, Delivery, Output, Sink, SinkError};
 use crate::ecs::Dataset;
 use crate::kafka::{ClientSettings, H_DATASET, H_ERROR, H_ID};
 
@@ -49,7 +49,7 @@ async fn enqueue(
     key: &[u8],
     payload: &[u8],
     headers: &OwnedHeaders,
-) -> Result<DeliveryFuture, String> {
+) -> Result<DeliveryFuture, SinkError> {
     loop {
         let rec = FutureRecord::to(topic)
             .key(key)
@@ -60,13 +60,13 @@ async fn enqueue(
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            Err((e, _)) => return Err(format!("producing to {topic}: {e}")),
+            Err((e, _)) => return Err(SinkError::Fatal(format!("producing to {topic}: {e}"))),
         }
     }
 }
 
 impl Sink for KafkaSink {
-    async fn send(&self, out: Output<'_>) -> Result<Ack, String> {
+    async fn send(&self, out: Output<'_>) -> Result<Ack, SinkError> {
         let topic = match out.dataset {
             Some(Dataset::SecureSphere) => self.topics.securesphere.clone(),
             Some(Dataset::CloudWaf) => self.topics.cloud_waf.clone(),
@@ -92,7 +92,7 @@ impl Sink for KafkaSink {
         let body = out.body.to_vec();
         let first = enqueue(&self.producer, &topic, &key, &body, &headers).await?;
         let producer = self.producer.clone();
-        Ok(Box::pin(async move {
+        Ok(Ack::later(async move {
             let mut delivery = first;
             let mut attempt = 1;
             loop {
@@ -102,11 +102,11 @@ impl Sink for KafkaSink {
                     Err(_) => "delivery canceled".to_string(),
                 };
                 if attempt >= MAX_ATTEMPTS {
-                    return Err(format!(
+                    return Err(SinkError::GaveUp(format!(
                         "{topic}: not acknowledged after {MAX_ATTEMPTS} attempts: {why}"
-                    ));
+                    )));
                 }
-                eprintln!("wafstream: retrying output to {topic}: {why}");
+                tracing::warn!(%topic, reason = %why, attempt, "retrying output");
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
                 attempt += 1;
                 delivery = enqueue(&producer, &topic, &key, &body, &headers).await?;
@@ -114,8 +114,10 @@ impl Sink for KafkaSink {
         }))
     }
 
-    fn flush(&self) -> Result<(), String> {
+    fn flush(&self) -> Result<(), SinkError> {
         // Dropping a producer purges its queue: flush explicitly.
-        self.producer.flush(Duration::from_secs(30)).map_err(|e| e.to_string())
+        self.producer
+            .flush(Duration::from_secs(30))
+            .map_err(|e| SinkError::GaveUp(format!("flushing the producer: {e}")))
     }
 }

@@ -37,14 +37,81 @@ pub enum Delivery {
     Rejected { reason: String, body: Vec<u8> },
 }
 
-/// Resolves with the output's final state; `Err` when the sink gave up retrying.
-pub type Ack = Pin<Box<dyn Future<Output = Result<Delivery, String>> + Send>>;
+/// Why a sink could not deliver. The variant decides whether trying again later can help.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The destination kept failing (unreachable, overloaded) past the retry budget. The frame
+    /// is not settled, so its source reads it again after a restart.
+    #[error("{0}")]
+    GaveUp(String),
+    /// The sink was stopped before the output was delivered.
+    #[error("sink stopped: {0}")]
+    Stopped(String),
+    /// Writing a local output (stdout, file) failed.
+    #[error("writing output: {0}")]
+    Io(#[from] std::io::Error),
+    /// Refused in a way that will not change by waiting (configuration, protocol).
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl SinkError {
+    /// Whether the same output may succeed later (after a restart or a wait).
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, SinkError::GaveUp(_) | SinkError::Stopped(_))
+    }
+}
+
+/// Resolves with an output's final state. Local sinks answer at once ([`Ack::ready`]); remote
+/// ones later ([`Ack::later`]).
+pub enum Ack {
+    Ready(Option<Result<Delivery, SinkError>>),
+    Later(Pin<Box<dyn Future<Output = Result<Delivery, SinkError>> + Send>>),
+}
+
+impl Ack {
+    pub fn ready(r: Result<Delivery, SinkError>) -> Ack {
+        Ack::Ready(Some(r))
+    }
+
+    pub fn later(f: impl Future<Output = Result<Delivery, SinkError>> + Send + 'static) -> Ack {
+        Ack::Later(Box::pin(f))
+    }
+
+    /// The verdict, if it is already known (without waiting).
+    pub fn try_take(&mut self) -> Option<Result<Delivery, SinkError>> {
+        use futures_util::FutureExt;
+        match self {
+            Ack::Ready(r) => r.take(),
+            Ack::Later(f) => f.as_mut().now_or_never(),
+        }
+    }
+}
+
+impl Future for Ack {
+    type Output = Result<Delivery, SinkError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            Ack::Ready(r) => std::task::Poll::Ready(
+                r.take()
+                    .unwrap_or_else(|| Err(SinkError::Fatal("acknowledgement taken twice".into()))),
+            ),
+            Ack::Later(f) => f.as_mut().poll(cx),
+        }
+    }
+}
 
 pub trait Sink {
     /// Hand over an output. May wait (backpressure) before returning the acknowledgement.
-    fn send(&self, out: Output<'_>) -> impl Future<Output = Result<Ack, String>>;
+    fn send(&self, out: Output<'_>) -> impl Future<Output = Result<Ack, SinkError>>;
     /// Push out anything buffered; called on shutdown after every `Ack` resolved.
-    fn flush(&self) -> Result<(), String>;
+    fn flush(&self) -> Result<(), SinkError>;
+    /// Push buffered outputs through to the operating system, so that the `Accepted`
+    /// acknowledgements given so far hold if this process is killed. The core calls it after
+    /// each batch, before it settles the batch's frames.
+    fn write_through(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 /// Documents to one sink, dead-letter records to another (e.g. Elasticsearch and a Kafka DLQ
@@ -55,7 +122,7 @@ pub struct Routed<D, L> {
 }
 
 impl<D: Sink, L: Sink> Sink for Routed<D, L> {
-    async fn send(&self, out: Output<'_>) -> Result<Ack, String> {
+    async fn send(&self, out: Output<'_>) -> Result<Ack, SinkError> {
         if out.dataset.is_some() {
             self.docs.send(out).await
         } else {
@@ -63,8 +130,65 @@ impl<D: Sink, L: Sink> Sink for Routed<D, L> {
         }
     }
 
-    fn flush(&self) -> Result<(), String> {
+    fn flush(&self) -> Result<(), SinkError> {
         self.docs.flush()?;
         self.dead.flush()
+    }
+
+    fn write_through(&self) -> Result<(), SinkError> {
+        self.docs.write_through()?;
+        self.dead.write_through()
+    }
+}
+
+/// NDJSON to a writer (stdout or a file), one line per output; dead letters to their own
+/// writer when one is given, else in line with the documents. Accepted once written to the
+/// buffer; [`Sink::write_through`] hands the buffer to the operating system before the core
+/// settles the frames.
+pub struct WriterSink {
+    docs: std::sync::Mutex<Box<dyn std::io::Write + Send>>,
+    dead: Option<std::sync::Mutex<Box<dyn std::io::Write + Send>>>,
+}
+
+impl WriterSink {
+    pub fn new(docs: Box<dyn std::io::Write + Send>, dead: Option<Box<dyn std::io::Write + Send>>) -> Self {
+        WriterSink {
+            docs: std::sync::Mutex::new(docs),
+            dead: dead.map(std::sync::Mutex::new),
+        }
+    }
+
+    fn write(&self, dead: bool, body: &[u8]) -> std::io::Result<()> {
+        let w = match (&self.dead, dead) {
+            (Some(d), true) => d,
+            _ => &self.docs,
+        };
+        let mut w = w.lock().map_err(|_| std::io::Error::other("output lock poisoned"))?;
+        w.write_all(body)?;
+        w.write_all(b"\n")
+    }
+
+    fn flush_all(&self) -> std::io::Result<()> {
+        for w in std::iter::once(&self.docs).chain(self.dead.as_ref()) {
+            w.lock()
+                .map_err(|_| std::io::Error::other("output lock poisoned"))?
+                .flush()?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for WriterSink {
+    async fn send(&self, out: Output<'_>) -> Result<Ack, SinkError> {
+        self.write(out.dataset.is_none(), out.body)?;
+        Ok(Ack::ready(Ok(Delivery::Accepted)))
+    }
+
+    fn flush(&self) -> Result<(), SinkError> {
+        Ok(self.flush_all()?)
+    }
+
+    fn write_through(&self) -> Result<(), SinkError> {
+        Ok(self.flush_all()?)
     }
 }

@@ -424,8 +424,8 @@ pub async fn start(items: ItemPolicy, whole: RequestPolicy) -> (String, Arc<Seen
     (url, seen)
 }
 
-/// The addresses a wafstream process announces on stderr (`wafstream: listening on <kind>
-/// <addr>`), kind → address, once every kind in `want` has been seen (at most 20 s).
+/// The addresses a wafstream process announces in its log (`... listening on <kind> <addr>`),
+/// kind → address, once every kind in `want` has been seen (at most 20 s).
 pub fn listening(rx: &std::sync::mpsc::Receiver<String>, want: &[&str]) -> HashMap<String, String> {
     let mut at = HashMap::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -433,10 +433,8 @@ pub fn listening(rx: &std::sync::mpsc::Receiver<String>, want: &[&str]) -> HashM
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
             .unwrap_or_else(|_| panic!("no `listening on` line for every one of {want:?}; got {at:?}"));
-        if let Some((kind, addr)) = line
-            .strip_prefix("wafstream: listening on ")
-            .and_then(|r| r.split_once(' '))
-        {
+        if let Some((kind, addr)) = line.split_once("listening on ").and_then(|(_, r)| r.split_once(' ')) {
+            let addr = addr.split_whitespace().next().unwrap_or(addr);
             at.insert(kind.to_string(), addr.to_string());
         }
     }

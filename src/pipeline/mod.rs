@@ -1,0 +1,335 @@
+//! The one pipeline core every role shares: frames from the sources ([`crate::bus`]) are mapped
+//! on N threads, their outputs handed to one [`Sink`] in the order the frames arrived, and each
+//! frame's [`crate::bus::Token`] is settled — in that same order — once its output has a final
+//! verdict. Only then does a Kafka offset get stored or a file checkpoint advance.
+//!
+//! ```text
+//!  sources ──frames──▶ dispatcher ──batch i──▶ mapper thread (i mod N) ──▶ collector ──▶ sink
+//!                                                                            │
+//!                          tokens settled in arrival order ◀── verdicts ◀────┘
+//! ```
+//!
+//! Batch `i` goes to thread `i mod N` and is collected from it in turn, so outputs leave in
+//! arrival order without a reorder buffer. A document the destination refuses for good comes
+//! back as a dead letter (built here, in one place, by [`Mapper::dead_letter`]) before its frame
+//! is settled. A sink that gives up is fatal: the frame stays unsettled and is read again after
+//! a restart.
+
+use std::collections::VecDeque;
+
+use tokio::sync::mpsc;
+
+use crate::bus::{RawFrame, Receiver, Token};
+use crate::ecs::{Dataset, DocId, FrameMeta, Mapper, Options};
+use crate::sink::{Ack, Delivery, Output, Sink, SinkError};
+
+/// How the core runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Mapping threads.
+    pub threads: usize,
+    /// Outputs awaiting a verdict before the core stops taking frames.
+    pub max_inflight: usize,
+    /// Frames per batch handed to a mapping thread.
+    pub batch: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            threads: default_threads(),
+            max_inflight: 10_000,
+            batch: 256,
+        }
+    }
+}
+
+/// One mapping thread per available core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// What a finished pipeline did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub frames: u64,
+    pub documents: u64,
+    pub dead_letters: u64,
+    /// Frames whose acknowledgement was settled.
+    pub settled: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("output not delivered: {0}")]
+    Sink(#[from] SinkError),
+    #[error("the dead letter for a refused document was not stored: {0}")]
+    DeadLetterRefused(String),
+    #[error("mapping thread stopped unexpectedly")]
+    MapperStopped,
+}
+
+impl PipelineError {
+    /// Whether a restart could get further (the unsettled frames are read again).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            PipelineError::Sink(e) => e.is_retriable(),
+            PipelineError::DeadLetterRefused(_) | PipelineError::MapperStopped => false,
+        }
+    }
+}
+
+/// One mapped frame in a batch's output buffer.
+struct Item {
+    dataset: Option<Dataset>,
+    id: DocId,
+    end: usize,
+    error: Option<String>,
+    token: Token,
+}
+
+/// A mapped batch: documents back to back in `out`, each ending at its item's `end`.
+struct Mapped {
+    out: Vec<u8>,
+    items: Vec<Item>,
+}
+
+/// Map one frame (or write its dead letter when the source already refused it).
+pub fn map_frame(mapper: &Mapper, f: &RawFrame, out: &mut Vec<u8>) -> crate::ecs::Mapped {
+    let meta = FrameMeta {
+        received_ms: f.received_ms,
+        input: f.input,
+        source: f.source.as_deref(),
+        peer: f.peer.as_deref(),
+        offset: f.offset,
+        tz: f.tz.as_deref(),
+    };
+    match f.refusal() {
+        Some(reason) => mapper.dead_letter(&f.bytes, &meta, &reason, out),
+        None => mapper.map(&f.bytes, &meta, f.w3c.as_deref(), out),
+    }
+}
+
+fn mapping_thread(opts: Options, mut rx: mpsc::Receiver<Vec<RawFrame>>, tx: mpsc::Sender<Mapped>) {
+    let mapper = Mapper::new(opts);
+    while let Some(batch) = rx.blocking_recv() {
+        let mut out = Vec::with_capacity(batch.len() * 1536);
+        let mut items = Vec::with_capacity(batch.len());
+        for f in batch {
+            let m = map_frame(&mapper, &f, &mut out);
+            items.push(Item {
+                dataset: m.dataset,
+                id: m.id,
+                end: out.len(),
+                error: m.error,
+                token: f.token,
+            });
+        }
+        if tx.blocking_send(Mapped { out, items }).is_err() {
+            return;
+        }
+    }
+}
+
+/// An output handed to the sink, waiting for its verdict.
+struct Waiting {
+    token: Token,
+    ack: Ack,
+}
+
+/// Map every frame from `frames` until the channel closes, deliver to `sink`, settle the
+/// tokens, flush the sink. On error the remaining frames stay unsettled.
+pub async fn run<S: Sink>(
+    mut frames: Receiver,
+    opts: Options,
+    settings: Settings,
+    sink: &S,
+) -> Result<Summary, PipelineError> {
+    let n = settings.threads.max(1);
+    let batch_max = settings.batch.max(1);
+    let max_inflight = settings.max_inflight.max(1);
+    let mut to_map = Vec::with_capacity(n);
+    let mut from_map = Vec::with_capacity(n);
+    let mut threads = Vec::with_capacity(n);
+    for i in 0..n {
+        let (btx, brx) = mpsc::channel::<Vec<RawFrame>>(2);
+        let (mtx, mrx) = mpsc::channel::<Mapped>(2);
+        let o = opts.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("wafstream-map-{i}"))
+            .spawn(move || mapping_thread(o, brx, mtx))
+            .map_err(|_| PipelineError::MapperStopped)?;
+        to_map.push(btx);
+        from_map.push(mrx);
+        threads.push(h);
+    }
+    // Dead letters for documents the destination refuses are written here.
+    let dead_mapper = Mapper::new(opts);
+    let mut s = Summary::default();
+    let mut waiting: VecDeque<Waiting> = VecDeque::new();
+    let (mut dispatched, mut collected) = (0usize, 0usize);
+    let max_batches = 2 * n;
+    let mut closed = false;
+    let result = loop {
+        let in_map = dispatched - collected;
+        if closed && in_map == 0 && waiting.is_empty() {
+            break Ok(());
+        }
+        let take = !closed && in_map < max_batches && waiting.len() < max_inflight;
+        tokio::select! {
+            biased;
+            m = from_map[collected % n].recv(), if in_map > 0 => {
+                let Some(m) = m else { break Err(PipelineError::MapperStopped) };
+                collected += 1;
+                if let Err(e) = deliver(m, sink, &mut waiting, &mut s).await {
+                    break Err(e);
+                }
+            }
+            r = front(&mut waiting), if !waiting.is_empty() => {
+                let Some(w) = waiting.pop_front() else { continue };
+                if let Err(e) = settle(w.token, r, sink, &dead_mapper, &mut s).await {
+                    break Err(e);
+                }
+            }
+            f = frames.recv(), if take => match f {
+                None => closed = true,
+                Some(f) => {
+                    let mut batch = Vec::with_capacity(batch_max);
+                    batch.push(f);
+                    while batch.len() < batch_max {
+                        match frames.try_recv() {
+                            Ok(f) => batch.push(f),
+                            Err(_) => break,
+                        }
+                    }
+                    s.frames += batch.len() as u64;
+                    if to_map[dispatched % n].send(batch).await.is_err() {
+                        break Err(PipelineError::MapperStopped);
+                    }
+                    dispatched += 1;
+                }
+            },
+        }
+        // Settle what is already known without waiting, oldest first.
+        while let Some(r) = waiting.front_mut().and_then(|w| w.ack.try_take()) {
+            let Some(w) = waiting.pop_front() else { break };
+            if let Err(e) = settle(w.token, r, sink, &dead_mapper, &mut s).await {
+                return finish(Err(e), to_map, threads);
+            }
+        }
+    };
+    let result = result.and_then(|()| Ok(sink.flush()?));
+    finish(result.map(|()| s), to_map, threads)
+}
+
+fn finish<T>(
+    r: Result<T, PipelineError>,
+    to_map: Vec<mpsc::Sender<Vec<RawFrame>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+) -> Result<T, PipelineError> {
+    drop(to_map);
+    // The threads end when their input closes; an error may leave one blocked on a full
+    // output channel, which is dropped with this function's caller, so do not wait for them.
+    if r.is_ok() {
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+    r
+}
+
+/// The verdict of the oldest output (waits for it).
+async fn front(waiting: &mut VecDeque<Waiting>) -> Result<Delivery, SinkError> {
+    match waiting.front_mut() {
+        Some(w) => (&mut w.ack).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Hand a mapped batch's outputs to the sink, in order, then write them through.
+async fn deliver<S: Sink>(
+    m: Mapped,
+    sink: &S,
+    waiting: &mut VecDeque<Waiting>,
+    s: &mut Summary,
+) -> Result<(), PipelineError> {
+    let mut start = 0;
+    let mut ready = Vec::new();
+    for item in m.items {
+        let body = &m.out[start..item.end];
+        start = item.end;
+        if item.dataset.is_some() {
+            s.documents += 1;
+        } else {
+            s.dead_letters += 1;
+        }
+        let out = Output {
+            dataset: item.dataset,
+            id: &item.id,
+            body,
+            error: item.error.as_deref(),
+        };
+        let mut ack = sink.send(out).await?;
+        // Verdicts known at once (local outputs) skip the queue when nothing is ahead of them.
+        if waiting.is_empty() {
+            match ack.try_take() {
+                Some(Ok(Delivery::Accepted)) => {
+                    ready.push(item.token);
+                    continue;
+                }
+                Some(r) => ack = Ack::ready(r),
+                None => {}
+            }
+        }
+        waiting.push_back(Waiting { token: item.token, ack });
+    }
+    sink.write_through()?;
+    for t in ready {
+        t.settle();
+        s.settled += 1;
+    }
+    Ok(())
+}
+
+/// A frame's output has its verdict: settle the token, after sending a refused document to the
+/// dead-letter output.
+async fn settle<S: Sink>(
+    token: Token,
+    verdict: Result<Delivery, SinkError>,
+    sink: &S,
+    dead_mapper: &Mapper,
+    s: &mut Summary,
+) -> Result<(), PipelineError> {
+    match verdict? {
+        Delivery::Accepted => {}
+        Delivery::Rejected { reason, body } => {
+            let meta = FrameMeta {
+                received_ms: crate::bus::now_ms(),
+                input: "sink",
+                ..FrameMeta::default()
+            };
+            let mut dead = Vec::with_capacity(body.len() + 256);
+            let m = dead_mapper.dead_letter(&body, &meta, &reason, &mut dead);
+            let out = Output {
+                dataset: None,
+                id: &m.id,
+                body: &dead,
+                error: Some(&reason),
+            };
+            let ack = sink.send(out).await?;
+            sink.write_through()?;
+            match ack.await? {
+                Delivery::Accepted => {
+                    s.documents -= 1;
+                    s.dead_letters += 1;
+                }
+                Delivery::Rejected { reason: why, .. } => {
+                    return Err(PipelineError::DeadLetterRefused(why));
+                }
+            }
+        }
+    }
+    token.settle();
+    s.settled += 1;
+    Ok(())
+}
