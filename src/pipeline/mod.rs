@@ -333,3 +333,183 @@ async fn settle<S: Sink>(
     s.settled += 1;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::bus::Progress;
+
+    /// Records the order in which the pipeline settles positions.
+    #[derive(Default)]
+    struct Order(Mutex<Vec<u64>>);
+
+    impl Progress for Order {
+        fn done(&self, pos: u64) {
+            self.0.lock().unwrap().push(pos);
+        }
+    }
+
+    /// A sink whose verdicts arrive out of order (random delays); every `reject_every`-th
+    /// document is refused for good. Records what it was handed, in order.
+    struct Shuffled {
+        seen: Mutex<Vec<(Option<Dataset>, String)>>,
+        rng: Mutex<rand::rngs::StdRng>,
+        reject_every: usize,
+    }
+
+    impl Sink for Shuffled {
+        async fn send(&self, out: Output<'_>) -> Result<Ack, SinkError> {
+            let n = {
+                let mut seen = self.seen.lock().unwrap();
+                seen.push((out.dataset, String::from_utf8_lossy(out.body).into_owned()));
+                seen.len()
+            };
+            let delay = self.rng.lock().unwrap().gen_range(0..3000u64);
+            let reject = out.dataset.is_some() && n % self.reject_every == 0;
+            let body = out.body.to_vec();
+            Ok(Ack::later(async move {
+                tokio::time::sleep(Duration::from_micros(delay)).await;
+                Ok(if reject {
+                    Delivery::Rejected {
+                        reason: "refused for the test".into(),
+                        body,
+                    }
+                } else {
+                    Delivery::Accepted
+                })
+            }))
+        }
+
+        fn flush(&self) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    fn frames(n: usize, order: &Arc<Order>) -> Vec<RawFrame> {
+        let mut text = String::new();
+        crate::generate::lines(crate::generate::Kind::Mixed, n as u64, 7, &mut text);
+        let progress: Arc<dyn Progress> = order.clone();
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| RawFrame {
+                // Every 13th frame cannot be parsed: a dead letter in the middle of the flow.
+                bytes: if i % 13 == 5 {
+                    bytes::Bytes::from(format!("garbage {i}"))
+                } else {
+                    bytes::Bytes::from(l.to_string())
+                },
+                input: "test",
+                offset: Some(i as u64),
+                token: Token::new(progress.clone(), i as u64),
+                ..RawFrame::default()
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn outputs_leave_and_tokens_settle_in_arrival_order_with_out_of_order_verdicts() {
+        for (seed, threads, batch, inflight) in [(1u64, 4, 7, 50), (2, 3, 1, 5), (3, 4, 64, 1000), (4, 1, 16, 3)] {
+            let n = 1500;
+            let order = Arc::new(Order::default());
+            let input = frames(n, &order);
+            // What a single mapper gives, frame by frame: the reference.
+            let reference: Vec<(Option<Dataset>, String)> = {
+                let mapper = Mapper::new(Options::default());
+                input
+                    .iter()
+                    .map(|f| {
+                        let mut out = Vec::new();
+                        let m = map_frame(&mapper, f, &mut out);
+                        (m.dataset, String::from_utf8(out).unwrap())
+                    })
+                    .collect()
+            };
+            let (tx, rx) = crate::bus::channel(100);
+            let feeder = tokio::spawn(async move {
+                for f in input {
+                    tx.send(f).await.unwrap();
+                }
+            });
+            let sink = Shuffled {
+                seen: Mutex::new(Vec::new()),
+                rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+                reject_every: 11,
+            };
+            let settings = Settings {
+                threads,
+                batch,
+                max_inflight: inflight,
+            };
+            let s = run(rx, Options::default(), settings, &sink).await.unwrap();
+            feeder.await.unwrap();
+            let settled = order.0.lock().unwrap().clone();
+            assert_eq!(
+                settled,
+                (0..n as u64).collect::<Vec<_>>(),
+                "seed {seed}: settled out of order"
+            );
+            let seen = sink.seen.into_inner().unwrap();
+            // The sink saw every frame's output in arrival order; refused documents come back
+            // as extra dead letters after them.
+            let firsts: Vec<_> = seen
+                .iter()
+                .filter(|(_, b)| !b.contains("refused for the test"))
+                .cloned()
+                .collect();
+            assert_eq!(firsts, reference, "seed {seed}: outputs out of order or not as mapped");
+            let refused = seen.len() - n;
+            assert!(refused > 0, "the test must exercise refusals");
+            assert_eq!(s.frames, n as u64);
+            assert_eq!(s.settled, n as u64);
+            let dead_in = reference.iter().filter(|(d, _)| d.is_none()).count();
+            assert_eq!(s.dead_letters as usize, dead_in + refused);
+            assert_eq!((s.documents + s.dead_letters) as usize, n);
+        }
+    }
+
+    /// A sink that gives up: the pipeline stops with the error and does not settle that frame
+    /// or any after it.
+    struct GivesUp;
+
+    impl Sink for GivesUp {
+        async fn send(&self, out: Output<'_>) -> Result<Ack, SinkError> {
+            let fail = out.body.windows(4).any(|w| w == b"FAIL");
+            Ok(Ack::later(async move {
+                if fail {
+                    Err(SinkError::GaveUp("unreachable for the test".into()))
+                } else {
+                    Ok(Delivery::Accepted)
+                }
+            }))
+        }
+
+        fn flush(&self) -> Result<(), SinkError> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sink_that_gives_up_stops_the_pipeline_without_settling_past_it() {
+        let order = Arc::new(Order::default());
+        let mut input = frames(40, &order);
+        input[20].bytes = bytes::Bytes::from_static(b"FAIL not an event");
+        let (tx, rx) = crate::bus::channel(100);
+        for f in input {
+            tx.send(f).await.unwrap();
+        }
+        drop(tx);
+        let settings = Settings {
+            threads: 2,
+            batch: 4,
+            max_inflight: 100,
+        };
+        let e = run(rx, Options::default(), settings, &GivesUp).await.unwrap_err();
+        assert!(e.is_retriable(), "{e}");
+        assert_eq!(*order.0.lock().unwrap(), (0..20).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,327 @@
+//! The pipeline core across its wirings: the same files through `parse` and `run --file` give
+//! the same documents (CEF, LEEF, W3C with columns from a directive and from an Imperva file
+//! header, Imperva files plain / gzip / zlib / encrypted, gzip line files); file checkpoints
+//! advance only over what the sink acknowledged, survive SIGKILL, and an unreadable checkpoint
+//! stops `run` with a message.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::Comp;
+
+mod support;
+
+const W3C: &str = "#Version: 1.0\n#Fields: date time c-ip cs-method cs-uri sc-status\n2024-01-20 10:00:00 198.51.100.1 GET a.example.com/ 200\n2024-01-20 10:00:01 198.51.100.2 POST a.example.com/login 403\n#Fields: c-ip cs-method cs-uri sc-status\n198.51.100.3 GET b.example.com/other 404\n";
+
+fn leef(i: usize) -> String {
+    format!(
+        "LEEF:2.0|Incapsula|SIEMintegration|0|SQL Injection|^|src=198.51.100.{i}^srcPort=5555^dst=203.0.113.9^dstPort=443^url=a.example.com/q{i}^cat=REQ_BLOCKED_SESSION^proto=HTTPS^calCountryOrRegion=FR\n"
+    )
+}
+
+fn securesphere(n: u64, seed: u64) -> String {
+    let mut s = String::new();
+    wafstream::generate::lines(wafstream::generate::Kind::SecureSphere, n, seed, &mut s);
+    s
+}
+
+/// Every kind of input file in `dir`, with the keys of the encrypted one under `keys`.
+/// Returns the number of events in them.
+fn input_files(dir: &Path, keys: &Path) -> usize {
+    let key = support::rsa_key(3);
+    support::write_key(keys, support::KEY_ID, &key);
+    let public = rsa::RsaPublicKey::from(&key);
+    // Cloud WAF ids come from fileId + start + end: each file gets its own file ids.
+    let cloud = |k: usize| support::cloud_lines(5).replace("fileId=", &format!("fileId={k}0"));
+    let w = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).expect("write input");
+    w("securesphere.log", securesphere(20, 1).as_bytes());
+    w("leef.log", (0..4).map(leef).collect::<String>().as_bytes());
+    w("w3c.log", W3C.as_bytes());
+    w(
+        "plain.imperva",
+        &support::container(cloud(1).as_bytes(), Comp::None, None, None),
+    );
+    w(
+        "zlib.imperva",
+        &support::container(cloud(2).as_bytes(), Comp::Zlib, None, None),
+    );
+    w(
+        "gzip.imperva",
+        &support::container(cloud(3).as_bytes(), Comp::Gzip, None, None),
+    );
+    w(
+        "encrypted.imperva",
+        &support::container(cloud(4).as_bytes(), Comp::Zlib, Some((&public, 32)), None),
+    );
+    w(
+        "w3c-header.imperva",
+        b"format:W3C\n#Fields: date time c-ip cs-method cs-uri sc-status\n|==|\n2024-01-20 10:00:00 198.51.100.7 GET a.example.com/x 200\n2024-01-20 10:00:02 198.51.100.8 GET a.example.com/y 500\n",
+    );
+    w("rotated.log.gz", &support::gzip(securesphere(6, 9).as_bytes()));
+    20 + 4 + 3 + 4 * 5 + 2 + 6
+}
+
+/// Documents keyed by `_id`, without the fields that depend on when they were received (an
+/// `@timestamp` of today is the receive time of an event without a device time).
+fn by_id(text: &str) -> BTreeMap<String, Value> {
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    text.lines()
+        .map(|l| {
+            let mut v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            if v["@timestamp"].as_str().is_some_and(|t| t.starts_with(&today)) {
+                v.as_object_mut().map(|o| o.remove("@timestamp"));
+            }
+            if let Some(event) = v.get_mut("event").and_then(Value::as_object_mut) {
+                event.remove("ingested");
+                event.remove("created");
+            }
+            let id = v["_id"].as_str().unwrap_or_else(|| panic!("no _id: {l}")).to_string();
+            (id, v)
+        })
+        .collect()
+}
+
+fn wafstream() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wafstream"))
+}
+
+fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn sigterm(child: &std::process::Child) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+}
+
+#[test]
+fn parse_and_run_give_the_same_documents_for_line_files_and_whole_imperva_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (dir, keys) = (tmp.path().join("in"), tmp.path().join("keys"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let events = input_files(&dir, &keys);
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    names.sort();
+
+    let parsed = wafstream()
+        .args(["parse", "--emit-id", "--threads", "3", "--keys-dir"])
+        .arg(&keys)
+        .args(&names)
+        .output()
+        .expect("parse");
+    let stderr = String::from_utf8_lossy(&parsed.stderr);
+    assert_eq!(parsed.status.code(), Some(0), "{stderr}");
+    let from_parse = by_id(&String::from_utf8_lossy(&parsed.stdout));
+    assert_eq!(from_parse.len(), events, "{stderr}");
+
+    let out = tmp.path().join("run.ndjson");
+    let mut run = wafstream()
+        .args([
+            "run",
+            "--listen-tcp",
+            "off",
+            "--listen-udp",
+            "off",
+            "--emit-id",
+            "--threads",
+            "2",
+            "--file-poll-ms",
+            "100",
+            "--file",
+        ])
+        .arg(dir.join("*"))
+        .arg("--keys-dir")
+        .arg(&keys)
+        .arg("--output")
+        .arg(&out)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run");
+    let text = wait_for("run's documents", 30, || {
+        let t = std::fs::read_to_string(&out).unwrap_or_default();
+        (t.lines().count() >= events).then_some(t)
+    });
+    sigterm(&run);
+    assert!(run.wait().expect("wait").success());
+    let from_run = by_id(&text);
+    assert_eq!(from_run.len(), events);
+    for (id, doc) in &from_parse {
+        assert_eq!(
+            Some(doc),
+            from_run.get(id),
+            "document {id} differs between parse and run"
+        );
+    }
+    // Each kind of input is there, mapped (not dead-lettered).
+    let datasets: HashSet<String> = from_run
+        .values()
+        .map(|d| {
+            d["data_stream"]["dataset"]
+                .as_str()
+                .unwrap_or("dead letter")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        datasets,
+        HashSet::from([
+            "imperva.securesphere".to_string(),
+            "imperva_cloud_waf.event".to_string()
+        ])
+    );
+    let paths: HashSet<&str> = from_run
+        .values()
+        .filter_map(|d| d["log"]["file"]["path"].as_str())
+        .collect();
+    assert_eq!(paths.len(), names.len(), "every file gave documents: {paths:?}");
+    // W3C columns from a body directive, changed halfway, and from an Imperva file header.
+    let statuses: HashSet<i64> = from_run
+        .values()
+        .filter_map(|d| d["http"]["response"]["status_code"].as_i64())
+        .collect();
+    for code in [200, 403, 404, 500] {
+        assert!(statuses.contains(&code), "status {code} missing: {statuses:?}");
+    }
+}
+
+#[test]
+fn an_unreadable_checkpoint_stops_run_with_the_file_named() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cp = tmp.path().join("checkpoint.json");
+    std::fs::write(&cp, b"{\"files\": {\"1:2\": {\"path\": \"x\", \"offs").expect("write");
+    std::fs::write(tmp.path().join("a.log"), securesphere(3, 1)).expect("write");
+    let out = wafstream()
+        .args(["run", "--listen-tcp", "off", "--listen-udp", "off", "--file"])
+        .arg(tmp.path().join("*.log"))
+        .arg("--checkpoint")
+        .arg(&cp)
+        .arg("--output")
+        .arg(tmp.path().join("out.ndjson"))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&cp.display().to_string()), "{stderr}");
+    assert!(stderr.contains("move the checkpoint aside"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("out.ndjson")).unwrap_or_default(),
+        "",
+        "nothing is read when the checkpoint is unusable"
+    );
+}
+
+/// The byte offset the checkpoint holds for the one file it follows.
+fn checkpointed(cp: &Path) -> Option<u64> {
+    let v: Value = serde_json::from_slice(&std::fs::read(cp).ok()?).ok()?;
+    v["files"].as_object()?.values().next()?["offset"].as_u64()
+}
+
+#[test]
+fn run_killed_while_elasticsearch_stalls_loses_nothing_and_repeats_nothing_acknowledged() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let stall = Arc::new(AtomicBool::new(false));
+    let s = stall.clone();
+    let (url, seen) = rt.block_on(support::start(
+        Arc::new(|_, _| (201, "")),
+        Arc::new(move |_| s.load(Ordering::Relaxed).then_some(503)),
+    ));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (log, cp) = (tmp.path().join("waf.log"), tmp.path().join("checkpoint.json"));
+    let start = || {
+        wafstream()
+            .args([
+                "run",
+                "--listen-tcp",
+                "off",
+                "--listen-udp",
+                "off",
+                "--file-poll-ms",
+                "100",
+            ])
+            .arg("--file")
+            .arg(&log)
+            .arg("--checkpoint")
+            .arg(&cp)
+            .args(["--es-url", &url, "--es-flush-interval-ms", "50", "--output"])
+            .arg(tmp.path().join("dead.ndjson"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run")
+    };
+    let ids = |seen: &support::Seen| -> BTreeMap<String, usize> {
+        seen.docs
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.1))
+            .collect()
+    };
+
+    // Phase 1: 30 lines delivered; the checkpoint reaches the end of the file.
+    let first = securesphere(30, 5);
+    std::fs::write(&log, &first).expect("write");
+    let mut run = start();
+    wait_for("30 documents", 30, || (ids(&seen).len() == 30).then_some(()));
+    wait_for("the checkpoint at the end of the file", 10, || {
+        (checkpointed(&cp) == Some(first.len() as u64)).then_some(())
+    });
+    let delivered = ids(&seen);
+
+    // Phase 2: Elasticsearch stalls; 20 more lines are read but never acknowledged; SIGKILL.
+    stall.store(true, Ordering::Relaxed);
+    let more = securesphere(20, 6);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, more.as_bytes()))
+        .expect("append");
+    let before = seen.requests.load(Ordering::Relaxed);
+    wait_for("refused bulk requests", 20, || {
+        (seen.requests.load(Ordering::Relaxed) > before + 1).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        checkpointed(&cp),
+        Some(first.len() as u64),
+        "the checkpoint must not pass unacknowledged lines"
+    );
+    run.kill().expect("SIGKILL");
+    run.wait().expect("wait");
+
+    // Phase 3: Elasticsearch is back; a restart delivers the 20, and repeats none of the 30.
+    stall.store(false, Ordering::Relaxed);
+    let mut run = start();
+    wait_for("50 documents", 30, || (ids(&seen).len() == 50).then_some(()));
+    sigterm(&run);
+    assert!(run.wait().expect("wait").success());
+    let now = ids(&seen);
+    for id in delivered.keys() {
+        assert_eq!(
+            now[id], 1,
+            "document {id} was acknowledged before the kill and sent again"
+        );
+    }
+    assert_eq!(checkpointed(&cp), Some((first.len() + more.len()) as u64));
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("dead.ndjson")).unwrap_or_default(),
+        "",
+        "nothing dead-lettered"
+    );
+}
