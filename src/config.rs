@@ -32,8 +32,13 @@
 //! group = "wafstream"
 //! dlq_topic = "imperva.dlq"
 //!
+//! [pipeline]
+//! threads = 4                    # mapping threads (default: one per core)
+//!
 //! [telemetry]
-//! metrics_addr = "0.0.0.0:9508"  # Prometheus GET /metrics, GET /healthz
+//! metrics_addr = "0.0.0.0:9508"  # Prometheus GET /metrics, /healthz, /readyz
+//! log_format = "json"            # or "human"
+//! log_level = "info"             # or a RUST_LOG-style filter
 //! ```
 
 use std::collections::BTreeMap;
@@ -81,6 +86,16 @@ pub struct Listen {
     /// Checkpoint file for file progress.
     pub checkpoint: Option<String>,
     pub file_poll_ms: Option<u64>,
+    /// Largest body a compressed Imperva or gzip file may inflate to.
+    pub max_decompressed_bytes: Option<u64>,
+}
+
+/// `[pipeline]` (parse, run, worker)
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pipeline {
+    /// Mapping threads.
+    pub threads: Option<u64>,
 }
 
 /// `[kafka]`
@@ -120,6 +135,10 @@ pub struct Output {
 pub struct Telemetry {
     /// `ip:port` of the Prometheus `/metrics` endpoint, or `off`.
     pub metrics_addr: Option<String>,
+    /// `human` or `json`.
+    pub log_format: Option<String>,
+    /// Level or `RUST_LOG`-style filter.
+    pub log_level: Option<String>,
 }
 
 /// The whole file.
@@ -136,6 +155,8 @@ pub struct File {
     pub worker: Worker,
     #[serde(default)]
     pub output: Output,
+    #[serde(default)]
+    pub pipeline: Pipeline,
     #[serde(default)]
     pub telemetry: Telemetry,
 }
@@ -211,6 +232,8 @@ impl File {
             ("listen.max_connections", l.max_connections),
             ("listen.bus_capacity", l.bus_capacity),
             ("worker.max_inflight", self.worker.max_inflight),
+            ("pipeline.threads", self.pipeline.threads),
+            ("listen.max_decompressed_bytes", l.max_decompressed_bytes),
         ] {
             if v == Some(0) {
                 p.push(format!("{name} = 0: must be at least 1"));
@@ -221,6 +244,11 @@ impl File {
                 if f.contains(',') || glob::Pattern::new(f).is_err() {
                     p.push(format!("listen.files: {f:?} is not a usable glob (no ',' allowed)"));
                 }
+            }
+        }
+        if let Some(f) = &self.telemetry.log_format {
+            if !matches!(f.as_str(), "human" | "json") {
+                p.push(format!("telemetry.log_format = {f:?}: expected \"human\" or \"json\""));
             }
         }
         if let Some(b) = &self.kafka.brokers {
@@ -281,6 +309,11 @@ impl File {
         put("FILES", l.files.as_ref().map(|f| f.join(",")));
         put("CHECKPOINT", l.checkpoint.clone());
         put("FILE_POLL_MS", l.file_poll_ms.map(|v| v.to_string()));
+        put(
+            "MAX_DECOMPRESSED_BYTES",
+            l.max_decompressed_bytes.map(|v| v.to_string()),
+        );
+        put("THREADS", self.pipeline.threads.map(|v| v.to_string()));
         let k = &self.kafka;
         put("BROKERS", k.brokers.clone());
         put("RAW_TOPIC", k.raw_topic.clone());
@@ -300,6 +333,8 @@ impl File {
         put("OUTPUT", o.path.clone());
         put("DLQ", o.dlq.clone());
         put("METRICS_ADDR", self.telemetry.metrics_addr.clone());
+        put("LOG_FORMAT", self.telemetry.log_format.clone());
+        put("LOG_LEVEL", self.telemetry.log_level.clone());
         e
     }
 }

@@ -60,7 +60,8 @@ pub async fn start(cfg: Config, on_listen: impl Fn(&str, SocketAddr)) -> anyhow:
     let (tx, rx) = bus::channel(cfg.bus_capacity);
     let (stop_tx, stop_rx) = watch::channel(false);
     let stats = Arc::new(Stats::default());
-    crate::telemetry::global().set_ingress(stats.clone());
+    crate::telemetry::global().register("ingress", stats.clone());
+    let listening = crate::telemetry::global().readiness("listening");
     let mut tasks = Vec::new();
     if let Some(addr) = cfg.tcp {
         let l = TcpListener::bind(addr)
@@ -116,6 +117,7 @@ pub async fn start(cfg: Config, on_listen: impl Fn(&str, SocketAddr)) -> anyhow:
         }
         None => None,
     };
+    listening.store(true, Ordering::Relaxed);
     Ok((
         Sources {
             stats,

@@ -1,9 +1,12 @@
-//! Runtime counters in Prometheus text format on `GET /metrics` (`--metrics-addr`), plus
-//! `GET /healthz`. The counters live where the work happens (ingress, mapper, sinks); this
-//! module reads them when scraped, so the hot paths only pay for relaxed atomic additions.
+//! Runtime counters in Prometheus text format on `GET /metrics` (`--metrics-addr`), liveness on
+//! `GET /healthz` and readiness on `GET /readyz`. The counters live where the work happens
+//! (ingress, mapper, sinks), which register them here as [`Source`]s; this module reads them
+//! when scraped, so the hot paths only pay for relaxed atomic additions, and it imports no
+//! component. Readiness is the conjunction of named conditions the components own (listening,
+//! partitions assigned, the search engine reachable).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus::core::Collector;
 use prometheus::proto::MetricFamily;
@@ -11,48 +14,45 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, TextEncoder
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::ecs::Dataset;
-
-/// Process-wide counters of the mapper (every mapper in the process adds to them).
-#[derive(Debug, Default)]
-pub struct Mapping {
-    pub securesphere: AtomicU64,
-    pub cloud_waf: AtomicU64,
-    pub dead_letters: AtomicU64,
-    pub invalid_utf8: AtomicU64,
-    pub field_errors: AtomicU64,
+/// Something that has counters: it adds its metric families to a scrape. Each component
+/// implements this for its own counters and registers itself, so this module imports none of
+/// them.
+pub trait Source: Send + Sync {
+    fn collect(&self, out: &mut Metrics);
 }
 
-impl Mapping {
-    pub fn document(&self, d: Dataset) {
-        match d {
-            Dataset::SecureSphere => &self.securesphere,
-            Dataset::CloudWaf => &self.cloud_waf,
+/// The metric families of one scrape.
+#[derive(Default)]
+pub struct Metrics(Vec<MetricFamily>);
+
+impl Metrics {
+    /// One counter per (name, help, value) row, read now.
+    pub fn counters(&mut self, rows: &[(&str, &str, &AtomicU64)]) {
+        for (name, help, v) in rows {
+            self.counter(name, help, v.load(Ordering::Relaxed));
         }
-        .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn counter(&mut self, name: &str, help: &str, v: u64) {
+        self.0.extend(counter(name, help, v));
+    }
+
+    pub fn gauge(&mut self, name: &str, help: &str, v: u64) {
+        self.0.extend(gauge(name, help, v));
+    }
+
+    /// One counter family with one label.
+    pub fn counter_vec(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
+        self.0.extend(counter_vec(name, help, label, values));
     }
 }
 
-/// Counters of the Kafka worker's consume loop.
-#[derive(Debug, Default)]
-pub struct Worker {
-    pub consumed: AtomicU64,
-    pub offsets_stored: AtomicU64,
-    pub drained_on_revoke: AtomicU64,
-    /// Outputs handed to the sinks and not yet acknowledged.
-    pub inflight: AtomicU64,
-}
-
-/// Every source of counters of this process. Sources that are not running stay unset and are
-/// left out of the scrape.
+/// Every source of counters of this process and every readiness condition. Sources that are
+/// not running are not registered and are left out of the scrape.
 #[derive(Default)]
 pub struct Registry {
-    pub mapping: Mapping,
-    pub worker: Worker,
-    ingress: OnceLock<Arc<crate::ingress::Stats>>,
-    producer: OnceLock<Arc<crate::kafka::producer::ProducerStats>>,
-    elasticsearch: OnceLock<Arc<crate::sink::elasticsearch::Stats>>,
-    worker_running: OnceLock<()>,
+    sources: Mutex<Vec<(&'static str, Arc<dyn Source>)>>,
+    ready: Mutex<Vec<(&'static str, Arc<AtomicBool>)>>,
 }
 
 static GLOBAL: OnceLock<Registry> = OnceLock::new();
@@ -63,195 +63,55 @@ pub fn global() -> &'static Registry {
 }
 
 impl Registry {
-    pub fn set_ingress(&self, s: Arc<crate::ingress::Stats>) {
-        let _ = self.ingress.set(s);
+    /// Add a source under `name` (a second registration under the same name replaces it).
+    pub fn register(&self, name: &'static str, source: Arc<dyn Source>) {
+        if let Ok(mut s) = self.sources.lock() {
+            s.retain(|(n, _)| *n != name);
+            s.push((name, source));
+        }
     }
-    pub fn set_producer(&self, s: Arc<crate::kafka::producer::ProducerStats>) {
-        let _ = self.producer.set(s);
+
+    /// A readiness condition: `/readyz` answers 200 only while every condition is true. The
+    /// condition starts false; the component owning it sets it.
+    pub fn readiness(&self, name: &'static str) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        if let Ok(mut r) = self.ready.lock() {
+            r.retain(|(n, _)| *n != name);
+            r.push((name, flag.clone()));
+        }
+        flag
     }
-    pub fn set_elasticsearch(&self, s: Arc<crate::sink::elasticsearch::Stats>) {
-        let _ = self.elasticsearch.set(s);
-    }
-    pub fn set_worker_running(&self) {
-        let _ = self.worker_running.set(());
+
+    /// `Ok` when every readiness condition holds, else the names of those that do not.
+    pub fn ready(&self) -> Result<(), Vec<&'static str>> {
+        let not: Vec<&'static str> = self
+            .ready
+            .lock()
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, f)| !f.load(Ordering::Relaxed))
+                    .map(|(n, _)| *n)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if not.is_empty() { Ok(()) } else { Err(not) }
     }
 
     /// The scrape, in Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let mut f: Vec<MetricFamily> = Vec::new();
-        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let m = &self.mapping;
-        f.extend(counter_vec(
-            "wafstream_documents_total",
-            "Events mapped to ECS documents, by dataset.",
-            "dataset",
-            &[
-                (Dataset::SecureSphere.name(), r(&m.securesphere)),
-                (Dataset::CloudWaf.name(), r(&m.cloud_waf)),
-            ],
-        ));
-        counters(
-            &mut f,
-            &[
-                (
-                    "wafstream_dead_letters_total",
-                    "Frames that could not be mapped (sent to the dead-letter output with their bytes and reason).",
-                    &m.dead_letters,
-                ),
-                (
-                    "wafstream_invalid_utf8_total",
-                    "Frames that were not valid UTF-8 (mapped after lossy conversion).",
-                    &m.invalid_utf8,
-                ),
-                (
-                    "wafstream_field_errors_total",
-                    "Documents with at least one field that did not convert (kept in error.message).",
-                    &m.field_errors,
-                ),
-            ],
-        );
-        if let Some(s) = self.ingress.get() {
-            counters(
-                &mut f,
-                &[
-                    (
-                        "wafstream_ingress_frames_total",
-                        "Frames received on every input.",
-                        &s.frames,
-                    ),
-                    (
-                        "wafstream_ingress_truncated_total",
-                        "Frames longer than max_message_bytes (cut and dead-lettered).",
-                        &s.truncated,
-                    ),
-                    (
-                        "wafstream_ingress_udp_dropped_total",
-                        "UDP datagrams dropped because the bus was full.",
-                        &s.udp_dropped,
-                    ),
-                    (
-                        "wafstream_ingress_connections_total",
-                        "TCP and TLS connections accepted.",
-                        &s.connections,
-                    ),
-                    (
-                        "wafstream_ingress_framing_errors_total",
-                        "Connections closed on a framing error.",
-                        &s.framing_errors,
-                    ),
-                    (
-                        "wafstream_ingress_idle_closed_total",
-                        "Connections closed after the idle timeout.",
-                        &s.idle_closed,
-                    ),
-                    (
-                        "wafstream_ingress_tls_handshake_failures_total",
-                        "TLS handshakes that failed or timed out.",
-                        &s.tls_handshake_failures,
-                    ),
-                ],
-            );
-        }
-        if let Some(p) = self.producer.get() {
-            counters(
-                &mut f,
-                &[
-                    (
-                        "wafstream_raw_produced_total",
-                        "Raw frames acknowledged by Kafka.",
-                        &p.sent,
-                    ),
-                    (
-                        "wafstream_raw_produce_failures_total",
-                        "Raw frames Kafka refused for good.",
-                        &p.failed,
-                    ),
-                ],
-            );
-        }
-        if self.worker_running.get().is_some() {
-            let w = &self.worker;
-            counters(
-                &mut f,
-                &[
-                    ("wafstream_worker_consumed_total", "Raw records consumed.", &w.consumed),
-                    (
-                        "wafstream_worker_offsets_stored_total",
-                        "Offsets stored for commit after their output was acknowledged.",
-                        &w.offsets_stored,
-                    ),
-                    (
-                        "wafstream_worker_drained_on_revoke_total",
-                        "Outputs settled by the rebalance callback before partitions moved.",
-                        &w.drained_on_revoke,
-                    ),
-                ],
-            );
-            f.extend(gauge(
-                "wafstream_worker_inflight",
-                "Outputs awaiting acknowledgement.",
-                r(&w.inflight),
-            ));
-        }
-        if let Some(s) = self.elasticsearch.get() {
-            counters(
-                &mut f,
-                &[
-                    (
-                        "wafstream_es_written_total",
-                        "Documents created in Elasticsearch.",
-                        &s.written,
-                    ),
-                    (
-                        "wafstream_es_already_written_total",
-                        "Documents that were already there (409 on create).",
-                        &s.already_written,
-                    ),
-                    (
-                        "wafstream_es_rejected_total",
-                        "Documents refused for good (dead-lettered).",
-                        &s.rejected,
-                    ),
-                    (
-                        "wafstream_es_retried_total",
-                        "Documents sent again after a per-item 429/5xx.",
-                        &s.retried,
-                    ),
-                    (
-                        "wafstream_es_retried_requests_total",
-                        "Bulk requests sent again.",
-                        &s.retried_requests,
-                    ),
-                    (
-                        "wafstream_es_failed_total",
-                        "Documents given up on after every attempt.",
-                        &s.failed,
-                    ),
-                    ("wafstream_es_bulk_requests_total", "Bulk requests sent.", &s.requests),
-                    (
-                        "wafstream_es_bulk_latency_microseconds_total",
-                        "Sum of bulk round trips.",
-                        &s.latency_us_sum,
-                    ),
-                ],
-            );
-            f.extend(gauge(
-                "wafstream_es_inflight_bytes",
-                "Bytes of documents accepted and not yet in a final state.",
-                r(&s.inflight_bytes),
-            ));
+        let mut m = Metrics::default();
+        let sources: Vec<Arc<dyn Source>> = self
+            .sources
+            .lock()
+            .map(|s| s.iter().map(|(_, s)| s.clone()).collect())
+            .unwrap_or_default();
+        for s in sources {
+            s.collect(&mut m);
         }
         let mut out = Vec::new();
         // Encoding our own well-formed families into a Vec cannot fail.
-        let _ = TextEncoder::new().encode(&f, &mut out);
+        let _ = TextEncoder::new().encode(&m.0, &mut out);
         String::from_utf8(out).unwrap_or_default()
-    }
-}
-
-/// One counter family per (name, help, source) row, read now.
-fn counters(f: &mut Vec<MetricFamily>, rows: &[(&str, &str, &AtomicU64)]) {
-    for (name, help, v) in rows {
-        f.extend(counter(name, help, v.load(Ordering::Relaxed)));
     }
 }
 
@@ -320,6 +180,14 @@ pub async fn serve(listener: TcpListener) {
             let (status, ctype, body) = match (method, path) {
                 (b"GET", b"/metrics") => ("200 OK", prometheus::TEXT_FORMAT, global().render()),
                 (b"GET", b"/healthz") => ("200 OK", "text/plain", "ok\n".to_string()),
+                (b"GET", b"/readyz") => match global().ready() {
+                    Ok(()) => ("200 OK", "text/plain", "ready\n".to_string()),
+                    Err(not) => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        format!("not ready: {}\n", not.join(", ")),
+                    ),
+                },
                 (b"GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
                 _ => (
                     "405 Method Not Allowed",
@@ -358,29 +226,50 @@ pub async fn start(addr: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
 mod tests {
     use super::*;
 
+    struct Two(AtomicU64);
+
+    impl Source for Two {
+        fn collect(&self, out: &mut Metrics) {
+            out.counters(&[("wafstream_test_total", "A test counter.", &self.0)]);
+            out.counter_vec(
+                "wafstream_test_by_kind_total",
+                "By kind.",
+                "kind",
+                &[("a", 1), ("b", 0)],
+            );
+        }
+    }
+
     #[test]
-    fn render_reads_the_counters() {
+    fn render_reads_the_registered_sources() {
         let r = Registry::default();
-        r.mapping.document(Dataset::CloudWaf);
-        r.mapping.document(Dataset::CloudWaf);
-        r.mapping.dead_letters.fetch_add(3, Ordering::Relaxed);
+        assert_eq!(r.render(), "", "nothing registered, nothing scraped");
+        let src = Arc::new(Two(AtomicU64::new(2)));
+        r.register("two", src.clone());
+        src.0.fetch_add(5, Ordering::Relaxed);
         let text = r.render();
+        assert!(text.contains("# TYPE wafstream_test_total counter"), "{text}");
+        assert!(text.contains("wafstream_test_total 7"), "{text}");
+        assert!(text.contains("wafstream_test_by_kind_total{kind=\"b\"} 0"), "{text}");
+        r.register("two", Arc::new(Two(AtomicU64::new(1))));
         assert!(
-            text.contains("wafstream_documents_total{dataset=\"imperva_cloud_waf.event\"} 2"),
-            "{text}"
+            r.render().contains("wafstream_test_total 1"),
+            "a second registration replaces the first"
         );
-        assert!(
-            text.contains("wafstream_documents_total{dataset=\"imperva.securesphere\"} 0"),
-            "{text}"
-        );
-        assert!(text.contains("wafstream_dead_letters_total 3"), "{text}");
-        assert!(text.contains("# TYPE wafstream_dead_letters_total counter"), "{text}");
-        // Sources that are not running are left out.
-        assert!(!text.contains("wafstream_es_"), "{text}");
-        assert!(!text.contains("wafstream_worker_"), "{text}");
-        let es = Arc::new(crate::sink::elasticsearch::Stats::default());
-        es.written.fetch_add(7, Ordering::Relaxed);
-        r.set_elasticsearch(es);
-        assert!(r.render().contains("wafstream_es_written_total 7"));
+    }
+
+    #[test]
+    fn ready_only_when_every_condition_holds() {
+        let r = Registry::default();
+        assert_eq!(r.ready(), Ok(()));
+        let listening = r.readiness("listening");
+        let es = r.readiness("elasticsearch");
+        assert_eq!(r.ready(), Err(vec!["listening", "elasticsearch"]));
+        listening.store(true, Ordering::Relaxed);
+        assert_eq!(r.ready(), Err(vec!["elasticsearch"]));
+        es.store(true, Ordering::Relaxed);
+        assert_eq!(r.ready(), Ok(()));
+        es.store(false, Ordering::Relaxed);
+        assert_eq!(r.ready(), Err(vec!["elasticsearch"]));
     }
 }

@@ -47,9 +47,10 @@ fn one_document_per_event_in_input_order_with_dead_letters_inline() {
     assert_eq!(d[1]["event"]["kind"], "pipeline_error");
     assert_eq!(d[1]["event"]["original"], "not an event");
     // log.offset is the line's byte offset, as `run` and Filebeat write it.
-    assert_eq!(d[1]["log"]["offset"], GOOD.len() + 1);
+    assert_eq!(d[1]["log"]["offset"], GOOD.len() + 1, "{d:?}");
     assert_eq!(d[2]["source"]["ip"], "5.6.7.8");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("2 documents, 1 dead-lettered"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 documents, 1 dead-lettered"), "{stderr}");
 }
 
 #[test]

@@ -325,3 +325,57 @@ fn run_killed_while_elasticsearch_stalls_loses_nothing_and_repeats_nothing_ackno
         "nothing dead-lettered"
     );
 }
+
+#[test]
+fn readyz_follows_the_search_engine_and_healthz_stays_up() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    // A port with nothing behind it yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut cmd = wafstream();
+    cmd.args([
+        "run",
+        "--listen-tcp",
+        "127.0.0.1:0",
+        "--listen-udp",
+        "off",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--es-url",
+        &url,
+        "--output",
+    ])
+    .arg(tmp.path().join("out.ndjson"));
+    let (mut child, rx) = support::spawn_with_stderr(cmd);
+    let at = support::listening(&rx, &["metrics", "tcp"]);
+    let metrics = at["metrics"].clone();
+    // Listening, but the search engine is not there: not ready, and it says why.
+    let (status, body) = wait_for("/readyz to name only the search engine", 10, || {
+        let (status, body) = support::http(&metrics, "GET", "/readyz");
+        (body.trim() == "not ready: elasticsearch").then_some((status, body))
+    });
+    assert!(status.contains("503"), "{status} {body}");
+    assert!(support::http(&metrics, "GET", "/healthz").0.contains("200"));
+    // The search engine comes up: ready within a few probes.
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+        .expect("bind the engine's port");
+    rt.spawn(support::serve(
+        listener,
+        Arc::new(support::Seen::default()),
+        Arc::new(|_, _| (201, "")),
+        Arc::new(|_| None),
+    ));
+    wait_for("/readyz to answer 200", 15, || {
+        support::http(&metrics, "GET", "/readyz")
+            .0
+            .contains("200")
+            .then_some(())
+    });
+    sigterm(&child);
+    assert!(child.wait().expect("wait").success());
+}

@@ -144,7 +144,8 @@ pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
     metrics(&args.telemetry, &rt)?;
     let (stats, pstats) = rt.block_on(async move {
         let pstats = std::sync::Arc::new(kafka::producer::ProducerStats::default());
-        crate::telemetry::global().set_producer(pstats.clone());
+        crate::telemetry::global().register("producer", pstats.clone());
+        kafka::producer::watch_brokers(producer.clone(), args.kafka.raw_topic.clone());
         let (sources, rx) = embedded::start(cfg, announce).await?;
         let stats = sources.stats.clone();
         let publish = kafka::producer::publish(

@@ -18,6 +18,8 @@ pub mod user_agent;
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use base64::Engine;
 
@@ -161,6 +163,67 @@ pub struct Counters {
     pub field_errors: Cell<u64>,
 }
 
+/// Process-wide counters of every mapper, read by the metrics endpoint.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub securesphere: AtomicU64,
+    pub cloud_waf: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub invalid_utf8: AtomicU64,
+    pub field_errors: AtomicU64,
+}
+
+impl Stats {
+    pub fn document(&self, d: Dataset) {
+        match d {
+            Dataset::SecureSphere => &self.securesphere,
+            Dataset::CloudWaf => &self.cloud_waf,
+        }
+        .fetch_add(1, Relaxed);
+    }
+}
+
+impl crate::telemetry::Source for Stats {
+    fn collect(&self, out: &mut crate::telemetry::Metrics) {
+        out.counter_vec(
+            "wafstream_documents_total",
+            "Events mapped to ECS documents, by dataset.",
+            "dataset",
+            &[
+                (Dataset::SecureSphere.name(), self.securesphere.load(Relaxed)),
+                (Dataset::CloudWaf.name(), self.cloud_waf.load(Relaxed)),
+            ],
+        );
+        out.counters(&[
+            (
+                "wafstream_dead_letters_total",
+                "Frames that could not be mapped (sent to the dead-letter output with their bytes and reason).",
+                &self.dead_letters,
+            ),
+            (
+                "wafstream_invalid_utf8_total",
+                "Frames that were not valid UTF-8 (mapped after lossy conversion).",
+                &self.invalid_utf8,
+            ),
+            (
+                "wafstream_field_errors_total",
+                "Documents with at least one field that did not convert (kept in error.message).",
+                &self.field_errors,
+            ),
+        ]);
+    }
+}
+
+/// The process's mapping counters (registered with the metrics endpoint on first use).
+pub fn stats() -> &'static Stats {
+    static STATS: std::sync::OnceLock<std::sync::Arc<Stats>> = std::sync::OnceLock::new();
+    STATS.get_or_init(|| {
+        let s = std::sync::Arc::new(Stats::default());
+        crate::telemetry::global().register("mapping", s.clone());
+        s
+    })
+}
+
 /// Maps frames to documents. One per worker thread (it caches user agents).
 pub struct Mapper {
     opts: Options,
@@ -182,6 +245,7 @@ struct Scratch {
 
 impl Mapper {
     pub fn new(opts: Options) -> Self {
+        stats();
         let flavor = match opts.profile {
             Profile::Elastic => user_agent::Flavor::Elastic,
             Profile::Sekoia => user_agent::Flavor::Python,
@@ -227,10 +291,7 @@ impl Mapper {
             Ok(t) => Cow::Borrowed(t),
             Err(_) => {
                 self.counters.invalid_utf8.set(self.counters.invalid_utf8.get() + 1);
-                crate::telemetry::global()
-                    .mapping
-                    .invalid_utf8
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats().invalid_utf8.fetch_add(1, Relaxed);
                 String::from_utf8_lossy(frame)
             }
         };
@@ -268,12 +329,9 @@ impl Mapper {
         }
         if !ctx.errors.is_empty() {
             self.counters.field_errors.set(self.counters.field_errors.get() + 1);
-            crate::telemetry::global()
-                .mapping
-                .field_errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            stats().field_errors.fetch_add(1, Relaxed);
         }
-        crate::telemetry::global().mapping.document(dataset);
+        stats().document(dataset);
         let id = document_id(dataset, &ctx, frame, meta);
         if self.opts.emit_id {
             d.string(p!("_id"), Cow::Borrowed(id.as_str()));
@@ -298,10 +356,7 @@ impl Mapper {
     /// UTF-8), the reason, `event.kind: pipeline_error`, and the input metadata.
     pub fn dead_letter(&self, frame: &[u8], meta: &FrameMeta<'_>, reason: &str, out: &mut Vec<u8>) -> Mapped {
         self.counters.dead.set(self.counters.dead.get() + 1);
-        crate::telemetry::global()
-            .mapping
-            .dead_letters
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stats().dead_letters.fetch_add(1, Relaxed);
         let text = String::from_utf8_lossy(frame);
         let mut d = Doc::with_capacity(16);
         d.put(p!("@timestamp"), Val::Ts(meta.received_ms, TsStyle::Millis));

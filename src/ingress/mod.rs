@@ -59,6 +59,58 @@ pub struct Stats {
     pub checksum_mismatches: AtomicU64,
 }
 
+impl crate::telemetry::Source for Stats {
+    fn collect(&self, out: &mut crate::telemetry::Metrics) {
+        out.counters(&[
+            (
+                "wafstream_ingress_frames_total",
+                "Frames received on every input.",
+                &self.frames,
+            ),
+            (
+                "wafstream_ingress_truncated_total",
+                "Frames longer than max_message_bytes (cut and dead-lettered).",
+                &self.truncated,
+            ),
+            (
+                "wafstream_ingress_udp_dropped_total",
+                "UDP datagrams dropped because the bus was full.",
+                &self.udp_dropped,
+            ),
+            (
+                "wafstream_ingress_connections_total",
+                "TCP and TLS connections accepted.",
+                &self.connections,
+            ),
+            (
+                "wafstream_ingress_framing_errors_total",
+                "Connections closed on a framing error.",
+                &self.framing_errors,
+            ),
+            (
+                "wafstream_ingress_idle_closed_total",
+                "Connections closed after the idle timeout.",
+                &self.idle_closed,
+            ),
+            (
+                "wafstream_ingress_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out.",
+                &self.tls_handshake_failures,
+            ),
+            (
+                "wafstream_ingress_whole_files_total",
+                "Whole Imperva (or gzip) files read.",
+                &self.whole_files,
+            ),
+            (
+                "wafstream_ingress_checksum_mismatches_total",
+                "Whole files whose body did not match the header's checksum (events kept).",
+                &self.checksum_mismatches,
+            ),
+        ]);
+    }
+}
+
 /// Accept TCP connections until `shutdown` turns true; each connection is framed and forwarded.
 pub async fn serve_tcp(
     listener: TcpListener,

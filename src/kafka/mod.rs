@@ -6,6 +6,7 @@
 //! the key is the sender address, which spreads senders over partitions and keeps each
 //! connection's order.
 
+pub mod output;
 pub mod producer;
 pub mod worker;
 

@@ -21,6 +21,45 @@ pub struct ProducerStats {
     pub failed: AtomicU64,
 }
 
+impl crate::telemetry::Source for ProducerStats {
+    fn collect(&self, out: &mut crate::telemetry::Metrics) {
+        out.counters(&[
+            (
+                "wafstream_raw_produced_total",
+                "Raw frames acknowledged by Kafka.",
+                &self.sent,
+            ),
+            (
+                "wafstream_raw_produce_failures_total",
+                "Raw frames Kafka refused for good.",
+                &self.failed,
+            ),
+        ]);
+    }
+}
+
+/// Keep the readiness condition `kafka` true while the brokers answer a metadata request for
+/// `topic` (checked every few seconds on a thread of its own).
+pub fn watch_brokers(producer: FutureProducer, topic: String) {
+    let ready = crate::telemetry::global().readiness("kafka");
+    let _ = std::thread::Builder::new()
+        .name("wafstream-kafka-probe".into())
+        .spawn(move || {
+            loop {
+                let ok = producer
+                    .client()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(3))
+                    .is_ok_and(|m| {
+                        m.topics()
+                            .iter()
+                            .any(|t| t.error().is_none() && !t.partitions().is_empty())
+                    });
+                ready.store(ok, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_secs(if ok { 5 } else { 1 }));
+            }
+        });
+}
+
 pub fn raw_producer(settings: &ClientSettings) -> anyhow::Result<FutureProducer> {
     Ok(settings
         .config(&[

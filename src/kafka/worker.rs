@@ -17,13 +17,13 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::BorrowedMessage;
 
+use super::output::{KafkaSink, Topics};
 use super::{ClientSettings, H_INPUT, H_OFFSET, H_PEER, H_RECEIVED, H_SOURCE, H_TRUNCATED, H_TZ, H_W3C, header};
 use crate::bus::{self, Progress, RawFrame, Token};
 use crate::ecs::Options;
 use crate::parse::W3cFields;
 use crate::pipeline;
 use crate::sink::Sink;
-use crate::sink::kafka::{KafkaSink, Topics};
 
 /// Topics and limits of a worker.
 #[derive(Debug, Clone)]
@@ -71,13 +71,42 @@ impl Summary {
 /// still unacknowledged then is redelivered to the new owner: a repeat, never a loss).
 const REVOKE_DRAIN: Duration = Duration::from_secs(10);
 
-/// Frames taken but not settled, shared by the source, the partition lanes and the rebalance
-/// callback.
+/// The worker's counters, shared by the source, the partition lanes and the rebalance
+/// callback, and read by the metrics endpoint.
 #[derive(Default)]
 struct Counts {
+    consumed: AtomicU64,
+    /// Frames taken and not yet settled.
     unsettled: AtomicI64,
     stored: AtomicU64,
     drained: AtomicU64,
+}
+
+impl crate::telemetry::Source for Counts {
+    fn collect(&self, out: &mut crate::telemetry::Metrics) {
+        out.counters(&[
+            (
+                "wafstream_worker_consumed_total",
+                "Raw records consumed.",
+                &self.consumed,
+            ),
+            (
+                "wafstream_worker_offsets_stored_total",
+                "Offsets stored for commit after their output was acknowledged.",
+                &self.stored,
+            ),
+            (
+                "wafstream_worker_drained_on_revoke_total",
+                "Outputs settled while a revocation waited, before partitions moved.",
+                &self.drained,
+            ),
+        ]);
+        out.gauge(
+            "wafstream_worker_inflight",
+            "Records taken and not yet acknowledged downstream.",
+            self.unsettled.load(Ordering::Relaxed).max(0) as u64,
+        );
+    }
 }
 
 /// Consumer context that drains in-flight work when partitions are revoked: frames already
@@ -85,6 +114,8 @@ struct Counts {
 /// thread, waits; then the stored offsets are committed and the partitions move on.
 struct DrainOnRevoke {
     counts: Arc<Counts>,
+    /// Readiness: partitions are assigned to this worker.
+    assigned: Arc<AtomicBool>,
 }
 
 impl ClientContext for DrainOnRevoke {}
@@ -94,6 +125,7 @@ impl ConsumerContext for DrainOnRevoke {
         if !matches!(rebalance, Rebalance::Revoke(_)) {
             return;
         }
+        self.assigned.store(false, Ordering::Relaxed);
         let before = self.counts.unsettled.load(Ordering::Acquire);
         let deadline = Instant::now() + REVOKE_DRAIN;
         while self.counts.unsettled.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
@@ -102,10 +134,6 @@ impl ConsumerContext for DrainOnRevoke {
         let after = self.counts.unsettled.load(Ordering::Acquire).max(0);
         let drained = (before - after).max(0) as u64;
         self.counts.drained.fetch_add(drained, Ordering::Relaxed);
-        crate::telemetry::global()
-            .worker
-            .drained_on_revoke
-            .fetch_add(drained, Ordering::Relaxed);
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::warn!(error = %e, "commit before revocation");
         }
@@ -114,6 +142,7 @@ impl ConsumerContext for DrainOnRevoke {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             tracing::info!(partitions = tpl.count(), "partitions assigned");
+            self.assigned.store(tpl.count() > 0, Ordering::Relaxed);
         }
     }
 }
@@ -138,10 +167,6 @@ impl Progress for PartitionLane {
             .is_ok()
         {
             self.counts.stored.fetch_add(1, Ordering::Relaxed);
-            crate::telemetry::global()
-                .worker
-                .offsets_stored
-                .fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -188,6 +213,8 @@ async fn run_with<S: Sink>(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
     let counts = Arc::new(Counts::default());
+    crate::telemetry::global().register("worker", counts.clone());
+    let assigned = crate::telemetry::global().readiness("partitions assigned");
     let consumer: Consumer_ = cfg
         .settings
         .config(&[
@@ -198,10 +225,12 @@ async fn run_with<S: Sink>(
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
         ])
-        .create_with_context(DrainOnRevoke { counts: counts.clone() })?;
+        .create_with_context(DrainOnRevoke {
+            counts: counts.clone(),
+            assigned,
+        })?;
     consumer.subscribe(&[cfg.raw_topic.as_str()])?;
     let consumer = Arc::new(consumer);
-    crate::telemetry::global().set_worker_running();
     let (tx, rx) = bus::channel(cfg.max_inflight.max(1));
     let stop = Arc::new(AtomicBool::new(false));
     let source = {
@@ -240,7 +269,6 @@ async fn run_with<S: Sink>(
             tracing::warn!(error = %e, "final commit");
         }
     }
-    crate::telemetry::global().worker.inflight.store(0, Ordering::Relaxed);
     let active_secs = match (first, last) {
         (Some(f), Some(_)) if cfg.exit_when_idle.is_some() => f
             .elapsed()
@@ -333,7 +361,6 @@ fn consume(
     stop: Arc<AtomicBool>,
     exit_when_idle: Option<Duration>,
 ) -> (u64, Option<Instant>, Option<Instant>) {
-    let tel = &crate::telemetry::global().worker;
     let mut lanes: HashMap<i32, Arc<dyn Progress>> = HashMap::new();
     let mut recent = Recent::default();
     let (mut consumed, mut first, mut last) = (0u64, None::<Instant>, None::<Instant>);
@@ -355,7 +382,7 @@ fn consume(
         first.get_or_insert(now);
         last = Some(now);
         consumed += 1;
-        tel.consumed.fetch_add(1, Ordering::Relaxed);
+        counts.consumed.fetch_add(1, Ordering::Relaxed);
         let partition = m.partition();
         let lane = lanes
             .entry(partition)
@@ -371,10 +398,6 @@ fn consume(
         counts.unsettled.fetch_add(1, Ordering::AcqRel);
         let f = frame(&m, &mut recent, Token::new(lane, m.offset() as u64));
         drop(m);
-        tel.inflight.store(
-            counts.unsettled.load(Ordering::Relaxed).max(0) as u64,
-            Ordering::Relaxed,
-        );
         if tx.blocking_send(f).is_err() {
             break;
         }

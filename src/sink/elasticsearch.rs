@@ -160,6 +160,76 @@ impl Stats {
     }
 }
 
+impl crate::telemetry::Source for Stats {
+    fn collect(&self, out: &mut crate::telemetry::Metrics) {
+        out.counters(&[
+            (
+                "wafstream_es_written_total",
+                "Documents created in Elasticsearch.",
+                &self.written,
+            ),
+            (
+                "wafstream_es_already_written_total",
+                "Documents that were already there (409 on create).",
+                &self.already_written,
+            ),
+            (
+                "wafstream_es_rejected_total",
+                "Documents refused for good (dead-lettered).",
+                &self.rejected,
+            ),
+            (
+                "wafstream_es_retried_total",
+                "Documents sent again after a per-item 429/5xx.",
+                &self.retried,
+            ),
+            (
+                "wafstream_es_retried_requests_total",
+                "Bulk requests sent again.",
+                &self.retried_requests,
+            ),
+            (
+                "wafstream_es_failed_total",
+                "Documents given up on after every attempt.",
+                &self.failed,
+            ),
+            (
+                "wafstream_es_bulk_requests_total",
+                "Bulk requests sent.",
+                &self.requests,
+            ),
+            (
+                "wafstream_es_bulk_latency_microseconds_total",
+                "Sum of bulk round trips.",
+                &self.latency_us_sum,
+            ),
+        ]);
+        out.gauge(
+            "wafstream_es_inflight_bytes",
+            "Bytes of documents accepted and not yet in a final state.",
+            self.inflight_bytes.load(Ordering::Relaxed),
+        );
+    }
+}
+
+/// Keep the readiness condition `elasticsearch` true while one of the hosts answers HTTP at
+/// all (any status: credentials are the bulk requests' business), checked every few seconds.
+async fn probe(hosts: Vec<String>, client: reqwest::Client) {
+    let ready = crate::telemetry::global().readiness("elasticsearch");
+    loop {
+        let mut ok = false;
+        for h in &hosts {
+            let r = client.get(h.as_str()).timeout(Duration::from_secs(3)).send().await;
+            if r.is_ok() {
+                ok = true;
+                break;
+            }
+        }
+        ready.store(ok, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(if ok { 5 } else { 1 })).await;
+    }
+}
+
 pub struct ElasticsearchSink {
     tx: mpsc::Sender<Item>,
     namespace: String,
@@ -172,7 +242,8 @@ impl ElasticsearchSink {
         let (tx, rx) = mpsc::channel(cfg.max_batch_docs.max(1) * 4);
         let namespace = cfg.namespace.clone();
         let stats = Arc::new(Stats::default());
-        crate::telemetry::global().set_elasticsearch(stats.clone());
+        crate::telemetry::global().register("elasticsearch", stats.clone());
+        tokio::spawn(probe(cfg.hosts.clone(), client.clone()));
         tokio::spawn(batcher(cfg, client, rx, tx.clone(), stats.clone()));
         ElasticsearchSink { tx, namespace, stats }
     }

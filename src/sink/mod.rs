@@ -1,14 +1,15 @@
-//! Output sinks behind one small interface: a worker hands each mapped frame's output to a
-//! [`Sink`] and gets back a future that resolves once the output is durably accepted (or
-//! definitively refused). The worker stores the frame's offset only after that. Retries of
-//! transient failures are the sink's business.
+//! Output sinks behind one small interface: the pipeline core ([`crate::pipeline`]) hands each
+//! mapped frame's output to a [`Sink`] and gets back an [`Ack`] that resolves once the output is
+//! durably accepted (or definitively refused); only then is the frame's token settled (offset
+//! stored, checkpoint advanced). Retries of transient failures are the sink's business; a sink
+//! that gives up says so with a [`SinkError`] whose variant tells whether waiting can help.
 //!
-//! - [`kafka::KafkaSink`]: documents to per-dataset topics, dead letters to the DLQ topic.
+//! - [`WriterSink`]: NDJSON to stdout or a file.
+//! - [`crate::kafka::output::KafkaSink`]: documents to per-dataset topics, dead letters to the DLQ topic.
 //! - [`elasticsearch::ElasticsearchSink`]: `_bulk` `create` into data streams, per-item retries.
 
 pub mod elasticsearch;
 pub mod es_setup;
-pub mod kafka;
 
 use std::future::Future;
 use std::pin::Pin;

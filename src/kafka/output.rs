@@ -8,9 +8,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use super::{Ack, Delivery, Output, Sink, SinkError};
+use super::{ClientSettings, H_DATASET, H_ERROR, H_ID};
 use crate::ecs::Dataset;
-use crate::kafka::{ClientSettings, H_DATASET, H_ERROR, H_ID};
+use crate::sink::{Ack, Delivery, Output, Sink, SinkError};
 
 const MAX_ATTEMPTS: u32 = 5;
 
