@@ -5,9 +5,11 @@
 # output acknowledged). Counts are checked so a broken run cannot pass for a fast one.
 #   bench/e2e-kafka.sh                  # 200k Cloud WAF lines, 4 raw partitions
 #   LINES=500000 KIND=mixed bench/e2e-kafka.sh
+#   THREADS=2 CPUS=0,1 bench/e2e-kafka.sh   # the worker maps on two threads over two cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines="${LINES:-200000}"; kind="${KIND:-cloud-waf}"; parts="${PARTITIONS:-4}"
+threads="${THREADS:-1}"; cpus="${CPUS:-0}"
 cargo build --release --quiet
 bin=target/release/wafstream
 tansu="$(bash tests/services/install-tansu.sh)"
@@ -31,9 +33,9 @@ cat "$tmp/lines" > /dev/tcp/127.0.0.1/$iport
 sleep 1
 kill -TERM $ingress; wait $ingress || true
 grep -q "$lines frames published, 0 failed" "$tmp/ingress.log" || { cat "$tmp/ingress.log"; exit 1; }
-/usr/bin/time -f "%M" -o "$tmp/rss" taskset -c 0 "$bin" worker --brokers 127.0.0.1:$port --raw-topic raw \
+/usr/bin/time -f "%M" -o "$tmp/rss" taskset -c "$cpus" "$bin" worker --threads "$threads" --brokers 127.0.0.1:$port --raw-topic raw \
   --topic-securesphere ss --topic-cloud-waf cloud --dlq-topic dlq --group bench --exit-when-idle-ms 3000 \
   2>"$tmp/worker.log"
 grep -q "worker consumed $lines, " "$tmp/worker.log" || { cat "$tmp/worker.log"; exit 1; }
-echo "$kind, $lines lines, $parts raw partitions, worker pinned to one core, peak RSS $(( $(cat "$tmp/rss") / 1024 )) MiB:"
+echo "$kind, $lines lines, $parts raw partitions, worker on $threads mapping thread(s) pinned to cpu(s) $cpus, peak RSS $(( $(cat "$tmp/rss") / 1024 )) MiB:"
 grep "worker consumed" "$tmp/worker.log"
