@@ -379,3 +379,43 @@ fn readyz_follows_the_search_engine_and_healthz_stays_up() {
     sigterm(&child);
     assert!(child.wait().expect("wait").success());
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_and_carry_no_event_contents() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(tmp.path().join("a.log"), "not an event: SECRET-PAYLOAD\n").expect("write");
+    let mut cmd = wafstream();
+    cmd.args([
+        "--log-format",
+        "json",
+        "run",
+        "--listen-tcp",
+        "127.0.0.1:0",
+        "--listen-udp",
+        "off",
+        "--file-poll-ms",
+        "50",
+        "--file",
+    ])
+    .arg(tmp.path().join("*.log"))
+    .arg("--output")
+    .arg(tmp.path().join("out.ndjson"));
+    let (child, rx) = support::spawn_with_stderr(cmd);
+    support::listening(&rx, &["tcp"]);
+    wait_for("the dead letter", 10, || {
+        std::fs::read_to_string(tmp.path().join("out.ndjson"))
+            .unwrap_or_default()
+            .contains("pipeline_error")
+            .then_some(())
+    });
+    sigterm(&child);
+    let mut child = child;
+    assert!(child.wait().expect("wait").success());
+    let lines: Vec<String> = rx.try_iter().collect();
+    assert!(lines.iter().any(|l| l.contains("1 dead-lettered")), "{lines:?}");
+    for l in &lines {
+        let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{l}");
+        assert!(!l.contains("SECRET-PAYLOAD"), "event contents in the log: {l}");
+    }
+}

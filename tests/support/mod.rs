@@ -434,7 +434,11 @@ pub fn listening(rx: &std::sync::mpsc::Receiver<String>, want: &[&str]) -> HashM
             .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
             .unwrap_or_else(|_| panic!("no `listening on` line for every one of {want:?}; got {at:?}"));
         if let Some((kind, addr)) = line.split_once("listening on ").and_then(|(_, r)| r.split_once(' ')) {
-            let addr = addr.split_whitespace().next().unwrap_or(addr);
+            // The address ends where the message does (human or JSON log line).
+            let end = addr
+                .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
+                .unwrap_or(addr.len());
+            let addr = &addr[..end];
             at.insert(kind.to_string(), addr.to_string());
         }
     }
