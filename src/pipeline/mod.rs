@@ -110,22 +110,37 @@ pub fn map_frame(mapper: &Mapper, f: &RawFrame, out: &mut Vec<u8>) -> crate::ecs
     }
 }
 
-fn mapping_thread(opts: Options, mut rx: mpsc::Receiver<Vec<RawFrame>>, tx: mpsc::Sender<Mapped>) {
+/// Map a batch into `m`'s buffers (emptied first).
+fn map_batch(mapper: &Mapper, batch: Vec<RawFrame>, m: &mut Mapped) {
+    m.out.clear();
+    m.items.clear();
+    for f in batch {
+        let r = map_frame(mapper, &f, &mut m.out);
+        m.items.push(Item {
+            dataset: r.dataset,
+            id: r.id,
+            end: m.out.len(),
+            error: r.error,
+            token: f.token,
+        });
+    }
+}
+
+fn mapping_thread(
+    opts: Options,
+    mut rx: mpsc::Receiver<Vec<RawFrame>>,
+    tx: mpsc::Sender<Mapped>,
+    spare: std::sync::mpsc::Receiver<Mapped>,
+) {
     let mapper = Mapper::new(opts);
     while let Some(batch) = rx.blocking_recv() {
-        let mut out = Vec::with_capacity(batch.len() * 1536);
-        let mut items = Vec::with_capacity(batch.len());
-        for f in batch {
-            let m = map_frame(&mapper, &f, &mut out);
-            items.push(Item {
-                dataset: m.dataset,
-                id: m.id,
-                end: out.len(),
-                error: m.error,
-                token: f.token,
-            });
-        }
-        if tx.blocking_send(Mapped { out, items }).is_err() {
+        // Buffers come back from the collector once delivered: no fresh pages per batch.
+        let mut m = spare.try_recv().unwrap_or_else(|_| Mapped {
+            out: Vec::with_capacity(batch.len() * 2048),
+            items: Vec::with_capacity(batch.len()),
+        });
+        map_batch(&mapper, batch, &mut m);
+        if tx.blocking_send(m).is_err() {
             return;
         }
     }
@@ -150,17 +165,20 @@ pub async fn run<S: Sink>(
     let max_inflight = settings.max_inflight.max(1);
     let mut to_map = Vec::with_capacity(n);
     let mut from_map = Vec::with_capacity(n);
+    let mut spares = Vec::with_capacity(n);
     let mut threads = Vec::with_capacity(n);
     for i in 0..n {
         let (btx, brx) = mpsc::channel::<Vec<RawFrame>>(2);
         let (mtx, mrx) = mpsc::channel::<Mapped>(2);
+        let (stx, srx) = std::sync::mpsc::channel::<Mapped>();
         let o = opts.clone();
         let h = std::thread::Builder::new()
             .name(format!("wafstream-map-{i}"))
-            .spawn(move || mapping_thread(o, brx, mtx))
+            .spawn(move || mapping_thread(o, brx, mtx, srx))
             .map_err(|_| PipelineError::MapperStopped)?;
         to_map.push(btx);
         from_map.push(mrx);
+        spares.push(stx);
         threads.push(h);
     }
     // Dead letters for documents the destination refuses are written here.
@@ -178,11 +196,15 @@ pub async fn run<S: Sink>(
         let take = !closed && in_map < max_batches && waiting.len() < max_inflight;
         tokio::select! {
             biased;
-            m = from_map[collected % n].recv(), if in_map > 0 => {
+            m = recv_at(&mut from_map, collected), if in_map > 0 => {
                 let Some(m) = m else { break Err(PipelineError::MapperStopped) };
+                let spare = &spares[collected % n.max(1)];
                 collected += 1;
-                if let Err(e) = deliver(m, sink, &mut waiting, &mut s).await {
-                    break Err(e);
+                match deliver(m, sink, &mut waiting, &mut s).await {
+                    Ok(m) => {
+                        let _ = spare.send(m);
+                    }
+                    Err(e) => break Err(e),
                 }
             }
             r = front(&mut waiting), if !waiting.is_empty() => {
@@ -238,6 +260,15 @@ fn finish<T>(
     r
 }
 
+/// The next mapped batch: batch `i` comes from thread `i mod N`.
+async fn recv_at(from_map: &mut [mpsc::Receiver<Mapped>], i: usize) -> Option<Mapped> {
+    let n = from_map.len();
+    match from_map.get_mut(i % n.max(1)) {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The verdict of the oldest output (waits for it).
 async fn front(waiting: &mut VecDeque<Waiting>) -> Result<Delivery, SinkError> {
     match waiting.front_mut() {
@@ -246,16 +277,17 @@ async fn front(waiting: &mut VecDeque<Waiting>) -> Result<Delivery, SinkError> {
     }
 }
 
-/// Hand a mapped batch's outputs to the sink, in order, then write them through.
+/// Hand a mapped batch's outputs to the sink, in order, then write them through. Returns the
+/// batch's buffers, emptied, for reuse.
 async fn deliver<S: Sink>(
-    m: Mapped,
+    mut m: Mapped,
     sink: &S,
     waiting: &mut VecDeque<Waiting>,
     s: &mut Summary,
-) -> Result<(), PipelineError> {
+) -> Result<Mapped, PipelineError> {
     let mut start = 0;
     let mut ready = Vec::new();
-    for item in m.items {
+    for item in m.items.drain(..) {
         let body = &m.out[start..item.end];
         start = item.end;
         if item.dataset.is_some() {
@@ -288,7 +320,7 @@ async fn deliver<S: Sink>(
         t.settle();
         s.settled += 1;
     }
-    Ok(())
+    Ok(m)
 }
 
 /// A frame's output has its verdict: settle the token, after sending a refused document to the
