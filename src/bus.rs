@@ -114,12 +114,75 @@ impl Token {
     }
 }
 
-pub type Sender = mpsc::Sender<RawFrame>;
-pub type Receiver = mpsc::Receiver<RawFrame>;
+/// Frames travel in batches: one channel operation (and at most one wake-up of the core) per
+/// batch instead of per frame. A source batches what it has at hand — the frames of one read, of
+/// one poll — and sends it before it waits for more, so batching adds no latency.
+pub type Batch = Vec<RawFrame>;
+pub type Sender = mpsc::Sender<Batch>;
+pub type Receiver = mpsc::Receiver<Batch>;
 
-/// A bounded bus of `capacity` frames.
+/// Most frames a source puts in one batch.
+pub const BATCH: usize = 256;
+
+/// A bounded bus holding about `capacity` frames: `capacity / BATCH` batches (at least 4).
+/// Under load batches are full, so the bound holds; a trickle of one-frame batches holds less.
 pub fn channel(capacity: usize) -> (Sender, Receiver) {
-    mpsc::channel(capacity.max(1))
+    mpsc::channel((capacity / BATCH).max(4))
+}
+
+/// Collects a source's frames into batches of up to [`BATCH`].
+pub struct Batcher {
+    tx: Sender,
+    buf: Batch,
+}
+
+/// The core is gone (shutting down).
+#[derive(Debug)]
+pub struct Closed;
+
+impl Batcher {
+    pub fn new(tx: Sender) -> Self {
+        Batcher {
+            tx,
+            buf: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Add a frame; a full batch is sent (waiting for room: backpressure).
+    pub async fn push(&mut self, f: RawFrame) -> Result<(), Closed> {
+        self.buf.push(f);
+        if self.buf.len() >= BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Send what is batched (call before waiting for more input).
+    pub async fn flush(&mut self) -> Result<(), Closed> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let b = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH));
+        self.tx.send(b).await.map_err(|_| Closed)
+    }
+
+    /// [`Batcher::push`] from a thread outside the runtime.
+    pub fn push_blocking(&mut self, f: RawFrame) -> Result<(), Closed> {
+        self.buf.push(f);
+        if self.buf.len() >= BATCH {
+            self.flush_blocking()?;
+        }
+        Ok(())
+    }
+
+    /// [`Batcher::flush`] from a thread outside the runtime.
+    pub fn flush_blocking(&mut self) -> Result<(), Closed> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let b = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH));
+        self.tx.blocking_send(b).map_err(|_| Closed)
+    }
 }
 
 /// Milliseconds since the epoch, now.

@@ -48,7 +48,7 @@ pub(super) fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
         threads: args.threads.unwrap_or_else(pipeline::default_threads).max(1),
         ..pipeline::Settings::default()
     };
-    let (tx, rx) = bus::channel(4096);
+    let (tx, rx) = bus::channel(16 * bus::BATCH);
     let mismatches = Arc::new(AtomicU64::new(0));
     let reader = {
         let mismatches = mismatches.clone();
@@ -61,9 +61,10 @@ pub(super) fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
             .name("wafstream-read".into())
             .spawn(move || -> anyhow::Result<()> {
                 let now = bus::now_ms();
+                let mut tx = bus::Batcher::new(tx);
                 for (name, r) in readers {
-                    let read =
-                        read_one(&name, r, &keys, limits, cap, now, &tx).with_context(|| format!("reading {name}"))?;
+                    let read = read_one(&name, r, &keys, limits, cap, now, &mut tx)
+                        .with_context(|| format!("reading {name}"))?;
                     if read.checksum_mismatch {
                         mismatches.fetch_add(1, Ordering::Relaxed);
                     }
@@ -102,7 +103,7 @@ fn read_one(
     limits: Limits,
     cap: usize,
     now: i64,
-    tx: &bus::Sender,
+    tx: &mut bus::Batcher,
 ) -> io::Result<imperva_file::Read> {
     let (input, source): (&'static str, Option<Arc<str>>) = if name == "-" {
         ("stdin", None)
@@ -123,9 +124,9 @@ fn read_one(
             max_line_bytes: cap,
             limit_name: "--max-line-bytes",
         };
-        return Ok(imperva_file::frames(bytes, keys, limits, &origin, |f| {
-            tx.blocking_send(f).is_ok()
-        }));
+        let read = imperva_file::frames(bytes, keys, limits, &origin, |f| tx.push_blocking(f).is_ok());
+        let _ = tx.flush_blocking();
+        return Ok(read);
     }
     let mut cutter = LineCutter::new(0, cap);
     let mut cols = Columns::default();
@@ -152,11 +153,12 @@ fn read_one(
                 w3c: cols.current(),
                 ..RawFrame::default()
             };
-            if tx.blocking_send(frame).is_err() {
+            if tx.push_blocking(frame).is_err() {
                 return Ok(imperva_file::Read::default());
             }
         }
         if n == 0 {
+            let _ = tx.flush_blocking();
             return Ok(imperva_file::Read::default());
         }
     }

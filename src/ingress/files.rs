@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::Stats;
 use super::imperva_file::{self, Origin};
 use super::lines::{Columns, LineCutter};
-use crate::bus::{Progress, RawFrame, Sender, Token, now_ms};
+use crate::bus::{Batcher, Progress, RawFrame, Sender, Token, now_ms};
 use crate::container::{self, KeyStore};
 
 /// What to read and where to keep progress.
@@ -195,6 +195,7 @@ fn identity(md: &std::fs::Metadata) -> String {
 /// settled what was sent.
 pub fn run(cfg: Config, cps: Checkpoints, bus: Sender, stats: Arc<Stats>, stop: Arc<AtomicBool>) -> FinalSave {
     let keys = KeyStore::new(cfg.keys_dir.clone().unwrap_or_else(|| PathBuf::from("keys")));
+    let mut bus = Batcher::new(bus);
     let mut tracked: HashMap<String, Tracked> = HashMap::new();
     let mut buf = vec![0u8; READ];
     loop {
@@ -203,8 +204,8 @@ pub fn run(cfg: Config, cps: Checkpoints, bus: Sender, stats: Arc<Stats>, stop: 
         let mut open = true;
         for t in tracked.values_mut() {
             let ok = match &mut t.kind {
-                Kind::Tail { .. } => read_tail(t, &cfg, &bus, &stats, &mut buf),
-                Kind::Whole { .. } => read_whole(t, &cfg, &keys, &bus, &stats),
+                Kind::Tail { .. } => read_tail(t, &cfg, &mut bus, &stats, &mut buf),
+                Kind::Whole { .. } => read_whole(t, &cfg, &keys, &mut bus, &stats),
             };
             if !ok {
                 open = false;
@@ -364,7 +365,7 @@ fn columns_before(file: &mut File, offset: u64, cap: usize) -> Columns {
 }
 
 /// Send the complete lines written since the last poll. Returns false when the bus is closed.
-fn read_tail(t: &mut Tracked, cfg: &Config, bus: &Sender, stats: &Stats, buf: &mut [u8]) -> bool {
+fn read_tail(t: &mut Tracked, cfg: &Config, bus: &mut Batcher, stats: &Stats, buf: &mut [u8]) -> bool {
     let Kind::Tail {
         file,
         read_to,
@@ -414,7 +415,7 @@ fn read_tail(t: &mut Tracked, cfg: &Config, bus: &Sender, stats: &Stats, buf: &m
                 ..RawFrame::default()
             };
             // Waiting here is the backpressure when the bus is full.
-            if bus.blocking_send(frame).is_err() {
+            if bus.push_blocking(frame).is_err() {
                 return false;
             }
         }
@@ -422,11 +423,11 @@ fn read_tail(t: &mut Tracked, cfg: &Config, bus: &Sender, stats: &Stats, buf: &m
             break;
         }
     }
-    true
+    bus.flush_blocking().is_ok()
 }
 
 /// Read a whole file once its size held still for a poll. Returns false when the bus is closed.
-fn read_whole(t: &mut Tracked, cfg: &Config, keys: &KeyStore, bus: &Sender, stats: &Stats) -> bool {
+fn read_whole(t: &mut Tracked, cfg: &Config, keys: &KeyStore, bus: &mut Batcher, stats: &Stats) -> bool {
     let Kind::Whole {
         size_seen,
         skip_through,
@@ -470,9 +471,10 @@ fn read_whole(t: &mut Tracked, cfg: &Config, keys: &KeyStore, bus: &Sender, stat
         if f.truncated_from.is_some() {
             stats.truncated.fetch_add(1, Ordering::Relaxed);
         }
-        open = bus.blocking_send(f).is_ok();
+        open = bus.push_blocking(f).is_ok();
         open
     });
+    open = open && bus.flush_blocking().is_ok();
     if read.checksum_mismatch {
         stats.checksum_mismatches.fetch_add(1, Ordering::Relaxed);
     }

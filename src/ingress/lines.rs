@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::parse::{W3cFields, w3c};
 
@@ -114,12 +114,15 @@ impl LineCutter {
                 None => return None,
             };
             let start = self.offset;
-            let mut line = self.pending.split_to(take).freeze();
-            self.offset += take as u64;
-            line.truncate(body_len);
-            if line.last() == Some(&b'\r') {
-                line.truncate(line.len() - 1);
+            let mut body = &self.pending[..body_len];
+            if body.last() == Some(&b'\r') {
+                body = &body[..body.len() - 1];
             }
+            // Each line gets its own bytes: a frame then never holds a whole read buffer alive
+            // across threads, and this buffer is reused in place.
+            let mut line = Bytes::copy_from_slice(body);
+            self.pending.advance(take);
+            self.offset += take as u64;
             if line.is_empty() {
                 continue;
             }

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{Semaphore, watch};
 
-use crate::bus::{RawFrame, Sender, now_ms};
+use crate::bus::{Batcher, RawFrame, Sender, now_ms};
 use framing::{Framer, Mode};
 
 /// Ingress limits (defaults match what SecureSphere users configure).
@@ -210,6 +210,7 @@ async fn connection<S: AsyncRead + Unpin>(
     let mut framer = Framer::new(Mode::Auto, limits.max_message_bytes);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let peer_s: Arc<str> = peer.to_string().into();
+    let mut bus = Batcher::new(bus);
     loop {
         let read = tokio::select! {
             r = tokio::time::timeout(limits.idle_timeout, stream.read_buf(&mut buf)) => r,
@@ -240,7 +241,7 @@ async fn connection<S: AsyncRead + Unpin>(
                         ..RawFrame::default()
                     };
                     // Waiting here is the backpressure: we stop reading this socket.
-                    if bus.send(frame).await.is_err() {
+                    if bus.push(frame).await.is_err() {
                         return;
                     }
                 }
@@ -248,9 +249,14 @@ async fn connection<S: AsyncRead + Unpin>(
                 Err(e) => {
                     stats.framing_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%peer, error = %e, "framing error; closing the connection");
+                    let _ = bus.flush().await;
                     return;
                 }
             }
+        }
+        // Everything this read gave goes out before the next read waits.
+        if bus.flush().await.is_err() {
+            return;
         }
         if eof {
             // A last message without its newline is still a message.
@@ -258,7 +264,7 @@ async fn connection<S: AsyncRead + Unpin>(
                 let bytes = buf.split().freeze();
                 stats.frames.fetch_add(1, Ordering::Relaxed);
                 let _ = bus
-                    .send(RawFrame {
+                    .push(RawFrame {
                         bytes,
                         received_ms: now_ms(),
                         input,
@@ -266,6 +272,7 @@ async fn connection<S: AsyncRead + Unpin>(
                         ..RawFrame::default()
                     })
                     .await;
+                let _ = bus.flush().await;
             }
             return;
         }
@@ -307,7 +314,7 @@ pub async fn serve_udp(
             truncated_from: cut.then_some(end),
             ..RawFrame::default()
         };
-        if bus.try_send(frame).is_err() {
+        if bus.try_send(vec![frame]).is_err() {
             stats.udp_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

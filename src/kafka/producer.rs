@@ -86,7 +86,7 @@ pub async fn publish(
     let mut inflight: VecDeque<(DeliveryFuture, Token)> = VecDeque::new();
     loop {
         // Deliveries are settled as they complete, also while no frame comes in.
-        let frame = tokio::select! {
+        let batch = tokio::select! {
             biased;
             r = front(&mut inflight), if !inflight.is_empty() => {
                 if let Some((_, token)) = inflight.pop_front() {
@@ -99,32 +99,34 @@ pub async fn publish(
                 None => break,
             },
         };
-        let headers = raw_headers(&frame, tz.as_deref());
-        let key = frame.peer.as_deref().unwrap_or_default();
-        loop {
-            let rec = FutureRecord::to(&topic)
-                .payload(&frame.bytes[..])
-                .key(key.as_bytes())
-                .headers(headers.clone());
-            match producer.send_result(rec) {
-                Ok(delivery) => {
-                    inflight.push_back((delivery, frame.token.clone()));
-                    break;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    // Backpressure: settle the oldest delivery (or wait a moment), then retry.
-                    match tokio::time::timeout(Duration::from_millis(50), front(&mut inflight)).await {
-                        Ok(r) => {
-                            if let Some((_, token)) = inflight.pop_front() {
-                                count(&stats, r, token, &topic)?;
-                            }
-                        }
-                        Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        for frame in batch {
+            let headers = raw_headers(&frame, tz.as_deref());
+            let key = frame.peer.as_deref().unwrap_or_default();
+            loop {
+                let rec = FutureRecord::to(&topic)
+                    .payload(&frame.bytes[..])
+                    .key(key.as_bytes())
+                    .headers(headers.clone());
+                match producer.send_result(rec) {
+                    Ok(delivery) => {
+                        inflight.push_back((delivery, frame.token.clone()));
+                        break;
                     }
-                }
-                Err((e, _)) => {
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
-                    anyhow::bail!("producing to {topic} failed: {e}");
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // Backpressure: settle the oldest delivery (or wait a moment), then retry.
+                        match tokio::time::timeout(Duration::from_millis(50), front(&mut inflight)).await {
+                            Ok(r) => {
+                                if let Some((_, token)) = inflight.pop_front() {
+                                    count(&stats, r, token, &topic)?;
+                                }
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                        }
+                    }
+                    Err((e, _)) => {
+                        stats.failed.fetch_add(1, Ordering::Relaxed);
+                        anyhow::bail!("producing to {topic} failed: {e}");
+                    }
                 }
             }
         }

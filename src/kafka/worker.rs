@@ -231,7 +231,7 @@ async fn run_with<S: Sink>(
         })?;
     consumer.subscribe(&[cfg.raw_topic.as_str()])?;
     let consumer = Arc::new(consumer);
-    let (tx, rx) = bus::channel(cfg.max_inflight.max(1));
+    let (tx, rx) = bus::channel(cfg.max_inflight.max(bus::BATCH));
     let stop = Arc::new(AtomicBool::new(false));
     let source = {
         let (consumer, counts, stop) = (consumer.clone(), counts.clone(), stop.clone());
@@ -364,13 +364,29 @@ fn consume(
     let mut lanes: HashMap<i32, Arc<dyn Progress>> = HashMap::new();
     let mut recent = Recent::default();
     let (mut consumed, mut first, mut last) = (0u64, None::<Instant>, None::<Instant>);
+    let mut tx = bus::Batcher::new(tx);
+    let mut batched = 0usize;
     while !stop.load(Ordering::Relaxed) {
         if let (Some(idle), Some(l)) = (exit_when_idle, last) {
             if l.elapsed() >= idle {
                 break;
             }
         }
-        let m = match consumer.poll(Duration::from_millis(100)) {
+        // Records already fetched are taken without waiting; the batch goes out before a poll
+        // that may wait.
+        let m = match consumer.poll(Duration::ZERO) {
+            Some(m) => Some(m),
+            None => {
+                if batched > 0 {
+                    batched = 0;
+                    if tx.flush_blocking().is_err() {
+                        break;
+                    }
+                }
+                consumer.poll(Duration::from_millis(100))
+            }
+        };
+        let m = match m {
             None => continue,
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "consume");
@@ -398,9 +414,11 @@ fn consume(
         counts.unsettled.fetch_add(1, Ordering::AcqRel);
         let f = frame(&m, &mut recent, Token::new(lane, m.offset() as u64));
         drop(m);
-        if tx.blocking_send(f).is_err() {
+        batched += 1;
+        if tx.push_blocking(f).is_err() {
             break;
         }
     }
+    let _ = tx.flush_blocking();
     (consumed, first, last)
 }

@@ -215,14 +215,16 @@ pub async fn run<S: Sink>(
             }
             f = frames.recv(), if take => match f {
                 None => closed = true,
-                Some(f) => {
-                    let mut batch = Vec::with_capacity(batch_max);
-                    batch.push(f);
+                Some(mut batch) => {
+                    // Small batches waiting behind this one join it, up to the batch size.
                     while batch.len() < batch_max {
                         match frames.try_recv() {
-                            Ok(f) => batch.push(f),
+                            Ok(more) => batch.extend(more),
                             Err(_) => break,
                         }
+                    }
+                    if batch.is_empty() {
+                        continue;
                     }
                     s.frames += batch.len() as u64;
                     if to_map[dispatched % n].send(batch).await.is_err() {
@@ -463,8 +465,12 @@ mod tests {
             };
             let (tx, rx) = crate::bus::channel(100);
             let feeder = tokio::spawn(async move {
-                for f in input {
-                    tx.send(f).await.unwrap();
+                // Batches of every size, as sources send them.
+                let mut input = input.into_iter().peekable();
+                let mut k = 0;
+                while input.peek().is_some() {
+                    k += 1;
+                    tx.send(input.by_ref().take(k % 300 + 1).collect()).await.unwrap();
                 }
             });
             let sink = Shuffled {
@@ -531,9 +537,7 @@ mod tests {
         let mut input = frames(40, &order);
         input[20].bytes = bytes::Bytes::from_static(b"FAIL not an event");
         let (tx, rx) = crate::bus::channel(100);
-        for f in input {
-            tx.send(f).await.unwrap();
-        }
+        tx.send(input).await.unwrap();
         drop(tx);
         let settings = Settings {
             threads: 2,
