@@ -10,8 +10,8 @@
 #   formatted only the first time, so stopping and starting again on the same DATA_DIR keeps
 #   topics, messages and committed offsets. Ready when server.log says "Kafka Server started".
 # - The script execs java: its PID is the broker's, SIGTERM stops it cleanly (1-3 s).
-# - A watchdog stops the broker when WATCH_PID (default: the parent process) is gone, so a test
-#   binary that exits without stopping it (statics are never dropped) leaves no broker behind.
+# - A watchdog (watchdog.sh) stops the broker when WATCH_PID (default: the parent process) is
+#   gone, so a test binary that exits without stopping it leaves no broker behind.
 # - The jars come from WAFSTREAM_KAFKA (the lib dir install-kafka.sh prints), else from running
 #   install-kafka.sh. JVM flags: WAFSTREAM_KAFKA_JVM_OPTS (default: a small test heap, C1 only).
 set -euo pipefail
@@ -82,31 +82,7 @@ if [ ! -f "$data/log/meta.properties" ]; then
     >"$data/format.log" 2>&1 || { cat "$data/format.log" >&2; exit 1; }
 fi
 
-# The watchdog: a process start time (field 22 of /proc/PID/stat) tells a live process from a
-# later one that reused its PID; a zombie (state Z) counts as gone.
-started() {
-  local s
-  s="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-  # shellcheck disable=SC2086
-  set -- ${s##*) }
-  [ "$1" != Z ] || return 1
-  echo "${20}"
-}
-self=$$
-self_start="$(started $self)"
-watch_start="$(started "$watch" || echo gone)"
-(
-  trap '' TERM INT HUP
-  alive() { [ "$(started "$1" 2>/dev/null || echo gone)" = "$2" ]; }
-  while alive $self "$self_start"; do
-    if ! alive "$watch" "$watch_start"; then
-      kill -TERM $self 2>/dev/null || exit 0
-      for _ in $(seq 20); do alive $self "$self_start" || exit 0; sleep 0.5; done
-      kill -KILL $self 2>/dev/null
-      exit 0
-    fi
-    sleep 1
-  done
-) </dev/null >/dev/null 2>&1 &
-
+# shellcheck source=tests/services/watchdog.sh
+. "$here/watchdog.sh"
+start_watchdog "$watch"
 exec "${java_cmd[@]}" kafka.Kafka "$data/server.properties"
