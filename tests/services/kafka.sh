@@ -11,8 +11,9 @@
 #   topics, messages and committed offsets. Ready when server.log says "Kafka Server started".
 # - The script execs java: its PID is the broker's, SIGTERM stops it cleanly (1-3 s).
 # - A watchdog (watchdog.sh) stops the broker when WATCH_PID (default: the parent process) is
-#   gone, so a test binary that exits without stopping it leaves no broker behind.
-# - The jars come from WAFSTREAM_KAFKA (the lib dir install-kafka.sh prints), else from running
+#   gone, so a test binary that exits without stopping it leaves no broker behind; with
+#   WAFSTREAM_SERVICE_CLEANUP=1 it then also removes DATA_DIR.
+# - The jars come from WAFSTREAM_KAFKA_LIB (the lib dir install-kafka.sh prints), else from running
 #   install-kafka.sh. JVM flags: WAFSTREAM_KAFKA_JVM_OPTS (default: a small test heap, C1 only).
 set -euo pipefail
 if [ $# -lt 3 ]; then
@@ -24,7 +25,7 @@ port="$2"
 cport="$3"
 watch="${4:-$PPID}"
 here="$(cd "$(dirname "$0")" && pwd)"
-lib="${WAFSTREAM_KAFKA:-$(bash "$here/install-kafka.sh")}"
+lib="${WAFSTREAM_KAFKA_LIB:-$(bash "$here/install-kafka.sh")}"
 # -Xmx128m needs the log cleaner's dedupe buffer cut to 8 MiB (set below), or the broker dies at
 # start with an OutOfMemoryError; C1 only: ready in ~7 s instead of ~12 s on 2 loaded cores.
 jvm_opts="${WAFSTREAM_KAFKA_JVM_OPTS:--Xms128m -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1}"
@@ -84,5 +85,5 @@ fi
 
 # shellcheck source=tests/services/watchdog.sh
 . "$here/watchdog.sh"
-start_watchdog "$watch"
+start_watchdog "$watch" "${WAFSTREAM_SERVICE_CLEANUP:+$data}"
 exec "${java_cmd[@]}" kafka.Kafka "$data/server.properties"
