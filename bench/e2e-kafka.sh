@@ -16,7 +16,13 @@ threads="${THREADS:-1}"; cpus="${CPUS:-0}"
 cargo build --release --quiet
 tmp="$(mktemp -d)"
 broker=""
-trap 'kill ${ingress:-} 2>/dev/null; [ -n "$broker" ] && kill $broker 2>/dev/null && wait $broker 2>/dev/null; rm -rf "$tmp"' EXIT
+cleanup() {
+  set +e
+  [ -n "${ingress:-}" ] && kill "$ingress" 2>/dev/null
+  [ -n "$broker" ] && kill "$broker" 2>/dev/null && wait "$broker" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 # A copy, so another build in the same target dir cannot swap the binary mid-run.
 cp "${CARGO_TARGET_DIR:-target}/release/wafstream" "$tmp/wafstream"
 bin="$tmp/wafstream"
