@@ -203,11 +203,21 @@ pub fn spawn_with_stderr(mut cmd: Command) -> (std::process::Child, std::sync::m
 pub struct Noida {
     child: std::process::Child,
     pub url: String,
-    _dir: tempfile::TempDir,
+    bin: std::ffi::OsString,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Noida {
     fn drop(&mut self) {
+        // `noida-db start` is a launcher; the server it starts outlives a killed launcher, so
+        // stop the server first.
+        let _ = std::process::Command::new(&self.bin)
+            .arg("down")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -227,7 +237,7 @@ pub fn noida() -> Option<Noida> {
         .expect("addr")
         .port();
     let dir = tempfile::tempdir().expect("tempdir");
-    let child = std::process::Command::new(bin)
+    let child = std::process::Command::new(&bin)
         .args([
             "start",
             "--only",
@@ -251,7 +261,8 @@ pub fn noida() -> Option<Noida> {
     Some(Noida {
         child,
         url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
+        bin,
+        dir,
     })
 }
 
