@@ -1,29 +1,59 @@
 #!/usr/bin/env bash
-# One worker's throughput against a local Kafka-protocol broker (tansu, in memory): the raw
-# topic is filled through `wafstream ingress` (TCP), then one `wafstream worker` maps it all and
-# exits when idle; it reports events/s over its active time (first record consumed → last
-# output acknowledged). Counts are checked so a broken run cannot pass for a fast one.
-#   bench/e2e-kafka.sh                  # 200k Cloud WAF lines, 4 raw partitions
+# One worker's throughput against a local broker: Apache Kafka 4.4.0 (single-node KRaft, started
+# by tests/services/kafka.sh; the default) or tansu 0.6.0 in memory (BROKER=tansu, for
+# comparison). The raw topic is filled through `wafstream ingress` (TCP), then one
+# `wafstream worker` maps it all and exits when idle; it reports events/s over its active time
+# (first record consumed → last output acknowledged). Counts are checked so a broken run cannot
+# pass for a fast one.
+#   bench/e2e-kafka.sh                  # 200k Cloud WAF lines, 4 raw partitions, Apache Kafka
 #   LINES=500000 KIND=mixed bench/e2e-kafka.sh
+#   BROKER=tansu bench/e2e-kafka.sh
 #   THREADS=2 CPUS=0,1 bench/e2e-kafka.sh   # the worker maps on two threads over two cores
 set -euo pipefail
 cd "$(dirname "$0")/.."
-lines="${LINES:-200000}"; kind="${KIND:-cloud-waf}"; parts="${PARTITIONS:-4}"
+lines="${LINES:-200000}"; kind="${KIND:-cloud-waf}"; parts="${PARTITIONS:-4}"; broker_kind="${BROKER:-kafka}"
 threads="${THREADS:-1}"; cpus="${CPUS:-0}"
 cargo build --release --quiet
-bin=target/release/wafstream
-tansu="$(bash tests/services/install-tansu.sh)"
 tmp="$(mktemp -d)"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-  --storage-engine memory://tansu/ >"$tmp/tansu.log" 2>&1 &
-broker=$!
-trap 'kill $broker 2>/dev/null; kill ${ingress:-} 2>/dev/null; rm -rf "$tmp"' EXIT
-for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
-for t in raw ss cloud dlq; do
-  p=1; [ $t = raw ] && p=$parts
-  "$tansu" topic create --broker "tcp://127.0.0.1:$port" --partitions $p $t >/dev/null
-done
+broker=""
+cleanup() {
+  set +e
+  [ -n "${ingress:-}" ] && kill "$ingress" 2>/dev/null
+  [ -n "$broker" ] && kill "$broker" 2>/dev/null && wait "$broker" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+# A copy, so another build in the same target dir cannot swap the binary mid-run.
+cp "${CARGO_TARGET_DIR:-target}/release/wafstream" "$tmp/wafstream"
+bin="$tmp/wafstream"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+t0=$(date +%s.%N)
+case "$broker_kind" in
+  kafka)
+    lib="$(bash tests/services/install-kafka.sh)"
+    # A benchmark broker: a larger heap and the full JIT (the tests' defaults favour start time).
+    WAFSTREAM_KAFKA_LIB="$lib" WAFSTREAM_KAFKA_JVM_OPTS="${WAFSTREAM_KAFKA_JVM_OPTS:--Xms512m -Xmx512m}" \
+      bash tests/services/kafka.sh "$tmp/kafka" "$port" "$(free_port)" $$ >"$tmp/kafka.out" 2>&1 &
+    broker=$!
+    for _ in $(seq 1200); do grep -qs "Kafka Server started" "$tmp/kafka/server.log" && break; sleep 0.1; done
+    grep -qs "Kafka Server started" "$tmp/kafka/server.log" || { cat "$tmp/kafka.out"; tail -50 "$tmp/kafka/server.log"; exit 1; }
+    java -cp "$lib/*" tests/services/kafka/CreateTopics.java "127.0.0.1:$port" raw:$parts ss:1 cloud:1 dlq:1
+    ;;
+  tansu)
+    tansu="$(bash tests/services/install-tansu.sh)"
+    "$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+      --storage-engine memory://tansu/ >"$tmp/tansu.log" 2>&1 &
+    broker=$!
+    for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+    for t in raw ss cloud dlq; do
+      p=1; [ $t = raw ] && p=$parts
+      "$tansu" topic create --broker "tcp://127.0.0.1:$port" --partitions $p $t >/dev/null
+    done
+    ;;
+  *) echo "BROKER=$broker_kind: kafka or tansu" >&2; exit 2 ;;
+esac
+echo "$broker_kind broker ready with topics in $(printf '%.1f' "$(echo "$(date +%s.%N) - $t0" | bc)") s" >&2
 "$bin" generate --kind "$kind" --count "$lines" > "$tmp/lines"
 "$bin" ingress --brokers 127.0.0.1:$port --raw-topic raw --listen-tcp 127.0.0.1:0 --listen-udp off 2>"$tmp/ingress.log" &
 ingress=$!
@@ -37,5 +67,5 @@ grep -q "$lines frames published, 0 failed" "$tmp/ingress.log" || { cat "$tmp/in
   --topic-securesphere ss --topic-cloud-waf cloud --dlq-topic dlq --group bench --exit-when-idle-ms 3000 \
   2>"$tmp/worker.log"
 grep -q "worker consumed $lines, " "$tmp/worker.log" || { cat "$tmp/worker.log"; exit 1; }
-echo "$kind, $lines lines, $parts raw partitions, worker on $threads mapping thread(s) pinned to cpu(s) $cpus, peak RSS $(( $(cat "$tmp/rss") / 1024 )) MiB:"
+echo "$kind, $lines lines, $parts raw partitions, $broker_kind broker, worker on $threads mapping thread(s) pinned to cpu(s) $cpus, peak RSS $(( $(cat "$tmp/rss") / 1024 )) MiB:"
 grep "worker consumed" "$tmp/worker.log"

@@ -1,6 +1,10 @@
-//! The Elasticsearch sink against an in-test server that answers in Elasticsearch 8's `_bulk`
-//! response shape, for what a real cluster rarely does on demand: per-item 429s, mapping
-//! refusals, 409 conflicts, whole-request 503s and a server that is down for a while.
+//! The Elasticsearch sink against a real engine, OpenSearch 2.19 (one node for this test binary,
+//! `tests/support/services.rs`): data streams from es-setup's templates, `_bulk` `create` with
+//! the deterministic `_id` (201, then 409 on redelivery), mapping refusals. And against an
+//! in-test server that answers in Elasticsearch 8's `_bulk` response shape, for what a real
+//! cluster rarely does on demand: per-item 429s, whole-request 503s and a server that is down
+//! for a while; and against noida-db (an Elasticsearch 8 imitation) for es-setup's requests,
+//! whose `flattened` type only Elasticsearch has.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -178,43 +182,98 @@ async fn whole_request_storms_and_a_server_that_comes_late_lose_nothing() {
     assert_eq!(seen.docs.lock().unwrap().len(), 10);
 }
 
+/// `n` documents as the mappers write them (an `@timestamp`, which data streams require).
+async fn send_timestamped(sink: &ElasticsearchSink, n: usize) -> Vec<Result<Delivery, String>> {
+    let mut acks = Vec::new();
+    for i in 0..n {
+        let id = format!("doc-{i}");
+        let body = format!(
+            r#"{{"@timestamp":"2024-01-01T00:00:{:02}.000Z","message":"event {i}","source":{{"ip":"203.0.113.{}"}}}}"#,
+            i % 60,
+            i % 250 + 1
+        );
+        let ds = if i % 2 == 0 {
+            Some(Dataset::SecureSphere)
+        } else {
+            Some(Dataset::CloudWaf)
+        };
+        acks.push(
+            sink.send(Output {
+                dataset: ds,
+                id: &id,
+                body: body.as_bytes(),
+                error: None,
+            })
+            .await
+            .expect("send"),
+        );
+    }
+    let mut out = Vec::new();
+    for a in acks {
+        out.push(
+            tokio::time::timeout(Duration::from_secs(60), a)
+                .await
+                .expect("ack in time"),
+        );
+    }
+    out
+}
+
 #[tokio::test]
-async fn real_elasticsearch_api_counts_idempotence_and_refusals() {
-    let Some(es) = support::noida() else { return };
+async fn opensearch_data_streams_count_idempotence_and_refusals() {
+    let Some(os) = support::services::opensearch() else {
+        return;
+    };
+    os.install_wafstream_templates();
+    let ns = support::services::unique_namespace();
     let client = elasticsearch::client(None).expect("client");
     let cfg = Config {
         flush_interval: Duration::from_millis(20),
         max_batch_docs: 100,
-        ..config(&es.url)
+        namespace: ns.clone(),
+        ..config(&os.url)
     };
     let sink = ElasticsearchSink::start(cfg.clone(), client.clone());
     let n = 300;
-    let acks = send_all(&sink, n).await;
+    let acks = send_timestamped(&sink, n).await;
     assert!(
         acks.iter().all(|a| *a == Ok(Delivery::Accepted)),
         "{:?}",
         acks.iter().find(|a| **a != Ok(Delivery::Accepted))
     );
-    let ss = "logs-imperva.securesphere-default";
-    let cw = "logs-imperva_cloud_waf.event-default";
-    assert_eq!(
-        support::count(&client, &es.url, ss).await + support::count(&client, &es.url, cw).await,
-        n as u64
-    );
-    // The same documents again (a redelivery): 409s, counted as written, nothing added.
-    let acks = send_all(&sink, n).await;
-    assert!(acks.iter().all(|a| *a == Ok(Delivery::Accepted)));
-    assert_eq!(
-        support::count(&client, &es.url, ss).await + support::count(&client, &es.url, cw).await,
-        n as u64
-    );
-    // A document the index cannot take (`message` is text there; an object here) comes back
-    // refused with the server's reason, the others are written.
+    let ss = format!("logs-imperva.securesphere-{ns}");
+    let cw = format!("logs-imperva_cloud_waf.event-{ns}");
+    let counted = |os: &support::services::OpenSearch| os.count(&ss) + os.count(&cw);
+    assert_eq!(counted(os), n as u64);
+    assert_eq!(sink.stats().written.load(Ordering::Relaxed), n as u64);
+    // Data streams, made by the index templates, with their ECS types.
+    let (_, ds) = os.request("GET", &format!("/_data_stream/{ss}"), None);
+    assert_eq!(ds["data_streams"][0]["template"], "logs-imperva.securesphere", "{ds}");
+    let (_, m) = os.request("GET", &format!("/{ss}/_mapping/field/source.ip"), None);
+    assert!(m.to_string().contains(r#""type":"ip""#), "{m}");
+    // The same documents again (a redelivery): 409 per item, counted as already written.
+    let acks = send_timestamped(&sink, n).await;
+    assert!(acks.iter().all(|a| *a == Ok(Delivery::Accepted)), "{acks:?}");
+    assert_eq!(counted(os), n as u64);
+    assert_eq!(sink.stats().already_written.load(Ordering::Relaxed), n as u64);
+    // Documents the data stream cannot take come back refused with the engine's reason; the
+    // others in the same request are written.
     let mut acks = Vec::new();
     for (id, body) in [
-        ("x-1", r#"{"message":"fine"}"#),
-        ("x-2", r#"{"message":{"nested":true}}"#),
-        ("x-3", r#"{"message":"fine too"}"#),
+        ("x-1", r#"{"@timestamp":"2024-01-02T00:00:00Z","message":"fine"}"#),
+        // `message` is match_only_text: an object does not fit.
+        (
+            "x-2",
+            r#"{"@timestamp":"2024-01-02T00:00:00Z","message":{"nested":true}}"#,
+        ),
+        // An ip field that is not an address.
+        (
+            "x-3",
+            r#"{"@timestamp":"2024-01-02T00:00:00Z","source":{"ip":"not an address"}}"#,
+        ),
+        // Data streams need @timestamp.
+        ("x-4", r#"{"message":"no timestamp"}"#),
+        ("x-5", r#"{"@timestamp":"2024-01-02T00:00:00Z","message":"fine too"}"#),
     ] {
         let out = Output {
             dataset: Some(Dataset::SecureSphere),
@@ -229,16 +288,51 @@ async fn real_elasticsearch_api_counts_idempotence_and_refusals() {
         results.push(a.await.map_err(|e| e.to_string()));
     }
     assert_eq!(results[0], Ok(Delivery::Accepted));
-    assert_eq!(results[2], Ok(Delivery::Accepted));
-    match &results[1] {
-        Ok(Delivery::Rejected { reason, .. }) => assert!(reason.contains("HTTP 400"), "{reason}"),
-        other => panic!("{other:?}"),
+    assert_eq!(results[4], Ok(Delivery::Accepted));
+    for (i, want) in [
+        (1, "mapper_parsing_exception"),
+        (2, "mapper_parsing_exception"),
+        (3, "HTTP 400"),
+    ] {
+        match &results[i] {
+            Ok(Delivery::Rejected { reason, .. }) => {
+                assert!(reason.contains("HTTP 400") && reason.contains(want), "{reason}")
+            }
+            other => panic!("x-{}: {other:?}", i + 1),
+        }
     }
-    assert_eq!(support::count(&client, &es.url, ss).await, (n / 2 + 2) as u64);
+    assert_eq!(os.count(&ss), (n / 2 + 2) as u64);
+    assert_eq!(sink.stats().rejected.load(Ordering::Relaxed), 3);
 }
 
 #[tokio::test]
-async fn es_setup_installs_templates_and_can_run_again() {
+#[ignore = "product incompatibility: es-setup maps JSON header fields as `flattened`, which OpenSearch 2.19 refuses: PUT /_component_template/wafstream-ecs-mappings -> 400 mapper_parsing_exception \"No handler for type [flattened] declared on field [headers]\" (OpenSearch's type is `flat_object`)"]
+async fn es_setup_on_opensearch_installs_templates_and_can_run_again() {
+    let Some(os) = support::services::opensearch() else {
+        return;
+    };
+    for _ in 0..2 {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wafstream"))
+            .args(["es-setup", "--es-url", &os.url])
+            .output()
+            .expect("es-setup");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let (_, it) = os.request("GET", "/_index_template/logs-imperva.securesphere", None);
+    assert_eq!(
+        it["index_templates"][0]["index_template"]["composed_of"][0],
+        "wafstream-ecs-mappings"
+    );
+    assert_eq!(
+        it["index_templates"][0]["index_template"]["data_stream"],
+        serde_json::json!({})
+    );
+}
+
+/// es-setup's requests as Elasticsearch 8 takes them (noida-db keeps what it is given; the
+/// `flattened` type is Elasticsearch's only, see the OpenSearch test above).
+#[tokio::test]
+async fn es_setup_installs_templates_in_elasticsearch_8_and_can_run_again() {
     let Some(es) = support::noida() else { return };
     for _ in 0..2 {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_wafstream"))

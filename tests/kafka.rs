@@ -1,45 +1,25 @@
-//! The Kafka pipeline against a real Kafka-protocol broker (tansu, installed by
-//! `tests/services/install-tansu.sh`, path in `WAFSTREAM_TANSU`): syslog in over TCP/UDP →
-//! `wafstream ingress` → raw topic → `wafstream worker` → dataset topics and DLQ; a worker
-//! killed mid-run and replaced loses nothing; a second worker takes partitions and nothing is
-//! lost. Each test starts its own broker on a free 127.0.0.1 port with fresh topics.
+//! The Kafka pipeline against Apache Kafka 4.4.0 (one KRaft broker for this test binary,
+//! `tests/support/services.rs`; installed by `tests/services/install-kafka.sh`, lib dir in
+//! `WAFSTREAM_KAFKA_LIB`): syslog in over TCP/UDP/TLS → `wafstream ingress` → raw topic →
+//! `wafstream worker` → dataset topics and DLQ (or OpenSearch); a worker killed mid-run and
+//! replaced loses nothing; workers joining and leaving while traffic flows lose nothing; the
+//! broker stopped for 30 s mid-stream and restarted on its data loses nothing. Each test has its
+//! own topics and groups.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::{TcpStream, UdpSocket};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::Message;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 mod support;
 
-fn tansu() -> Option<PathBuf> {
-    match std::env::var_os("WAFSTREAM_TANSU") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                panic!("WAFSTREAM_TANSU not set: run the suite with tests/suite.sh");
-            }
-            eprintln!("SKIPPED: WAFSTREAM_TANSU not set (tests/suite.sh installs tansu and sets it)");
-            None
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use support::services::{self, Kafka, unique};
 
 struct Proc(Child);
 
@@ -50,40 +30,6 @@ impl Drop for Proc {
     }
 }
 
-struct Broker {
-    _proc: Proc,
-    addr: String,
-}
-
-fn broker(bin: &PathBuf) -> Broker {
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start tansu");
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Broker {
-        _proc: Proc(child),
-        addr,
-    }
-}
-
 struct Topics {
     raw: String,
     ss: String,
@@ -91,39 +37,21 @@ struct Topics {
     dlq: String,
 }
 
-fn topics(b: &Broker, tag: &str, raw_partitions: i32) -> Topics {
+/// Fresh topics for one test: the raw topic with `raw_partitions`, the others with one.
+fn topics(k: &Kafka, tag: &str, raw_partitions: i32) -> Topics {
     let t = Topics {
-        raw: format!("raw-{tag}"),
-        ss: format!("ss-{tag}"),
-        cloud: format!("cloud-{tag}"),
-        dlq: format!("dlq-{tag}"),
+        raw: unique(&format!("raw-{tag}")),
+        ss: unique(&format!("ss-{tag}")),
+        cloud: unique(&format!("cloud-{tag}")),
+        dlq: unique(&format!("dlq-{tag}")),
     };
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &b.addr)
-        .create()
-        .expect("admin");
-    let new = [
-        NewTopic::new(&t.raw, raw_partitions, TopicReplication::Fixed(1)),
-        NewTopic::new(&t.ss, 1, TopicReplication::Fixed(1)),
-        NewTopic::new(&t.cloud, 1, TopicReplication::Fixed(1)),
-        NewTopic::new(&t.dlq, 1, TopicReplication::Fixed(1)),
-    ];
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    let res = rt
-        .block_on(admin.create_topics(&new, &AdminOptions::new()))
-        .expect("create topics");
-    for r in res {
-        r.expect("topic created");
-    }
+    k.create_topics(&[(&t.raw, raw_partitions), (&t.ss, 1), (&t.cloud, 1), (&t.dlq, 1)]);
     t
 }
 
 /// Start a wafstream role with common broker/topic arguments; returns the process and a
 /// receiver of its stderr lines.
-fn wafstream(role: &str, b: &Broker, t: &Topics, extra: &[&str]) -> (Proc, std::sync::mpsc::Receiver<String>) {
+fn wafstream(role: &str, b: &Kafka, t: &Topics, extra: &[&str]) -> (Proc, std::sync::mpsc::Receiver<String>) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wafstream"));
     cmd.arg(role).args(["--brokers", &b.addr, "--raw-topic", &t.raw]);
     if role == "worker" {
@@ -165,10 +93,10 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(b: &Broker, topics: &[&str]) -> Reader {
+    fn new(b: &Kafka, topics: &[&str]) -> Reader {
         let c: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &b.addr)
-            .set("group.id", format!("reader-{}", free_port()))
+            .set("group.id", unique("reader"))
             .set("auto.offset.reset", "earliest")
             .set("enable.auto.commit", "false")
             .set("session.timeout.ms", "6000")
@@ -193,7 +121,7 @@ impl Reader {
     }
 }
 
-fn read_all(b: &Broker, topics: &[&str], want: usize, secs: u64) -> Vec<(String, serde_json::Value)> {
+fn read_all(b: &Kafka, topics: &[&str], want: usize, secs: u64) -> Vec<(String, serde_json::Value)> {
     Reader::new(b, topics).until(want, secs).to_vec()
 }
 
@@ -215,8 +143,7 @@ fn cloud_line(i: usize) -> String {
 
 #[test]
 fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
-    let Some(bin) = tansu() else { return };
-    let b = broker(&bin);
+    let Some(b) = services::kafka() else { return };
     let t = topics(&b, "e2e", 3);
     let pki_dir = tempfile::tempdir().expect("tempdir");
     assert!(support::pki(pki_dir.path()), "openssl could not make the test PKI");
@@ -337,9 +264,9 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
     assert_eq!(ss["event"]["timezone"], "+0200");
 }
 
-fn produce_raw(b: &Broker, topic: &str, lines: &[String]) {
+fn produce_raw(addr: &str, topic: &str, lines: &[String]) {
     let p: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &b.addr)
+        .set("bootstrap.servers", addr)
         .set("linger.ms", "5")
         .create()
         .expect("producer");
@@ -375,11 +302,10 @@ fn numbered(n: usize) -> Vec<String> {
 
 #[test]
 fn worker_killed_mid_run_and_restarted_loses_nothing() {
-    let Some(bin) = tansu() else { return };
-    let b = broker(&bin);
+    let Some(b) = services::kafka() else { return };
     let t = topics(&b, "restart", 3);
     let n = 3000;
-    produce_raw(&b, &t.raw, &numbered(n));
+    produce_raw(&b.addr, &t.raw, &numbered(n));
     let (mut first, _r1) = wafstream("worker", &b, &t, &["--group", "g-restart", "--max-inflight", "50"]);
     // Let it get part of the way, then kill it without warning.
     let mut reader = Reader::new(&b, &[&t.cloud]);
@@ -398,40 +324,45 @@ fn worker_killed_mid_run_and_restarted_loses_nothing() {
 }
 
 #[test]
-fn second_worker_joins_and_shares_partitions_without_loss() {
-    let Some(bin) = tansu() else { return };
-    let b = broker(&bin);
+fn workers_join_and_leave_while_traffic_flows_without_loss_or_repeats() {
+    let Some(b) = services::kafka() else { return };
     let t = topics(&b, "rebalance", 4);
+    let group = unique("g-reb");
     let n = 8000;
     let lines = numbered(n);
-    let (mut a, arx) = wafstream("worker", &b, &t, &["--group", "g-reb", "--max-inflight", "20"]);
-    // Records keep arriving while the second worker joins, so partitions are revoked from a
-    // worker that is busy with them.
+    let (mut a, arx) = wafstream("worker", &b, &t, &["--group", &group, "--max-inflight", "20"]);
+    // Records keep arriving while a second worker joins and then the first one leaves, so
+    // partitions move away from workers that are busy with them.
     let (addr, raw) = (b.addr.clone(), t.raw.clone());
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sent2 = sent.clone();
     let feeder = std::thread::spawn(move || {
-        let b = Broker {
-            _proc: Proc(Command::new("true").spawn().expect("placeholder")),
-            addr,
-        };
         for chunk in lines.chunks(n / 40) {
-            produce_raw(&b, &raw, chunk);
+            produce_raw(&addr, &raw, chunk);
+            sent2.fetch_add(chunk.len(), std::sync::atomic::Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(200));
         }
     });
     std::thread::sleep(Duration::from_secs(2));
-    let (mut c, crx) = wafstream("worker", &b, &t, &["--group", "g-reb", "--max-inflight", "20"]);
+    let (mut c, crx) = wafstream("worker", &b, &t, &["--group", &group, "--max-inflight", "20"]);
+    let joined_at = sent.load(std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(3));
+    // The first worker leaves (SIGTERM: it drains, commits and leaves the group).
+    let left_at = sent.load(std::sync::atomic::Ordering::SeqCst);
+    sigterm(&mut a);
     feeder.join().expect("feeder");
+    eprintln!("second worker joined after {joined_at} records, first left after {left_at} of {n}");
+    assert!(left_at < n, "traffic was still flowing when the first worker left");
     let got = read_all(&b, &[&t.cloud], n, 120);
     let seen = ids(&got);
-    sigterm(&mut a);
     sigterm(&mut c);
-    assert_eq!(seen.len(), n, "nothing lost across the rebalance");
+    assert_eq!(seen.len(), n, "nothing lost across the rebalances");
     // In-flight outputs are settled and committed before partitions move: nothing repeats.
-    assert_eq!(got.len(), n, "outputs repeated across the rebalance");
+    assert_eq!(got.len(), n, "outputs repeated across the rebalances");
     let consumed = |rx: &std::sync::mpsc::Receiver<String>| -> u64 {
         let mut last = 0;
         while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
-            if let Some(rest) = l.strip_prefix("wafstream: worker consumed ") {
+            if let Some((_, rest)) = l.split_once("worker consumed ") {
                 eprintln!("{l}");
                 last = rest.split(',').next().and_then(|x| x.trim().parse().ok()).unwrap_or(0);
             }
@@ -440,20 +371,25 @@ fn second_worker_joins_and_shares_partitions_without_loss() {
     };
     let (ca, cc) = (consumed(&arx), consumed(&crx));
     assert!(ca > 0 && cc > 0, "both workers consumed: {ca} and {cc}");
+    assert_eq!(ca + cc, n as u64, "each raw record consumed once: {ca} + {cc}");
+    // Everything is committed: the group's offsets are at the raw topic's ends.
+    let committed: i64 = b.committed(&group, &t.raw).values().sum();
+    assert_eq!(committed, n as i64);
 }
 
 #[test]
-fn worker_sends_documents_to_elasticsearch_and_dead_letters_to_kafka() {
-    let Some(bin) = tansu() else { return };
-    let Some(es) = support::noida() else { return };
-    let b = broker(&bin);
+fn worker_sends_documents_to_opensearch_data_streams_and_dead_letters_to_kafka() {
+    let Some(b) = services::kafka() else { return };
+    let Some(es) = services::opensearch() else { return };
+    es.install_wafstream_templates();
     let t = topics(&b, "es", 2);
+    let ns = services::unique_namespace();
     let n = 500;
     let mut lines: Vec<String> = (0..n)
         .map(|i| if i % 2 == 0 { ss_line(i) } else { cloud_line(i) })
         .collect();
     lines.push("not an imperva event".into());
-    produce_raw(&b, &t.raw, &lines);
+    produce_raw(&b.addr, &t.raw, &lines);
     let (mut w, wrx) = wafstream(
         "worker",
         &b,
@@ -463,6 +399,8 @@ fn worker_sends_documents_to_elasticsearch_and_dead_letters_to_kafka() {
             "g-es",
             "--es-url",
             &es.url,
+            "--namespace",
+            &ns,
             "--es-flush-interval-ms",
             "50",
             "--exit-when-idle-ms",
@@ -475,26 +413,27 @@ fn worker_sends_documents_to_elasticsearch_and_dead_letters_to_kafka() {
     let summary: Vec<String> = std::iter::from_fn(|| wrx.recv_timeout(Duration::from_secs(1)).ok()).collect();
     assert_eq!(dead.len(), 1, "{summary:?}");
     assert_eq!(dead[0].1["event"]["original"], "not an imperva event");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    let client = wafstream::sink::elasticsearch::client(None).expect("client");
-    let (ss, cw) = rt.block_on(async {
-        (
-            support::count(&client, &es.url, "logs-imperva.securesphere-default").await,
-            support::count(&client, &es.url, "logs-imperva_cloud_waf.event-default").await,
-        )
-    });
-    assert_eq!((ss, cw), (n as u64 / 2, n as u64 / 2), "{summary:?}");
+    let (ss_ds, cw_ds) = (
+        format!("logs-imperva.securesphere-{ns}"),
+        format!("logs-imperva_cloud_waf.event-{ns}"),
+    );
+    assert_eq!(
+        (es.count(&ss_ds), es.count(&cw_ds)),
+        (n as u64 / 2, n as u64 / 2),
+        "{summary:?}"
+    );
+    // They are data streams (the templates matched), with the ECS types of the templates.
+    let (_, ds) = es.request("GET", &format!("/_data_stream/{ss_ds}"), None);
+    assert_eq!(ds["data_streams"][0]["name"], ss_ds.as_str(), "{ds}");
+    let (_, m) = es.request("GET", &format!("/{cw_ds}/_mapping/field/source.ip"), None);
+    assert!(m.to_string().contains(r#""type":"ip""#), "{m}");
     // Nothing went to the dataset topics.
     assert!(read_all(&b, &[&t.ss, &t.cloud], 1, 3).is_empty());
 }
 
 #[test]
 fn a_document_elasticsearch_refuses_is_dead_lettered_with_the_reason() {
-    let Some(bin) = tansu() else { return };
-    let b = broker(&bin);
+    let Some(b) = services::kafka() else { return };
     let t = topics(&b, "es-refuse", 1);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -512,7 +451,7 @@ fn a_document_elasticsearch_refuses_is_dead_lettered_with_the_reason() {
     });
     let (url, seen) = rt.block_on(support::start(policy, std::sync::Arc::new(|_| None)));
     let n = 20;
-    produce_raw(&b, &t.raw, &(0..n).map(cloud_line).collect::<Vec<_>>());
+    produce_raw(&b.addr, &t.raw, &(0..n).map(cloud_line).collect::<Vec<_>>());
     let (mut w, _wrx) = wafstream(
         "worker",
         &b,
@@ -538,4 +477,136 @@ fn a_document_elasticsearch_refuses_is_dead_lettered_with_the_reason() {
         serde_json::from_str(dead[0].1["event"]["original"].as_str().expect("original")).expect("the document");
     assert_eq!(original["data_stream"]["dataset"], "imperva_cloud_waf.event");
     assert_eq!(seen.docs.lock().expect("lock").len(), n);
+}
+
+/// The `siteid=N` a numbered line carries, from a raw record's bytes.
+fn raw_site_id(payload: &[u8]) -> String {
+    let text = String::from_utf8_lossy(payload);
+    let at = text.rfind("siteid=").expect("a numbered line");
+    text[at + 7..].trim().to_string()
+}
+
+#[test]
+fn broker_stopped_30s_mid_stream_and_restarted_loses_nothing() {
+    // Nobody else may use the broker while it is down.
+    let Some(b) = services::kafka_exclusive() else { return };
+    let t = topics(&b, "outage", 3);
+    let group = unique("g-outage");
+    let (mut ingress, irx) = wafstream(
+        "ingress",
+        &b,
+        &t,
+        &["--listen-tcp", "127.0.0.1:0", "--listen-udp", "off"],
+    );
+    let tcp = support::listening(&irx, &["tcp"]).remove("tcp").expect("tcp");
+    let (mut worker, wrx) = wafstream("worker", &b, &t, &["--group", &group, "--metrics-addr", "127.0.0.1:0"]);
+    let wmetrics = support::listening(&wrx, &["metrics"])
+        .remove("metrics")
+        .expect("metrics");
+    // A sender writing ~200 lines/s to the ingress until told to stop; during the outage the
+    // ingress keeps taking them (its producer queues, then TCP backpressure).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (stop2, sent2) = (stop.clone(), sent.clone());
+    let feeder = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(&tcp).expect("tcp");
+        let mut i = 0;
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            writeln!(s, "{} siteid={i}", cloud_line(i)).expect("write");
+            i += 1;
+            sent2.store(i, std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    let docs = "wafstream_documents_total{dataset=\"imperva_cloud_waf.event\"}";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while support::sample(&support::http(&wmetrics, "GET", "/metrics").1, docs).unwrap_or(0.0) < 300.0 {
+        assert!(Instant::now() < deadline, "no documents before the outage");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The broker goes away for 30 s mid-stream, then comes back on its data dir.
+    b.stop();
+    let before = sent.load(std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(30));
+    let during = sent.load(std::sync::atomic::Ordering::SeqCst) - before;
+    let took = b.start();
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    feeder.join().expect("feeder");
+    let n = sent.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!(
+        "outage: {before} lines before, {during} during the 30 s, {n} in all; broker back in {:.1} s",
+        took.as_secs_f64()
+    );
+    assert!(during > 0, "the sender was blocked for the whole outage");
+    // Every line ends up as a document (repeats allowed, nothing missing).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let out = loop {
+        let out = b.read_to_end(&t.cloud);
+        let seen: HashSet<String> = out
+            .iter()
+            .filter_map(|r| {
+                r.json()["imperva_cloud_waf"]["event"]["extensions"]["site"]["id"]
+                    .as_str()
+                    .map(str::to_string)
+            })
+            .collect();
+        if seen.len() == n || Instant::now() > deadline {
+            assert_eq!(seen.len(), n, "documents for every line sent");
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    sigterm(&mut ingress);
+    sigterm(&mut worker);
+    let ingress_report: Vec<String> = irx.try_iter().collect();
+    assert!(
+        ingress_report
+            .iter()
+            .any(|l| l.contains(&format!("{n} frames published, 0 failed"))),
+        "{ingress_report:?}"
+    );
+    // The raw topic holds every line once (the ingress's producer is idempotent).
+    let raw = b.read_to_end(&t.raw);
+    let raw_ids: HashSet<String> = raw.iter().map(|r| raw_site_id(&r.payload)).collect();
+    assert_eq!(raw_ids.len(), n, "every line in the raw topic");
+    eprintln!(
+        "raw records {} for {n} lines; documents {} ({} repeated)",
+        raw.len(),
+        out.len(),
+        out.len() - n
+    );
+    assert_eq!(raw.len(), n, "the idempotent ingress producer wrote no line twice");
+    // Repeats can only come from offsets not yet committed; at the end everything is.
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    for r in &raw {
+        let e = ends.entry(r.partition).or_default();
+        *e = (*e).max(r.offset + 1);
+    }
+    assert_eq!(
+        b.committed(&group, &t.raw),
+        ends,
+        "the group committed the whole raw topic"
+    );
+}
+
+#[test]
+fn a_new_consumer_group_gets_its_partitions_in_seconds() {
+    let Some(b) = services::kafka() else { return };
+    let topic = unique("join");
+    b.create_topics(&[(&topic, 4)]);
+    for round in ["first", "second"] {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &b.addr)
+            .set("group.id", unique("join"))
+            .create()
+            .expect("consumer");
+        let t0 = Instant::now();
+        c.subscribe(&[&topic]).expect("subscribe");
+        while c.assignment().map(|a| a.count()).unwrap_or(0) < 4 {
+            assert!(t0.elapsed() < Duration::from_secs(20), "no assignment in 20 s");
+            let _ = c.poll(Duration::from_millis(20));
+        }
+        eprintln!("{round} new group joined in {:.2} s", t0.elapsed().as_secs_f64());
+    }
 }

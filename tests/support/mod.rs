@@ -14,6 +14,8 @@ use rand::rngs::StdRng;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::{Pkcs1v15Encrypt, RsaPrivateKey, RsaPublicKey};
 
+pub mod services;
+
 pub const KEY_ID: &str = "7";
 
 /// A 2048-bit key from a fixed seed, so runs are reproducible.
@@ -201,11 +203,21 @@ pub fn spawn_with_stderr(mut cmd: Command) -> (std::process::Child, std::sync::m
 pub struct Noida {
     child: std::process::Child,
     pub url: String,
-    _dir: tempfile::TempDir,
+    bin: std::ffi::OsString,
+    dir: tempfile::TempDir,
 }
 
 impl Drop for Noida {
     fn drop(&mut self) {
+        // `noida-db start` is a launcher; the server it starts outlives a killed launcher, so
+        // stop the server first.
+        let _ = std::process::Command::new(&self.bin)
+            .arg("down")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -213,7 +225,7 @@ impl Drop for Noida {
 
 pub fn noida() -> Option<Noida> {
     let Some(bin) = std::env::var_os("WAFSTREAM_NOIDA") else {
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        if services::required() {
             panic!("WAFSTREAM_NOIDA not set: run the suite with tests/suite.sh");
         }
         eprintln!("SKIPPED: WAFSTREAM_NOIDA not set (tests/suite.sh installs noida-db and sets it)");
@@ -225,7 +237,7 @@ pub fn noida() -> Option<Noida> {
         .expect("addr")
         .port();
     let dir = tempfile::tempdir().expect("tempdir");
-    let child = std::process::Command::new(bin)
+    let child = std::process::Command::new(&bin)
         .args([
             "start",
             "--only",
@@ -249,7 +261,8 @@ pub fn noida() -> Option<Noida> {
     Some(Noida {
         child,
         url: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
+        bin,
+        dir,
     })
 }
 
@@ -428,11 +441,15 @@ pub async fn start(items: ItemPolicy, whole: RequestPolicy) -> (String, Arc<Seen
 /// kind → address, once every kind in `want` has been seen (at most 20 s).
 pub fn listening(rx: &std::sync::mpsc::Receiver<String>, want: &[&str]) -> HashMap<String, String> {
     let mut at = HashMap::new();
+    let mut other = Vec::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while want.iter().any(|k| !at.contains_key(*k)) {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-            .unwrap_or_else(|_| panic!("no `listening on` line for every one of {want:?}; got {at:?}"));
+            .unwrap_or_else(|_| {
+                panic!("no `listening on` line for every one of {want:?}; got {at:?}; stderr: {other:?}")
+            });
+        other.push(line.clone());
         if let Some((kind, addr)) = line.split_once("listening on ").and_then(|(_, r)| r.split_once(' ')) {
             // The address ends where the message does (human or JSON log line).
             let end = addr
