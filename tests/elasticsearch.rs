@@ -213,7 +213,8 @@ async fn send_timestamped(sink: &ElasticsearchSink, n: usize) -> Vec<Result<Deli
         out.push(
             tokio::time::timeout(Duration::from_secs(60), a)
                 .await
-                .expect("ack in time"),
+                .expect("ack in time")
+                .map_err(|e| e.to_string()),
         );
     }
     out

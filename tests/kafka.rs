@@ -610,3 +610,89 @@ fn a_new_consumer_group_gets_its_partitions_in_seconds() {
         eprintln!("{round} new group joined in {:.2} s", t0.elapsed().as_secs_f64());
     }
 }
+
+/// The files `parse` maps, sent by `ingress --file` through the raw topic to a worker, give
+/// the same documents: W3C columns (from a directive and from an Imperva file header), the file
+/// name and line, and whole Imperva files (plain, zlib, gzip, encrypted) cross Kafka intact.
+#[test]
+fn ingress_files_through_kafka_give_the_documents_parse_gives() {
+    let Some(k) = services::kafka() else { return };
+    let t = topics(&k, "files", 3);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (dir, keys) = (tmp.path().join("in"), tmp.path().join("keys"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let events = support::inputs::input_files(&dir, &keys);
+    let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    names.sort();
+    let parsed = Command::new(env!("CARGO_BIN_EXE_wafstream"))
+        .args(["parse", "--emit-id", "--keys-dir"])
+        .arg(&keys)
+        .args(&names)
+        .output()
+        .expect("parse");
+    assert_eq!(
+        parsed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&parsed.stderr)
+    );
+    let from_parse = support::inputs::by_id(
+        String::from_utf8_lossy(&parsed.stdout)
+            .lines()
+            .map(support::inputs::json),
+    );
+    assert_eq!(from_parse.len(), events);
+
+    let glob = dir.join("*").display().to_string();
+    let keys_s = keys.display().to_string();
+    let cp = tmp.path().join("checkpoint.json").display().to_string();
+    let ingress_args = [
+        "--listen-tcp",
+        "off",
+        "--listen-udp",
+        "off",
+        "--file-poll-ms",
+        "100",
+        "--file",
+        &glob,
+        "--keys-dir",
+        &keys_s,
+        "--checkpoint",
+        &cp,
+    ];
+    let (mut ingress, _irx) = wafstream("ingress", &k, &t, &ingress_args);
+    let group = unique("g-files");
+    let (mut worker, _wrx) = wafstream("worker", &k, &t, &["--group", &group, "--emit-id", "--threads", "2"]);
+    let got = read_all(&k, &[&t.ss, &t.cloud, &t.dlq], events, 90);
+    sigterm(&mut ingress);
+    sigterm(&mut worker);
+    assert!(got.iter().all(|(topic, _)| topic != &t.dlq), "dead letters: {got:?}");
+    let from_worker = support::inputs::by_id(got.into_iter().map(|(_, v)| v));
+    assert_eq!(from_worker.len(), events);
+    for (id, doc) in &from_parse {
+        assert_eq!(
+            Some(doc),
+            from_worker.get(id),
+            "document {id} differs between parse and ingress + worker"
+        );
+    }
+    // The ingress's checkpoint says every whole file is done (acknowledged by the broker).
+    let cp: serde_json::Value = serde_json::from_slice(&std::fs::read(&cp).expect("checkpoint")).expect("json");
+    let files = cp["files"].as_object().expect("files");
+    assert_eq!(files.len(), names.len(), "{cp}");
+    for e in files.values() {
+        if e["whole"].as_bool() == Some(true) {
+            assert_eq!(e["done"], true, "{e}");
+        } else {
+            let path = e["path"].as_str().expect("path");
+            assert_eq!(
+                e["offset"].as_u64(),
+                Some(std::fs::metadata(path).expect("stat").len()),
+                "{e}"
+            );
+        }
+    }
+}

@@ -12,79 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::Comp;
+use support::inputs::{by_id, input_files, securesphere};
 
 mod support;
-
-const W3C: &str = "#Version: 1.0\n#Fields: date time c-ip cs-method cs-uri sc-status\n2024-01-20 10:00:00 198.51.100.1 GET a.example.com/ 200\n2024-01-20 10:00:01 198.51.100.2 POST a.example.com/login 403\n#Fields: c-ip cs-method cs-uri sc-status\n198.51.100.3 GET b.example.com/other 404\n";
-
-fn leef(i: usize) -> String {
-    format!(
-        "LEEF:2.0|Incapsula|SIEMintegration|0|SQL Injection|^|src=198.51.100.{i}^srcPort=5555^dst=203.0.113.9^dstPort=443^url=a.example.com/q{i}^cat=REQ_BLOCKED_SESSION^proto=HTTPS^calCountryOrRegion=FR\n"
-    )
-}
-
-fn securesphere(n: u64, seed: u64) -> String {
-    let mut s = String::new();
-    wafstream::generate::lines(wafstream::generate::Kind::SecureSphere, n, seed, &mut s);
-    s
-}
-
-/// Every kind of input file in `dir`, with the keys of the encrypted one under `keys`.
-/// Returns the number of events in them.
-fn input_files(dir: &Path, keys: &Path) -> usize {
-    let key = support::rsa_key(3);
-    support::write_key(keys, support::KEY_ID, &key);
-    let public = rsa::RsaPublicKey::from(&key);
-    // Cloud WAF ids come from fileId + start + end: each file gets its own file ids.
-    let cloud = |k: usize| support::cloud_lines(5).replace("fileId=", &format!("fileId={k}0"));
-    let w = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).expect("write input");
-    w("securesphere.log", securesphere(20, 1).as_bytes());
-    w("leef.log", (0..4).map(leef).collect::<String>().as_bytes());
-    w("w3c.log", W3C.as_bytes());
-    w(
-        "plain.imperva",
-        &support::container(cloud(1).as_bytes(), Comp::None, None, None),
-    );
-    w(
-        "zlib.imperva",
-        &support::container(cloud(2).as_bytes(), Comp::Zlib, None, None),
-    );
-    w(
-        "gzip.imperva",
-        &support::container(cloud(3).as_bytes(), Comp::Gzip, None, None),
-    );
-    w(
-        "encrypted.imperva",
-        &support::container(cloud(4).as_bytes(), Comp::Zlib, Some((&public, 32)), None),
-    );
-    w(
-        "w3c-header.imperva",
-        b"format:W3C\n#Fields: date time c-ip cs-method cs-uri sc-status\n|==|\n2024-01-20 10:00:00 198.51.100.7 GET a.example.com/x 200\n2024-01-20 10:00:02 198.51.100.8 GET a.example.com/y 500\n",
-    );
-    w("rotated.log.gz", &support::gzip(securesphere(6, 9).as_bytes()));
-    20 + 4 + 3 + 4 * 5 + 2 + 6
-}
-
-/// Documents keyed by `_id`, without the fields that depend on when they were received (an
-/// `@timestamp` of today is the receive time of an event without a device time).
-fn by_id(text: &str) -> BTreeMap<String, Value> {
-    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    text.lines()
-        .map(|l| {
-            let mut v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
-            if v["@timestamp"].as_str().is_some_and(|t| t.starts_with(&today)) {
-                v.as_object_mut().map(|o| o.remove("@timestamp"));
-            }
-            if let Some(event) = v.get_mut("event").and_then(Value::as_object_mut) {
-                event.remove("ingested");
-                event.remove("created");
-            }
-            let id = v["_id"].as_str().unwrap_or_else(|| panic!("no _id: {l}")).to_string();
-            (id, v)
-        })
-        .collect()
-}
 
 fn wafstream() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wafstream"))
@@ -128,7 +58,11 @@ fn parse_and_run_give_the_same_documents_for_line_files_and_whole_imperva_files(
         .expect("parse");
     let stderr = String::from_utf8_lossy(&parsed.stderr);
     assert_eq!(parsed.status.code(), Some(0), "{stderr}");
-    let from_parse = by_id(&String::from_utf8_lossy(&parsed.stdout));
+    let from_parse = by_id(
+        String::from_utf8_lossy(&parsed.stdout)
+            .lines()
+            .map(support::inputs::json),
+    );
     assert_eq!(from_parse.len(), events, "{stderr}");
 
     let out = tmp.path().join("run.ndjson");
@@ -160,7 +94,7 @@ fn parse_and_run_give_the_same_documents_for_line_files_and_whole_imperva_files(
     });
     sigterm(&run);
     assert!(run.wait().expect("wait").success());
-    let from_run = by_id(&text);
+    let from_run = by_id(text.lines().map(support::inputs::json));
     assert_eq!(from_run.len(), events);
     for (id, doc) in &from_parse {
         assert_eq!(

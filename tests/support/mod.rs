@@ -2,6 +2,8 @@
 //! here), CEF lines. Shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod inputs;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
