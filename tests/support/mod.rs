@@ -386,6 +386,19 @@ where
                 } else {
                     raw
                 };
+                // `GET /` (the sink's reachability probe) gets the cluster's greeting and is not
+                // a `_bulk` request: not counted, no policy.
+                if head.starts_with("get ") {
+                    let json = r#"{"name":"fault-server","version":{"number":"8.15.0"}}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{json}",
+                        json.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 let n = seen.requests.fetch_add(1, Ordering::Relaxed);
                 let (status, json) = match whole(n) {
                     Some(s) => (s, r#"{"error":"busy"}"#.to_string()),
