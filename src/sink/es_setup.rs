@@ -114,7 +114,48 @@ pub fn properties() -> Value {
     Value::Object(root)
 }
 
-/// The component template body.
+/// Which search engine a cluster runs: the mapping types differ (Elasticsearch's `flattened`
+/// is OpenSearch's `flat_object`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Elasticsearch,
+    OpenSearch,
+}
+
+impl Engine {
+    /// From the body of `GET /` (`version.distribution` is `opensearch` on OpenSearch).
+    pub fn from_root(root: &Value) -> Engine {
+        match root["version"]["distribution"].as_str() {
+            Some(d) if d.eq_ignore_ascii_case("opensearch") => Engine::OpenSearch,
+            _ => Engine::Elasticsearch,
+        }
+    }
+}
+
+/// The component template body for `engine`.
+pub fn component_template_for(engine: Engine) -> Value {
+    let mut t = component_template();
+    if engine == Engine::OpenSearch {
+        flattened_to(&mut t, "flat_object");
+    }
+    t
+}
+
+/// Every `{"type": "flattened"}` in a mapping becomes `{"type": <to>}`.
+fn flattened_to(v: &mut Value, to: &str) {
+    match v {
+        Value::Object(o) => {
+            if o.get("type").and_then(Value::as_str) == Some("flattened") {
+                o.insert("type".into(), Value::String(to.into()));
+            }
+            o.values_mut().for_each(|c| flattened_to(c, to));
+        }
+        Value::Array(a) => a.iter_mut().for_each(|c| flattened_to(c, to)),
+        _ => {}
+    }
+}
+
+/// The component template body (Elasticsearch's types).
 pub fn component_template() -> Value {
     json!({
         "template": {
@@ -140,19 +181,46 @@ pub fn index_template(pattern: &str) -> Value {
     })
 }
 
-async fn put(client: &reqwest::Client, host: &str, auth: &Auth, path: &str, body: &Value) -> anyhow::Result<()> {
-    let url = format!("{}/{path}", host.trim_end_matches('/'));
-    let mut req = client
-        .put(&url)
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    req = match auth {
+fn authed(req: reqwest::RequestBuilder, auth: &Auth) -> reqwest::RequestBuilder {
+    match auth {
         Auth::None => req,
         Auth::Basic { user, password } => req.basic_auth(user, Some(password)),
         Auth::ApiKey(k) => req.header("authorization", format!("ApiKey {k}")),
         Auth::Bearer(t) => req.bearer_auth(t),
+    }
+}
+
+/// Which engine `host` runs (`GET /`). A root the credentials may not read, or that does
+/// not say, is taken for Elasticsearch.
+pub async fn engine(client: &reqwest::Client, host: &str, auth: &Auth) -> Engine {
+    let url = format!("{}/", host.trim_end_matches('/'));
+    let root = match authed(client.get(&url), auth).send().await {
+        Ok(r) if r.status().is_success() => {
+            let text = r.text().await.unwrap_or_default();
+            serde_json::from_str(&text).unwrap_or(Value::Null)
+        }
+        Ok(r) => {
+            tracing::debug!(%url, status = %r.status(), "cannot read the cluster's root; assuming Elasticsearch");
+            Value::Null
+        }
+        Err(e) => {
+            tracing::debug!(%url, error = %e, "cannot read the cluster's root; assuming Elasticsearch");
+            Value::Null
+        }
     };
-    let resp = req.send().await.map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    Engine::from_root(&root)
+}
+
+async fn put(client: &reqwest::Client, host: &str, auth: &Auth, path: &str, body: &Value) -> anyhow::Result<()> {
+    let url = format!("{}/{path}", host.trim_end_matches('/'));
+    let req = client
+        .put(&url)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    let resp = authed(req, auth)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
     let status = resp.status();
     let text = resp.text().await.unwrap_or_default();
     if !status.is_success() {
@@ -167,15 +235,16 @@ pub async fn install(client: &reqwest::Client, hosts: &[String], auth: &Auth) ->
     for host in hosts {
         let mut done = Vec::new();
         let r: anyhow::Result<()> = async {
+            let engine = engine(client, host, auth).await;
             put(
                 client,
                 host,
                 auth,
                 &format!("_component_template/{COMPONENT}"),
-                &component_template(),
+                &component_template_for(engine),
             )
             .await?;
-            done.push(format!("component template {COMPONENT}"));
+            done.push(format!("component template {COMPONENT} ({engine:?} types)"));
             for (name, pattern) in INDEX_TEMPLATES {
                 put(
                     client,
@@ -201,6 +270,22 @@ pub async fn install(client: &reqwest::Client, hosts: &[String], auth: &Auth) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opensearch_gets_flat_object_where_elasticsearch_gets_flattened() {
+        let os = Engine::from_root(&json!({"version": {"distribution": "opensearch", "number": "2.19.1"}}));
+        assert_eq!(os, Engine::OpenSearch);
+        assert_eq!(
+            Engine::from_root(&json!({"version": {"number": "8.15.0"}})),
+            Engine::Elasticsearch
+        );
+        assert_eq!(Engine::from_root(&Value::Null), Engine::Elasticsearch);
+        let es = component_template_for(Engine::Elasticsearch).to_string();
+        let os = component_template_for(Engine::OpenSearch).to_string();
+        assert!(es.contains(r#""type":"flattened""#) && !es.contains("flat_object"));
+        assert!(os.contains(r#""type":"flat_object""#) && !os.contains("flattened"));
+        assert_eq!(es.matches("flattened").count(), os.matches("flat_object").count());
+    }
 
     #[test]
     fn types_follow_ecs() {

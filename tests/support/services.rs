@@ -522,18 +522,15 @@ impl OpenSearch {
         (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
     }
 
-    /// `wafstream es-setup`'s component and index templates, installed once per binary with
-    /// `flattened` mapped as OpenSearch's `flat_object`: es-setup itself sends `flattened`,
-    /// which OpenSearch 2.19 refuses (400 "No handler for type [flattened]"). Every other type
-    /// and the `data_stream` index templates are es-setup's own.
+    /// `wafstream es-setup`'s component and index templates for OpenSearch (`flat_object` where
+    /// Elasticsearch has `flattened`), installed once per binary.
     pub fn install_wafstream_templates(&self) {
         static DONE: OnceLock<()> = OnceLock::new();
         DONE.get_or_init(|| {
-            use wafstream::sink::es_setup::{COMPONENT, INDEX_TEMPLATES, component_template, index_template};
-            let component = component_template()
-                .to_string()
-                .replace(r#""type":"flattened""#, r#""type":"flat_object""#);
-            let component: serde_json::Value = serde_json::from_str(&component).expect("json");
+            use wafstream::sink::es_setup::{
+                COMPONENT, Engine, INDEX_TEMPLATES, component_template_for, index_template,
+            };
+            let component = component_template_for(Engine::OpenSearch);
             let (st, v) = self.request("PUT", &format!("/_component_template/{COMPONENT}"), Some(&component));
             assert_eq!(st, 200, "component template: {v}");
             for (name, pattern) in INDEX_TEMPLATES {
