@@ -9,11 +9,15 @@
 #   LINES=500000 KIND=mixed bench/e2e-kafka.sh
 #   BROKER=tansu bench/e2e-kafka.sh
 #   THREADS=2 CPUS=0,1 bench/e2e-kafka.sh   # the worker maps on two threads over two cores
+#   BIN=/path/to/other/wafstream bench/e2e-kafka.sh   # another build (e.g. an older commit;
+#                                                     # THREADS must stay unset before --threads)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines="${LINES:-200000}"; kind="${KIND:-cloud-waf}"; parts="${PARTITIONS:-4}"; broker_kind="${BROKER:-kafka}"
 threads="${THREADS:-1}"; cpus="${CPUS:-0}"
-cargo build --release --quiet
+# --threads exists since the pipeline core; older builds map on one thread whatever is asked.
+threads_arg=(--threads "$threads"); [ -n "${BIN:-}" ] && [ -z "${THREADS:-}" ] && threads_arg=()
+[ -n "${BIN:-}" ] || cargo build --release --quiet
 tmp="$(mktemp -d)"
 broker=""
 cleanup() {
@@ -24,7 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 # A copy, so another build in the same target dir cannot swap the binary mid-run.
-cp "${CARGO_TARGET_DIR:-target}/release/wafstream" "$tmp/wafstream"
+cp "${BIN:-${CARGO_TARGET_DIR:-target}/release/wafstream}" "$tmp/wafstream"
 bin="$tmp/wafstream"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
@@ -63,7 +67,7 @@ cat "$tmp/lines" > /dev/tcp/127.0.0.1/$iport
 sleep 1
 kill -TERM $ingress; wait $ingress || true
 grep -q "$lines frames published, 0 failed" "$tmp/ingress.log" || { cat "$tmp/ingress.log"; exit 1; }
-/usr/bin/time -f "%M" -o "$tmp/rss" taskset -c "$cpus" "$bin" worker --threads "$threads" --brokers 127.0.0.1:$port --raw-topic raw \
+/usr/bin/time -f "%M" -o "$tmp/rss" taskset -c "$cpus" "$bin" worker "${threads_arg[@]}" --brokers 127.0.0.1:$port --raw-topic raw \
   --topic-securesphere ss --topic-cloud-waf cloud --dlq-topic dlq --group bench --exit-when-idle-ms 3000 \
   2>"$tmp/worker.log"
 grep -q "worker consumed $lines, " "$tmp/worker.log" || { cat "$tmp/worker.log"; exit 1; }

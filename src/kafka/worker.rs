@@ -231,7 +231,10 @@ async fn run_with<S: Sink>(
         })?;
     consumer.subscribe(&[cfg.raw_topic.as_str()])?;
     let consumer = Arc::new(consumer);
-    let (tx, rx) = bus::channel(cfg.max_inflight.max(bus::BATCH));
+    // Frames waiting for the core: a few batches are enough to keep the mapping threads busy
+    // (the consumer's own fetch queue holds more); outputs awaiting acknowledgement are bounded
+    // by `max_inflight` in the core.
+    let (tx, rx) = bus::channel(8 * bus::BATCH);
     let stop = Arc::new(AtomicBool::new(false));
     let source = {
         let (consumer, counts, stop) = (consumer.clone(), counts.clone(), stop.clone());
