@@ -137,20 +137,7 @@ pub async fn drive<T>(
     shutdown: impl std::future::Future<Output = ()>,
     consume: impl std::future::Future<Output = T>,
 ) -> anyhow::Result<T> {
-    let consumer_done = tokio::sync::Notify::new();
-    let consume = async {
-        let r = consume.await;
-        consumer_done.notify_one();
-        r
-    };
-    let stopper = async {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = consumer_done.notified() => {}
-        }
-        sources.stop().await
-    };
-    let (saved, out) = tokio::join!(stopper, consume);
+    let (out, saved) = pipeline::until(shutdown, consume, || sources.stop()).await;
     if let Some(saved) = saved {
         saved.save()?;
     }

@@ -248,20 +248,8 @@ async fn run_with<S: Sink>(
         max_inflight: cfg.max_inflight.max(1),
         ..pipeline::Settings::default()
     };
-    let core_done = tokio::sync::Notify::new();
-    let core = async {
-        let r = pipeline::run(rx, opts, settings, sink).await;
-        core_done.notify_one();
-        r
-    };
-    let stopper = async {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = core_done.notified() => {}
-        }
-        stop.store(true, Ordering::Relaxed);
-    };
-    let (done, ()) = tokio::join!(core, stopper);
+    let core = pipeline::run(rx, opts, settings, sink);
+    let (done, ()) = pipeline::until(shutdown, core, || async { stop.store(true, Ordering::Relaxed) }).await;
     let (consumed, first, last) = tokio::task::spawn_blocking(move || source.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;

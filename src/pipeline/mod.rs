@@ -246,6 +246,30 @@ pub async fn run<S: Sink>(
     finish(result.map(|()| s), to_map, threads)
 }
 
+/// Run `consume` (the core, or the ingress's publisher) until `shutdown`, or until it ends on
+/// its own (an error); then run `stop`, which ends the sources so that `consume` drains what
+/// they sent and finishes. Returns what both gave.
+pub async fn until<T, U, F: std::future::Future<Output = U>>(
+    shutdown: impl std::future::Future<Output = ()>,
+    consume: impl std::future::Future<Output = T>,
+    stop: impl FnOnce() -> F,
+) -> (T, U) {
+    let consumer_done = tokio::sync::Notify::new();
+    let consume = async {
+        let r = consume.await;
+        consumer_done.notify_one();
+        r
+    };
+    let stopper = async {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = consumer_done.notified() => {}
+        }
+        stop().await
+    };
+    tokio::join!(consume, stopper)
+}
+
 fn finish<T>(
     r: Result<T, PipelineError>,
     to_map: Vec<mpsc::Sender<Vec<RawFrame>>>,
