@@ -169,3 +169,43 @@ fn w3c_fields_in_header() {
     let rec = wafstream::parse::parse_event(line, Some(&cols)).expect("w3c");
     assert!(rec.fields.iter().any(|f| f.key == "src" && f.raw == "198.51.100.7"));
 }
+
+/// Bodies whose first bytes pass RFC 1950's header check by chance are text, not zlib: each
+/// of these used to be taken for zlib and dead-lettered whole.
+#[test]
+fn text_that_looks_like_zlib_is_read_as_text() {
+    for body in [
+        "80.12.3.4 GET a.example.com/x 200\n80.12.3.5 GET a.example.com/y 404\n",
+        "x^ made-up first line\nsecond line\n",
+        "HK1 2\nthird\n",
+        "(4 x\ny\n",
+    ] {
+        let file = format!("format:W3C\n#Fields: c-ip cs-method cs-uri sc-status\n|==|\n{body}");
+        let o = container::open(file.as_bytes(), &KeyStore::none(), Limits::default())
+            .unwrap_or_else(|e| panic!("{body:?}: {e}"));
+        assert_eq!(o.compression, wafstream::container::Compression::None, "{body:?}");
+        assert_eq!(o.lines().count(), 2, "{body:?}");
+        // And as a whole file with no header at all.
+        let o = container::open(body.as_bytes(), &KeyStore::none(), Limits::default())
+            .unwrap_or_else(|e| panic!("{body:?}: {e}"));
+        assert_eq!(o.body, body.as_bytes());
+    }
+    // What a real zlib or gzip stream starts with still is one.
+    let z = support::zlib(b"CEF:0|a\n");
+    assert_eq!(wafstream::container::magic(&z), wafstream::container::Compression::Zlib);
+    let g = support::gzip(b"CEF:0|a\n");
+    assert_eq!(wafstream::container::magic(&g), wafstream::container::Compression::Gzip);
+    assert!(!container::looks_like_container(b"80.12.3.4 GET a.example.com/x 200\n"));
+}
+
+/// A zlib stream that starts right and breaks later is corrupt: still an error, never text.
+#[test]
+fn zlib_broken_after_its_start_is_still_an_error() {
+    let z = support::zlib(cloud_lines(50).as_bytes());
+    let mut broken = z[..z.len() / 2].to_vec();
+    broken.extend_from_slice(&[0xff; 64]);
+    let mut file = b"format:CEF\n|==|\n".to_vec();
+    file.extend_from_slice(&broken);
+    let err = container::open(&file, &KeyStore::none(), Limits::default()).unwrap_err();
+    assert!(matches!(err, ContainerError::Decompress { kind: "zlib", .. }), "{err}");
+}

@@ -142,11 +142,12 @@ pub fn open(bytes: &[u8], keys: &KeyStore, limits: Limits) -> Result<Opened, Con
     // A whole file may itself be compressed (pushed files); inflate it first.
     let whole = magic(bytes);
     let inflated;
-    let bytes = if whole != Compression::None {
-        inflated = decompress(bytes, whole, limits)?;
-        &inflated[..]
+    let (bytes, whole) = if whole != Compression::None {
+        let (b, kind) = inflate_or_plain(bytes, limits)?;
+        inflated = b;
+        (&inflated[..], kind)
     } else {
-        bytes
+        (bytes, whole)
     };
     let (head, body) = match memchr::memmem::find(bytes, SEPARATOR) {
         Some(i) => {
@@ -177,11 +178,10 @@ pub fn open(bytes: &[u8], keys: &KeyStore, limits: Limits) -> Result<Opened, Con
         }
         None => body.to_vec(),
     };
-    let body_comp = magic(&plain);
-    let body = if body_comp != Compression::None {
-        decompress(&plain, body_comp, limits)?
+    let (body, body_comp) = if magic(&plain) != Compression::None {
+        inflate_or_plain(&plain, limits)?
     } else {
-        plain
+        (plain, Compression::None)
     };
     if body.len() > limits.max_decompressed_bytes {
         return Err(ContainerError::TooLarge(limits.max_decompressed_bytes));
@@ -235,14 +235,42 @@ fn parse_header(head: &[u8]) -> (Vec<(String, String)>, Option<W3cFields>) {
     (header, w3c)
 }
 
-/// Compression by magic bytes: gzip `1f 8b`; zlib `78 ..` with a valid header check.
+/// Compression by exact magic bytes: gzip `1f 8b 08` (deflate); zlib `78` (deflate, 32 KiB
+/// window) with a valid header check and no preset dictionary. Looser tests take text for zlib:
+/// `80.12.3.4 …` passes RFC 1950's check alone.
 pub fn magic(b: &[u8]) -> Compression {
     match b {
-        [0x1f, 0x8b, ..] => Compression::Gzip,
-        [cmf, flg, ..] if cmf & 0x0f == 8 && cmf >> 4 <= 7 && (u16::from(*cmf) * 256 + u16::from(*flg)) % 31 == 0 => {
-            Compression::Zlib
-        }
+        [0x1f, 0x8b, 0x08, ..] => Compression::Gzip,
+        [0x78, flg, ..] if flg & 0x20 == 0 && (0x7800 + u16::from(*flg)) % 31 == 0 => Compression::Zlib,
         _ => Compression::None,
+    }
+}
+
+/// Inflate `data` if its magic says so and the stream's own first header agrees; text whose
+/// first bytes match the magic by chance is taken as it is. A stream that starts right and
+/// breaks later is corrupt, and an error.
+fn inflate_or_plain(data: &[u8], limits: Limits) -> Result<(Vec<u8>, Compression), ContainerError> {
+    let kind = magic(data);
+    if !stream_header_ok(data, kind) {
+        return Ok((data.to_vec(), Compression::None));
+    }
+    Ok((decompress(data, kind, limits)?, kind))
+}
+
+/// The header after the magic: zlib's first deflate block type (not the reserved `11`; a stored
+/// block's length and its complement agree); gzip's reserved flag bits clear.
+fn stream_header_ok(data: &[u8], kind: Compression) -> bool {
+    match kind {
+        Compression::None => true,
+        Compression::Gzip => data.get(3).is_some_and(|flg| flg & 0xe0 == 0),
+        Compression::Zlib => match data.get(2).map(|b| (b >> 1) & 3) {
+            Some(0) => match data.get(3..7) {
+                Some(&[l0, l1, n0, n1]) => u16::from_le_bytes([l0, l1]) == !u16::from_le_bytes([n0, n1]),
+                _ => false,
+            },
+            Some(3) | None => false,
+            Some(_) => true,
+        },
     }
 }
 
