@@ -239,6 +239,22 @@ impl File {
                 p.push(format!("{name} = 0: must be at least 1"));
             }
         }
+        // Folders that must already exist: a missing one would fail only later, in a loop.
+        for (name, v) in [
+            ("listen.checkpoint", &l.checkpoint),
+            ("output.path", &self.output.path),
+            ("output.dlq", &self.output.dlq),
+        ] {
+            if let Some(f) = v.as_deref().filter(|f| *f != "-") {
+                let dir = match Path::new(f).parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d,
+                    _ => Path::new("."),
+                };
+                if !dir.is_dir() {
+                    p.push(format!("{name} = {f:?}: folder {} does not exist", dir.display()));
+                }
+            }
+        }
         if let Some(files) = &l.files {
             for f in files {
                 if f.contains(',') || glob::Pattern::new(f).is_err() {
@@ -357,6 +373,43 @@ pub fn apply(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a setting's name says it holds a secret (password, key material, token).
+pub fn is_secret(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "password",
+        "secret",
+        "token",
+        "api_key",
+        "api-key",
+        "apikey",
+        "jaas",
+        "ssl.key.pem",
+        "private",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
+}
+
+/// A setting as it may be shown: secrets (and the secret `key=value` pairs of pass-through
+/// properties) replaced by `****`.
+pub fn masked(name: &str, value: &str) -> String {
+    if is_secret(name) {
+        return "****".into();
+    }
+    if name == "WAFSTREAM_KAFKA" {
+        return value
+            .split(';')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if is_secret(k) => format!("{k}=****"),
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(";");
+    }
+    value.to_string()
+}
+
 /// `wafstream validate-config FILE`.
 pub fn validate_command(path: &Path) -> ExitCode {
     match File::load(path) {
@@ -368,7 +421,7 @@ pub fn validate_command(path: &Path) -> ExitCode {
             let problems = f.problems();
             if problems.is_empty() {
                 for (k, v) in f.env() {
-                    println!("{k}={v}");
+                    println!("{k}={}", masked(&k, &v));
                 }
                 eprintln!("wafstream: {} is valid", path.display());
                 ExitCode::SUCCESS

@@ -279,3 +279,60 @@ fn validate_config_reports_every_problem() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn validate_config_masks_secrets_and_checks_folders() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[kafka]\nbrokers = \"k:9092\"\n[kafka.properties]\n\"sasl.username\" = \"svc\"\n\"sasl.password\" = \"hunter2-s3cret\"\n\"ssl.key.password\" = \"k3y-s3cret\"\n",
+    )
+    .expect("write");
+    let out = wafstream(&["validate-config", cfg.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("hunter2") && !all.contains("k3y-s3cret"), "{all}");
+    assert!(
+        all.contains("sasl.password=****") && all.contains("sasl.username=svc"),
+        "{all}"
+    );
+    // A checkpoint or output in a folder that does not exist fails at once, naming it.
+    std::fs::write(
+        &cfg,
+        "[listen]\ncheckpoint = \"/nonexistent/wafstream/cp.json\"\n[output]\ndlq = \"/nonexistent/dead.ndjson\"\n",
+    )
+    .expect("write");
+    let out = wafstream(&["validate-config", cfg.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("listen.checkpoint") && err.contains("/nonexistent/wafstream"),
+        "{err}"
+    );
+    assert!(err.contains("output.dlq"), "{err}");
+    let out = wafstream(
+        &[
+            "run",
+            "--listen-tcp",
+            "off",
+            "--listen-udp",
+            "off",
+            "--file",
+            "/nonexistent/*.log",
+            "--checkpoint",
+            "/nonexistent/wafstream/cp.json",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/wafstream/cp.json") && err.contains("cannot be written"),
+        "{err}"
+    );
+}

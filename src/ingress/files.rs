@@ -53,7 +53,7 @@ pub enum CheckpointError {
         "checkpoint {path} cannot be used: {reason}. Nothing was read. To start over from the beginning of every file, move the checkpoint aside (or delete it) and start again"
     )]
     Unreadable { path: PathBuf, reason: String },
-    #[error("writing checkpoint {path}: {source}")]
+    #[error("checkpoint {path} cannot be written: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
 
@@ -79,11 +79,19 @@ struct Entry {
     done: bool,
 }
 
-/// Read the checkpoint: missing is a fresh start; anything unreadable is an error.
+/// Read the checkpoint: missing is a fresh start; anything unreadable is an error, and so is a
+/// folder where it cannot be written (found now, not in the save loop).
 pub fn load(path: Option<&Path>) -> Result<Checkpoints, CheckpointError> {
     let Some(path) = path else {
         return Ok(Checkpoints::default());
     };
+    let tmp = path.with_extension("tmp");
+    if let Err(e) = File::create(&tmp).and_then(|_| std::fs::remove_file(&tmp)) {
+        return Err(CheckpointError::Write {
+            path: path.into(),
+            source: e,
+        });
+    }
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Checkpoints::default()),
