@@ -492,11 +492,20 @@ fn broker_stopped_30s_mid_stream_and_restarted_loses_nothing() {
     let Some(b) = services::kafka_exclusive() else { return };
     let t = topics(&b, "outage", 3);
     let group = unique("g-outage");
+    // The ingress's client gives up on a message after 5 s, far less than the outage: frames
+    // whose delivery expires are produced again, never dropped.
     let (mut ingress, irx) = wafstream(
         "ingress",
         &b,
         &t,
-        &["--listen-tcp", "127.0.0.1:0", "--listen-udp", "off"],
+        &[
+            "--listen-tcp",
+            "127.0.0.1:0",
+            "--listen-udp",
+            "off",
+            "--kafka",
+            "message.timeout.ms=5000",
+        ],
     );
     let tcp = support::listening(&irx, &["tcp"]).remove("tcp").expect("tcp");
     let (mut worker, wrx) = wafstream("worker", &b, &t, &["--group", &group, "--metrics-addr", "127.0.0.1:0"]);

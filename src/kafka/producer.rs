@@ -8,6 +8,8 @@ use std::time::Duration;
 use std::collections::VecDeque;
 
 use futures_util::FutureExt;
+use futures_util::future::Either;
+use rdkafka::Message;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
@@ -19,6 +21,8 @@ use crate::bus::{Receiver, Token};
 pub struct ProducerStats {
     pub sent: AtomicU64,
     pub failed: AtomicU64,
+    /// Deliveries that failed in a way waiting can cure and were produced again.
+    pub retried: AtomicU64,
 }
 
 impl crate::telemetry::Source for ProducerStats {
@@ -33,6 +37,11 @@ impl crate::telemetry::Source for ProducerStats {
                 "wafstream_raw_produce_failures_total",
                 "Raw frames Kafka refused for good.",
                 &self.failed,
+            ),
+            (
+                "wafstream_raw_produce_retries_total",
+                "Raw frame deliveries that failed (broker unreachable, timed out) and were produced again.",
+                &self.retried,
             ),
         ]);
     }
@@ -68,7 +77,8 @@ pub fn raw_producer(settings: &ClientSettings) -> anyhow::Result<FutureProducer>
             ("compression.type", "lz4"),
             ("linger.ms", "5"),
             ("batch.size", "1000000"),
-            ("message.timeout.ms", "300000"),
+            // Never expire a frame the ingress accepted: an outage stops intake instead.
+            ("message.timeout.ms", "0"),
         ])
         .create()?)
 }
@@ -83,15 +93,13 @@ pub async fn publish(
     tz: Option<String>,
     stats: Arc<ProducerStats>,
 ) -> anyhow::Result<()> {
-    let mut inflight: VecDeque<(DeliveryFuture, Token)> = VecDeque::new();
+    let mut inflight: VecDeque<(Flight, Token)> = VecDeque::new();
     loop {
         // Deliveries are settled as they complete, also while no frame comes in.
         let batch = tokio::select! {
             biased;
             r = front(&mut inflight), if !inflight.is_empty() => {
-                if let Some((_, token)) = inflight.pop_front() {
-                    count(&stats, r, token, &topic)?;
-                }
+                settle_front(&producer, &topic, &stats, &mut inflight, r).await?;
                 continue;
             }
             f = rx.recv() => match f {
@@ -109,17 +117,13 @@ pub async fn publish(
                     .headers(headers.clone());
                 match producer.send_result(rec) {
                     Ok(delivery) => {
-                        inflight.push_back((delivery, frame.token.clone()));
+                        inflight.push_back((Either::Left(delivery), frame.token.clone()));
                         break;
                     }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                         // Backpressure: settle the oldest delivery (or wait a moment), then retry.
                         match tokio::time::timeout(Duration::from_millis(50), front(&mut inflight)).await {
-                            Ok(r) => {
-                                if let Some((_, token)) = inflight.pop_front() {
-                                    count(&stats, r, token, &topic)?;
-                                }
-                            }
+                            Ok(r) => settle_front(&producer, &topic, &stats, &mut inflight, r).await?,
                             Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
                         }
                     }
@@ -132,16 +136,12 @@ pub async fn publish(
         }
         // Settle finished deliveries without waiting.
         while let Some(r) = inflight.front_mut().and_then(|(d, _)| d.now_or_never()) {
-            if let Some((_, token)) = inflight.pop_front() {
-                count(&stats, r, token, &topic)?;
-            }
+            settle_front(&producer, &topic, &stats, &mut inflight, r).await?;
         }
     }
     while !inflight.is_empty() {
         let r = front(&mut inflight).await;
-        if let Some((_, token)) = inflight.pop_front() {
-            count(&stats, r, token, &topic)?;
-        }
+        settle_front(&producer, &topic, &stats, &mut inflight, r).await?;
     }
     // Dropping a producer purges its queue: flush explicitly.
     producer.flush(Duration::from_secs(30))?;
@@ -150,30 +150,110 @@ pub async fn publish(
 
 type Settled = Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures_channel::oneshot::Canceled>;
 
-async fn front(q: &mut VecDeque<(DeliveryFuture, Token)>) -> Settled {
+/// A delivery in flight, or its verdict once known but not yet settled (frames are settled in
+/// order, so a verdict can wait behind an older delivery).
+type Flight = Either<DeliveryFuture, std::future::Ready<Settled>>;
+
+async fn front(q: &mut VecDeque<(Flight, Token)>) -> Settled {
     match q.front_mut() {
         Some((d, _)) => d.await,
         None => std::future::pending().await,
     }
 }
 
-/// A delivery's verdict: an acknowledged frame is settled. A failed one (after the producer's
-/// own retries for `message.timeout.ms`) stops the ingress with an error, so no checkpoint
-/// moves past it: its file is read again from there after a restart.
-fn count(stats: &ProducerStats, r: Settled, token: Token, topic: &str) -> anyhow::Result<()> {
-    match r {
+/// The oldest delivery's verdict: an acknowledged frame is settled. A delivery that failed in
+/// a way waiting can cure (the broker unreachable past `message.timeout.ms`, a leader moving)
+/// is produced again in its place, so a frame the ingress accepted is never given up while the
+/// process lives; intake stops meanwhile (the queue fills, the bus fills, TCP stops reading).
+/// A refusal that cannot change (record too large, not authorised) stops the ingress with an
+/// error, and no checkpoint moves past it.
+async fn settle_front(
+    producer: &FutureProducer,
+    topic: &str,
+    stats: &ProducerStats,
+    inflight: &mut VecDeque<(Flight, Token)>,
+    r: Settled,
+) -> anyhow::Result<()> {
+    let Some((_, token)) = inflight.pop_front() else {
+        return Ok(());
+    };
+    let (e, msg) = match r {
         Ok(Ok(_)) => {
             stats.sent.fetch_add(1, Ordering::Relaxed);
             token.settle();
-            Ok(())
+            return Ok(());
         }
-        Ok(Err((e, _))) => {
-            stats.failed.fetch_add(1, Ordering::Relaxed);
-            anyhow::bail!("a raw frame was not delivered to {topic}: {e}")
-        }
+        Ok(Err(failed)) => failed,
         Err(_) => {
             stats.failed.fetch_add(1, Ordering::Relaxed);
-            anyhow::bail!("a raw frame's delivery to {topic} was canceled")
+            anyhow::bail!("a raw frame's delivery to {topic} was canceled");
+        }
+    };
+    if !retriable(&e) {
+        stats.failed.fetch_add(1, Ordering::Relaxed);
+        anyhow::bail!("a raw frame was refused by {topic}: {e}");
+    }
+    if stats.retried.fetch_add(1, Ordering::Relaxed) % 10_000 == 0 {
+        tracing::warn!(%topic, error = %e, "raw frames not delivered yet; producing them again");
+    }
+    let again = produce_again(producer, topic, &msg, stats).await?;
+    inflight.push_front((Either::Left(again), token));
+    // The deliveries behind it have mostly failed the same way: produce them all again now,
+    // in place, instead of one round trip at a time once they reach the front.
+    for (flight, _) in inflight.iter_mut().skip(1) {
+        let Either::Left(d) = flight else { continue };
+        match d.now_or_never() {
+            None => {}
+            Some(Ok(Err((e, msg)))) if retriable(&e) => {
+                stats.retried.fetch_add(1, Ordering::Relaxed);
+                *flight = Either::Left(produce_again(producer, topic, &msg, stats).await?);
+            }
+            Some(verdict) => *flight = Either::Right(std::future::ready(verdict)),
         }
     }
+    Ok(())
+}
+
+/// Produce a failed record again (same payload, key and headers), waiting while the queue is full.
+async fn produce_again(
+    producer: &FutureProducer,
+    topic: &str,
+    msg: &rdkafka::message::OwnedMessage,
+    stats: &ProducerStats,
+) -> anyhow::Result<DeliveryFuture> {
+    loop {
+        let mut rec = FutureRecord::to(topic).payload(msg.payload().unwrap_or_default());
+        if let Some(k) = msg.key() {
+            rec = rec.key(k);
+        }
+        if let Some(h) = msg.headers() {
+            rec = rec.headers(h.clone());
+        }
+        match producer.send_result(rec) {
+            Ok(d) => return Ok(d),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await
+            }
+            Err((e, _)) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                anyhow::bail!("producing to {topic} again failed: {e}");
+            }
+        }
+    }
+}
+
+/// Whether a failed delivery may succeed later.
+fn retriable(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    !matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidMessage
+                | C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::InvalidRecord
+        )
+    )
 }
