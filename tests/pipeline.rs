@@ -353,3 +353,61 @@ fn json_logs_are_one_object_per_line_and_carry_no_event_contents() {
         assert!(!l.contains("SECRET-PAYLOAD"), "event contents in the log: {l}");
     }
 }
+
+#[test]
+fn outputs_are_appended_to_and_a_line_cut_by_a_crash_is_replaced_whole() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (out, dead) = (tmp.path().join("out.ndjson"), tmp.path().join("dead.ndjson"));
+    // What an earlier run left: a whole document, then one cut short by a crash.
+    std::fs::write(&out, "{\"earlier\":1}\n{\"cut\":").expect("write");
+    std::fs::write(&dead, "{\"earlier_dead\":1}\n").expect("write");
+    std::fs::write(
+        tmp.path().join("a.log"),
+        format!("{}not an event\n", securesphere(3, 2)),
+    )
+    .expect("write");
+    let mut run = wafstream()
+        .args([
+            "run",
+            "--listen-tcp",
+            "off",
+            "--listen-udp",
+            "off",
+            "--file-poll-ms",
+            "50",
+            "--file",
+        ])
+        .arg(tmp.path().join("*.log"))
+        .arg("--output")
+        .arg(&out)
+        .arg("--dlq")
+        .arg(&dead)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run");
+    wait_for("the documents", 20, || {
+        (std::fs::read_to_string(&out).unwrap_or_default().lines().count() >= 4).then_some(())
+    });
+    sigterm(&run);
+    assert!(run.wait().expect("wait").success());
+    let text = std::fs::read_to_string(&out).expect("out");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "{\"earlier\":1}");
+    assert_eq!(lines.len(), 4, "{text}");
+    assert!(!text.contains("\"cut\""), "{text}");
+    for l in &lines[1..] {
+        support::inputs::json(l);
+    }
+    let dead_text = std::fs::read_to_string(&dead).expect("dead");
+    assert!(dead_text.starts_with("{\"earlier_dead\":1}\n"), "{dead_text}");
+    assert_eq!(dead_text.lines().count(), 2, "{dead_text}");
+    // parse --dlq appends too.
+    let parsed = wafstream()
+        .args(["parse", "--dlq"])
+        .arg(&dead)
+        .arg(tmp.path().join("a.log"))
+        .output()
+        .expect("parse");
+    assert_eq!(parsed.status.code(), Some(1));
+    assert_eq!(std::fs::read_to_string(&dead).expect("dead").lines().count(), 3);
+}

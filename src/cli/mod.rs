@@ -174,10 +174,13 @@ pub struct RunArgs {
     pub mapping: MappingArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
-    /// Documents go here (`-` = stdout).
+    /// Documents go here (`-` = stdout). A file is appended to, never truncated (a last line
+    /// cut short by a crash is removed first).
     #[arg(long, default_value = "-", value_name = "FILE", env = "WAFSTREAM_OUTPUT")]
     pub output: String,
-    /// Dead-letter records go here instead of the document output.
+    /// Dead-letter records go here instead of the document output (appended to, like
+    /// `--output`). Without it they are in line with the documents, told apart by
+    /// `event.kind: pipeline_error`.
     #[arg(long, value_name = "FILE", env = "WAFSTREAM_DLQ")]
     pub dlq: Option<std::path::PathBuf>,
     /// Mapping threads (default: one per available core).
@@ -415,7 +418,7 @@ pub struct ParseArgs {
     /// Directory of Cloud WAF private keys, laid out as `<DIR>/<publicKeyId>/Private.key`.
     #[arg(long, value_name = "DIR", env = "WAFSTREAM_KEYS_DIR")]
     pub keys_dir: Option<std::path::PathBuf>,
-    /// Write dead-letter records here instead of stdout.
+    /// Write dead-letter records here instead of stdout (appended to, never truncated).
     #[arg(long, value_name = "FILE")]
     pub dlq: Option<std::path::PathBuf>,
     /// Longest line accepted; longer ones are dead-lettered (cut at the limit, with the reason).

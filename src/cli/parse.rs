@@ -24,7 +24,7 @@ pub(super) fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
     let dlq: Option<Box<dyn Write + Send>> = match &args.dlq {
         Some(p) => Some(Box::new(BufWriter::with_capacity(
             1 << 16,
-            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            crate::sink::open_append(p).with_context(|| format!("opening {}", p.display()))?,
         ))),
         None => None,
     };

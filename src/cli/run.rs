@@ -1,6 +1,5 @@
 //! `wafstream run`: the embedded pipeline (see [`crate::embedded`]).
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -79,12 +78,13 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Box::new(BufWriter::with_capacity(1 << 16, io::stdout()))
     } else {
         Box::new(BufWriter::new(
-            File::create(&args.output).with_context(|| format!("creating {}", args.output))?,
+            crate::sink::open_append(std::path::Path::new(&args.output))
+                .with_context(|| format!("opening {}", args.output))?,
         ))
     };
     let dlq: Option<Box<dyn Write + Send>> = match &args.dlq {
         Some(p) => Some(Box::new(BufWriter::new(
-            File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            crate::sink::open_append(p).with_context(|| format!("opening {}", p.display()))?,
         ))),
         None => None,
     };

@@ -142,6 +142,47 @@ impl<D: Sink, L: Sink> Sink for Routed<D, L> {
     }
 }
 
+/// Open an NDJSON output file for appending: what earlier runs wrote stays. A last line cut
+/// short by a crash (no newline) is removed first — its document was never acknowledged, so it
+/// is written again whole — and the next document starts on a line of its own.
+pub fn open_append(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)?;
+    let len = f.metadata()?.len();
+    if len == 0 || !f.metadata()?.is_file() {
+        return Ok(f);
+    }
+    // Walk back from the end to the last newline.
+    let mut end = len;
+    let mut buf = vec![0u8; 64 * 1024];
+    let keep = loop {
+        let start = end.saturating_sub(buf.len() as u64);
+        let chunk = &mut buf[..(end - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(chunk)?;
+        if let Some(i) = memchr::memrchr(b'\n', chunk) {
+            break start + i as u64 + 1;
+        }
+        if start == 0 {
+            break 0;
+        }
+        end = start;
+    };
+    if keep < len {
+        tracing::warn!(
+            file = %path.display(),
+            bytes = len - keep,
+            "removing a last line cut short (a crash while writing); its document is written again"
+        );
+        f.set_len(keep)?;
+    }
+    Ok(f)
+}
+
 /// NDJSON to a writer (stdout or a file), one line per output; dead letters to their own
 /// writer when one is given, else in line with the documents. Accepted once written to the
 /// buffer; [`Sink::write_through`] hands the buffer to the operating system before the core
