@@ -1,6 +1,7 @@
 //! Whole Imperva log files (header + `|==|` + body, the body possibly encrypted and
-//! zlib/gzip-compressed) and gzip line files, read once into frames: one frame per body line,
-//! numbered from 1 (directive lines count, so numbers match the file), with the W3C columns
+//! zlib/gzip-compressed) and gzip line files, read once into frames: one frame per body line
+//! (`offset`: the line's byte offset in the decoded body; its acknowledgement position: its
+//! number, from 1, directive lines counted), with the W3C columns
 //! of the header or of the body's `#Fields:` directives. A file that cannot be opened becomes
 //! one refused frame (a dead letter naming the reason).
 
@@ -103,12 +104,14 @@ pub fn frames(
             bytes.truncate(origin.max_line_bytes);
         }
         last = pos;
+        // log.offset is where the line starts in the decoded body, as for line files.
+        let at = line.as_ptr() as usize - body.as_ptr() as usize;
         let sent = emit(RawFrame {
             bytes,
             received_ms: origin.received_ms,
             input: origin.input,
             source: origin.source.clone(),
-            offset: Some(pos),
+            offset: Some(at as u64),
             truncated_from: cut.then_some(full),
             limit_name: origin.limit_name,
             w3c: cols.current(),
