@@ -96,6 +96,8 @@ pub struct Listen {
 pub struct Pipeline {
     /// Mapping threads.
     pub threads: Option<u64>,
+    /// How long a stop waits for outputs in flight.
+    pub drain_timeout_ms: Option<u64>,
 }
 
 /// `[kafka]`
@@ -330,6 +332,10 @@ impl File {
             l.max_decompressed_bytes.map(|v| v.to_string()),
         );
         put("THREADS", self.pipeline.threads.map(|v| v.to_string()));
+        put(
+            "DRAIN_TIMEOUT_MS",
+            self.pipeline.drain_timeout_ms.map(|v| v.to_string()),
+        );
         let k = &self.kafka;
         put("BROKERS", k.brokers.clone());
         put("RAW_TOPIC", k.raw_topic.clone());

@@ -136,12 +136,22 @@ pub async fn drive<T>(
     sources: Sources,
     shutdown: impl std::future::Future<Output = ()>,
     consume: impl std::future::Future<Output = T>,
+    drain_timeout: std::time::Duration,
 ) -> anyhow::Result<T> {
-    let (out, saved) = pipeline::until(shutdown, consume, || sources.stop()).await;
+    let drain = pipeline::Drain {
+        timeout: drain_timeout,
+        interrupt: signal,
+    };
+    let (out, saved) = pipeline::until(shutdown, consume, || sources.stop(), drain).await;
+    // What was acknowledged is saved even when the drain was cut short.
     if let Some(saved) = saved {
         saved.save()?;
     }
-    Ok(out)
+    out.map_err(|a| {
+        anyhow::anyhow!(
+            "stopped before every output was delivered: {a}. Frames from files were not checkpointed past what was delivered and are read again at the next start; frames taken from network senders and not delivered are lost"
+        )
+    })
 }
 
 /// Run until `shutdown` resolves, then drain and return the counts. `on_listen` is told the
@@ -152,11 +162,18 @@ pub async fn run<S: Sink>(
     settings: pipeline::Settings,
     sink: &S,
     shutdown: impl std::future::Future<Output = ()>,
+    drain_timeout: std::time::Duration,
     on_listen: impl Fn(&str, SocketAddr),
 ) -> anyhow::Result<(Summary, Arc<Stats>)> {
     let (sources, rx) = start(cfg, on_listen).await?;
     let stats = sources.stats.clone();
-    let summary = drive(sources, shutdown, pipeline::run(rx, opts, settings, sink)).await??;
+    let summary = drive(
+        sources,
+        shutdown,
+        pipeline::run(rx, opts, settings, sink),
+        drain_timeout,
+    )
+    .await??;
     Ok((summary, stats))
 }
 

@@ -705,3 +705,73 @@ fn ingress_files_through_kafka_give_the_documents_parse_gives() {
         }
     }
 }
+
+/// SIGTERM while Elasticsearch is down: the worker stops within its drain timeout (exit 2,
+/// saying so) and commits nothing it did not deliver; a second worker then delivers it all.
+#[test]
+fn worker_stopped_while_elasticsearch_is_down_exits_within_the_drain_timeout_and_commits_nothing() {
+    let Some(b) = services::kafka() else { return };
+    let t = topics(&b, "es-down", 2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let d = down.clone();
+    let (url, seen) = rt.block_on(support::start(
+        std::sync::Arc::new(|_, _| (201, "")),
+        std::sync::Arc::new(move |_| d.load(std::sync::atomic::Ordering::SeqCst).then_some(503)),
+    ));
+    let n = 30;
+    produce_raw(&b.addr, &t.raw, &numbered(n));
+    let group = unique("g-es-down");
+    let args = [
+        "--group",
+        &group,
+        "--es-url",
+        &url,
+        "--es-flush-interval-ms",
+        "20",
+        "--drain-timeout-ms",
+        "1500",
+    ];
+    let (mut w, wrx) = wafstream("worker", &b, &t, &args);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.requests.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "no bulk request");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let t0 = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &w.0.id().to_string()])
+        .status()
+        .expect("kill");
+    let code = w.0.wait().expect("wait");
+    assert_eq!(code.code(), Some(2), "exit {code:?}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
+    let log: Vec<String> = wrx.try_iter().collect();
+    assert!(log.iter().any(|l| l.contains("drain timeout")), "{log:?}");
+    assert!(
+        b.committed(&group, &t.raw).is_empty(),
+        "offsets committed for undelivered documents"
+    );
+    // Elasticsearch back: the next worker of the group delivers every document.
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let (mut w2, _w2rx) = wafstream(
+        "worker",
+        &b,
+        &t,
+        &[
+            "--group",
+            &group,
+            "--es-url",
+            &url,
+            "--es-flush-interval-ms",
+            "20",
+            "--exit-when-idle-ms",
+            "2000",
+        ],
+    );
+    assert!(w2.0.wait().expect("exit").success());
+    assert_eq!(seen.docs.lock().expect("lock").len(), n);
+}

@@ -411,3 +411,72 @@ fn outputs_are_appended_to_and_a_line_cut_by_a_crash_is_replaced_whole() {
     assert_eq!(parsed.status.code(), Some(1));
     assert_eq!(std::fs::read_to_string(&dead).expect("dead").lines().count(), 3);
 }
+
+#[test]
+fn a_stop_while_elasticsearch_is_down_ends_within_the_drain_timeout_or_at_a_second_signal() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (url, seen) = rt.block_on(support::start(Arc::new(|_, _| (201, "")), Arc::new(|_| Some(503))));
+    for (drain_ms, second_signal) in [("1500", false), ("600000", true)] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (log, cp) = (tmp.path().join("waf.log"), tmp.path().join("checkpoint.json"));
+        std::fs::write(&log, securesphere(20, 8)).expect("write");
+        let before = seen.requests.load(Ordering::Relaxed);
+        let mut run = wafstream()
+            .args([
+                "run",
+                "--listen-tcp",
+                "off",
+                "--listen-udp",
+                "off",
+                "--file-poll-ms",
+                "50",
+            ])
+            .arg("--file")
+            .arg(&log)
+            .arg("--checkpoint")
+            .arg(&cp)
+            .args([
+                "--es-url",
+                &url,
+                "--es-flush-interval-ms",
+                "50",
+                "--drain-timeout-ms",
+                drain_ms,
+            ])
+            .arg("--output")
+            .arg(tmp.path().join("dead.ndjson"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run");
+        wait_for("bulk requests refused", 20, || {
+            (seen.requests.load(Ordering::Relaxed) > before).then_some(())
+        });
+        let t0 = Instant::now();
+        sigterm(&run);
+        if second_signal {
+            std::thread::sleep(Duration::from_millis(300));
+            sigterm(&run);
+        }
+        let out = run.wait().expect("wait");
+        let took = t0.elapsed();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(run.stderr.as_mut().expect("stderr"), &mut stderr).expect("stderr");
+        assert_eq!(out.code(), Some(2), "{stderr}");
+        assert!(took < Duration::from_secs(10), "took {took:?}: {stderr}");
+        let why = if second_signal {
+            "interrupted again"
+        } else {
+            "drain timeout"
+        };
+        assert!(
+            stderr.contains("stopped before every output was delivered") && stderr.contains(why),
+            "{stderr}"
+        );
+        // Nothing was delivered, so nothing was checkpointed: a restart reads it all again.
+        assert!(
+            checkpointed(&cp).unwrap_or(0) == 0,
+            "{:?}",
+            std::fs::read_to_string(&cp)
+        );
+    }
+}

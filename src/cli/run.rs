@@ -59,6 +59,10 @@ fn listen_config(l: &ListenArgs) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+fn drain_timeout(ms: u64) -> Duration {
+    Duration::from_millis(ms.max(1))
+}
+
 fn announce(kind: &str, a: SocketAddr) {
     tracing::info!(kind, addr = %a, "listening on {kind} {a}")
 }
@@ -105,6 +109,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             settings,
             &writer,
             embedded::signal(),
+            drain_timeout(args.drain_timeout_ms),
             announce,
         ))?
     } else {
@@ -118,7 +123,15 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let es_stats = es.stats();
         // Documents to Elasticsearch; dead letters (and documents it refuses) to the output.
         let sink = crate::sink::Routed { docs: es, dead: writer };
-        let r = rt.block_on(embedded::run(cfg, opts, settings, &sink, embedded::signal(), announce));
+        let r = rt.block_on(embedded::run(
+            cfg,
+            opts,
+            settings,
+            &sink,
+            embedded::signal(),
+            drain_timeout(args.drain_timeout_ms),
+            announce,
+        ));
         tracing::info!("{}", es_stats.report());
         r?
     };
@@ -155,7 +168,13 @@ pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
             args.tz.clone(),
             pstats.clone(),
         );
-        embedded::drive(sources, embedded::signal(), publish).await??;
+        embedded::drive(
+            sources,
+            embedded::signal(),
+            publish,
+            drain_timeout(args.drain_timeout_ms),
+        )
+        .await??;
         anyhow::Ok((stats, pstats))
     })?;
     tracing::info!(
@@ -182,6 +201,7 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         max_inflight: args.max_inflight,
         threads: args.threads.unwrap_or_else(crate::pipeline::default_threads).max(1),
         exit_when_idle: args.exit_when_idle_ms.map(Duration::from_millis),
+        drain_timeout: drain_timeout(args.drain_timeout_ms),
     };
     let es = if args.es.urls.is_empty() {
         None

@@ -41,6 +41,8 @@ pub struct Config {
     /// Stop (drain, commit, exit) once no record arrived for this long after the last one; for
     /// backfills and benchmarks.
     pub exit_when_idle: Option<Duration>,
+    /// How long a stop waits for outputs in flight before giving up on them (not committed).
+    pub drain_timeout: Duration,
 }
 
 /// What a worker did.
@@ -80,6 +82,8 @@ struct Counts {
     unsettled: AtomicI64,
     stored: AtomicU64,
     drained: AtomicU64,
+    /// The drain at shutdown was given up: a revocation (while closing) waits for nothing.
+    abandoned: AtomicBool,
 }
 
 impl crate::telemetry::Source for Counts {
@@ -128,7 +132,10 @@ impl ConsumerContext for DrainOnRevoke {
         self.assigned.store(false, Ordering::Relaxed);
         let before = self.counts.unsettled.load(Ordering::Acquire);
         let deadline = Instant::now() + REVOKE_DRAIN;
-        while self.counts.unsettled.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        while self.counts.unsettled.load(Ordering::Acquire) > 0
+            && !self.counts.abandoned.load(Ordering::Acquire)
+            && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(1));
         }
         let after = self.counts.unsettled.load(Ordering::Acquire).max(0);
@@ -249,11 +256,26 @@ async fn run_with<S: Sink>(
         ..pipeline::Settings::default()
     };
     let core = pipeline::run(rx, opts, settings, sink);
-    let (done, ()) = pipeline::until(shutdown, core, || async { stop.store(true, Ordering::Relaxed) }).await;
+    let drain = pipeline::Drain {
+        timeout: cfg.drain_timeout,
+        interrupt: crate::embedded::signal,
+    };
+    let (done, ()) = pipeline::until(shutdown, core, || async { stop.store(true, Ordering::Relaxed) }, drain).await;
     let (consumed, first, last) = tokio::task::spawn_blocking(move || source.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;
-    let done = done?;
+    let done = match done {
+        Ok(d) => d?,
+        Err(a) => {
+            counts.abandoned.store(true, Ordering::Release);
+            // Only what was acknowledged has its offset stored: commit that, leave the rest to
+            // be redelivered.
+            let _ = consumer.commit_consumer_state(CommitMode::Sync);
+            anyhow::bail!(
+                "stopped before every output was delivered: {a}; offsets were committed only up to what was delivered, the rest is consumed again at the next start"
+            );
+        }
+    };
     let stored = counts.stored.load(Ordering::Relaxed);
     if stored > 0 {
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {

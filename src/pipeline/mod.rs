@@ -246,28 +246,62 @@ pub async fn run<S: Sink>(
     finish(result.map(|()| s), to_map, threads)
 }
 
+/// How a stop drains: how long the outputs in flight may take once intake stopped, and what
+/// cuts that short (a second interrupt).
+pub struct Drain<I> {
+    pub timeout: std::time::Duration,
+    /// Started after the first shutdown signal; resolving abandons the drain.
+    pub interrupt: I,
+}
+
+/// Why a drain was abandoned: the outputs still in flight were not acknowledged, so their
+/// frames were not settled (no offset stored, no checkpoint advanced past them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Abandoned {
+    #[error("the drain timeout ({0:?}) passed with outputs still undelivered")]
+    Timeout(std::time::Duration),
+    #[error("interrupted again while outputs were still undelivered")]
+    Interrupted,
+}
+
 /// Run `consume` (the core, or the ingress's publisher) until `shutdown`, or until it ends on
 /// its own (an error); then run `stop`, which ends the sources so that `consume` drains what
-/// they sent and finishes. Returns what both gave.
-pub async fn until<T, U, F: std::future::Future<Output = U>>(
+/// they sent and finishes — within `drain.timeout`, unless `drain.interrupt` comes first.
+/// Returns what both gave; `consume`'s result is [`Abandoned`] when the drain was cut short
+/// (it is dropped then, so the sources' sends fail and `stop` completes).
+pub async fn until<T, U, F, I, IF>(
     shutdown: impl std::future::Future<Output = ()>,
     consume: impl std::future::Future<Output = T>,
     stop: impl FnOnce() -> F,
-) -> (T, U) {
-    let consumer_done = tokio::sync::Notify::new();
-    let consume = async {
-        let r = consume.await;
-        consumer_done.notify_one();
-        r
+    drain: Drain<I>,
+) -> (Result<T, Abandoned>, U)
+where
+    F: std::future::Future<Output = U>,
+    I: FnOnce() -> IF,
+    IF: std::future::Future<Output = ()>,
+{
+    let stopping = tokio::sync::Notify::new();
+    let runner = async {
+        let mut consume = std::pin::pin!(consume);
+        tokio::select! {
+            r = &mut consume => {
+                stopping.notify_one();
+                return Ok(r);
+            }
+            _ = shutdown => {}
+        }
+        stopping.notify_one();
+        tokio::select! {
+            r = &mut consume => Ok(r),
+            _ = tokio::time::sleep(drain.timeout) => Err(Abandoned::Timeout(drain.timeout)),
+            _ = (drain.interrupt)() => Err(Abandoned::Interrupted),
+        }
     };
     let stopper = async {
-        tokio::select! {
-            _ = shutdown => {}
-            _ = consumer_done.notified() => {}
-        }
+        stopping.notified().await;
         stop().await
     };
-    tokio::join!(consume, stopper)
+    tokio::join!(runner, stopper)
 }
 
 fn finish<T>(

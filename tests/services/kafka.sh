@@ -77,9 +77,10 @@ java_cmd=(java $jvm_opts -XX:-UsePerfData -Djava.awt.headless=true
   "-Dlog4j2.configurationFile=$data/log4j2.properties" -cp "$lib/*")
 
 if [ ! -f "$data/log/meta.properties" ]; then
-  # URL-safe base64 of 16 random bytes, no padding: a KRaft cluster id.
+  # URL-safe base64 of 16 random bytes, no padding: a KRaft cluster id. Passed as `-t=ID`: an
+  # id that starts with '-' (1 in 64) would otherwise be read as an option.
   cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
-  "${java_cmd[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$data/server.properties" \
+  "${java_cmd[@]}" kafka.tools.StorageTool format --cluster-id="$cluster_id" -c "$data/server.properties" \
     >"$data/format.log" 2>&1 || { cat "$data/format.log" >&2; exit 1; }
 fi
 
