@@ -249,7 +249,10 @@ async fn opensearch_data_streams_count_idempotence_and_refusals() {
     assert_eq!(sink.stats().written.load(Ordering::Relaxed), n as u64);
     // Data streams, made by the index templates, with their ECS types.
     let (_, ds) = os.request("GET", &format!("/_data_stream/{ss}"), None);
-    assert_eq!(ds["data_streams"][0]["template"], "logs-imperva.securesphere", "{ds}");
+    assert_eq!(
+        ds["data_streams"][0]["template"], "wafstream-logs-imperva.securesphere",
+        "{ds}"
+    );
     let (_, m) = os.request("GET", &format!("/{ss}/_mapping/field/source.ip"), None);
     assert!(m.to_string().contains(r#""type":"ip""#), "{m}");
     // The same documents again (a redelivery): 409 per item, counted as already written.
@@ -318,7 +321,7 @@ async fn es_setup_on_opensearch_installs_templates_and_can_run_again() {
             .expect("es-setup");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    let (_, it) = os.request("GET", "/_index_template/logs-imperva.securesphere", None);
+    let (_, it) = os.request("GET", "/_index_template/wafstream-logs-imperva.securesphere", None);
     assert_eq!(
         it["index_templates"][0]["index_template"]["composed_of"][0],
         "wafstream-ecs-mappings"
@@ -343,7 +346,7 @@ async fn es_setup_installs_templates_in_elasticsearch_8_and_can_run_again() {
             .output()
             .expect("es-setup");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stderr).contains("index template logs-imperva_cloud_waf.event"));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("index template wafstream-logs-imperva_cloud_waf.event"));
     }
     let client = elasticsearch::client(None).expect("client");
     let get = |path: String| {
@@ -353,7 +356,7 @@ async fn es_setup_installs_templates_in_elasticsearch_8_and_can_run_again() {
             serde_json::from_slice::<serde_json::Value>(&b).expect("json")
         }
     };
-    let it = get(format!("{}/_index_template/logs-imperva.securesphere", es.url)).await;
+    let it = get(format!("{}/_index_template/wafstream-logs-imperva.securesphere", es.url)).await;
     let t = &it["index_templates"][0]["index_template"];
     assert_eq!(t["index_patterns"][0], "logs-imperva.securesphere-*");
     assert_eq!(t["composed_of"][0], "wafstream-ecs-mappings");
@@ -393,4 +396,68 @@ async fn tls_with_a_private_ca_and_a_client_certificate() {
             .is_err()
     );
     assert_eq!(seen.docs.lock().unwrap().len(), 120);
+}
+
+/// Elastic's Imperva integration installed (as Fleet or Kibana install it: an index template of
+/// priority 200 with a default ingest pipeline that expects a raw line): `es-setup` leaves it
+/// alone and says so, and wafstream's documents go into its data streams without running that
+/// pipeline.
+#[tokio::test]
+async fn an_installed_integration_keeps_its_templates_and_its_pipeline_is_not_run_again() {
+    let Some(os) = support::services::opensearch() else {
+        return;
+    };
+    let ns = format!("fleettest{}", support::services::unique_namespace());
+    let (st, v) = os.request(
+        "PUT",
+        "/_ingest/pipeline/fake-imperva-integration",
+        Some(&serde_json::json!({"processors": [{"set": {"field": "integration_pipeline_ran", "value": true}}]})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let fleet = serde_json::json!({
+        "index_patterns": [format!("logs-imperva.securesphere-{ns}*")],
+        "data_stream": {},
+        "priority": 200,
+        "template": {"settings": {"index.default_pipeline": "fake-imperva-integration"}},
+        "_meta": {"managed_by": "fleet", "package": {"name": "imperva"}}
+    });
+    let fleet_name = format!("logs-imperva.securesphere-{ns}");
+    let (st, v) = os.request("PUT", &format!("/_index_template/{fleet_name}"), Some(&fleet));
+    assert_eq!(st, 200, "{v}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wafstream"))
+        .args(["es-setup", "--es-url", &os.url])
+        .output()
+        .expect("es-setup");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "found index template {fleet_name} (managed by fleet, priority 200): left alone"
+        )),
+        "{said}"
+    );
+    let (_, t) = os.request("GET", &format!("/_index_template/{fleet_name}"), None);
+    assert_eq!(
+        t["index_templates"][0]["index_template"]["_meta"]["managed_by"], "fleet",
+        "{t}"
+    );
+    // Documents into the integration's data stream: stored, its pipeline not run.
+    let client = elasticsearch::client(None).expect("client");
+    let cfg = Config {
+        flush_interval: Duration::from_millis(20),
+        namespace: ns.clone(),
+        ..config(&os.url)
+    };
+    let sink = ElasticsearchSink::start(cfg, client);
+    let acks = send_timestamped(&sink, 20).await;
+    assert!(acks.iter().all(|a| *a == Ok(Delivery::Accepted)), "{acks:?}");
+    let ds = format!("logs-imperva.securesphere-{ns}");
+    let (_, d) = os.request("GET", &format!("/_data_stream/{ds}"), None);
+    assert_eq!(d["data_streams"][0]["template"], fleet_name.as_str(), "{d}");
+    let docs = os.docs(&ds);
+    assert_eq!(docs.len(), 10);
+    assert!(
+        docs.iter().all(|d| d.get("integration_pipeline_ran").is_none()),
+        "{docs:?}"
+    );
 }

@@ -273,6 +273,19 @@ pub struct EsArgs {
     /// Install the index templates (as `es-setup` does) before sending documents.
     #[arg(long = "es-setup", env = "WAFSTREAM_ES_SETUP")]
     pub setup: bool,
+    /// Let `es-setup` replace templates of wafstream's names that something else manages
+    /// (without it they are left alone and reported).
+    #[arg(long = "es-setup-force", visible_alias = "force", env = "WAFSTREAM_ES_SETUP_FORCE")]
+    pub setup_force: bool,
+    /// Retention of wafstream's data streams, set by `es-setup` as a data stream lifecycle
+    /// (Elasticsearch 8.11+; on OpenSearch use an ISM policy); `off` keeps everything.
+    #[arg(
+        long = "es-retention",
+        default_value = "90d",
+        value_name = "AGE|off",
+        env = "WAFSTREAM_ES_RETENTION"
+    )]
+    pub retention: String,
     /// Documents per bulk request at most.
     #[arg(
         long = "es-max-batch-docs",

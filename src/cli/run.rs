@@ -265,11 +265,23 @@ pub(super) fn es_setup(args: super::EsArgs) -> anyhow::Result<ExitCode> {
     }
     let client = es_client(&args)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let done = rt.block_on(crate::sink::es_setup::install(&client, &args.urls, &es_auth(&args)))?;
+    let done = rt.block_on(crate::sink::es_setup::install(
+        &client,
+        &args.urls,
+        &es_auth(&args),
+        &setup_options(&args),
+    ))?;
     for d in done {
         tracing::info!("installed {d}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn setup_options(a: &super::EsArgs) -> crate::sink::es_setup::Options {
+    crate::sink::es_setup::Options {
+        force: a.setup_force,
+        retention: (!a.retention.eq_ignore_ascii_case("off")).then(|| a.retention.clone()),
+    }
 }
 
 fn es_client(a: &super::EsArgs) -> anyhow::Result<reqwest::Client> {
@@ -283,7 +295,12 @@ fn es_client(a: &super::EsArgs) -> anyhow::Result<reqwest::Client> {
 /// With `--es-setup`, install the templates before the first document.
 fn es_setup_at_start(a: &super::EsArgs, client: &reqwest::Client, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     if a.setup && !a.urls.is_empty() {
-        for d in rt.block_on(crate::sink::es_setup::install(client, &a.urls, &es_auth(a)))? {
+        for d in rt.block_on(crate::sink::es_setup::install(
+            client,
+            &a.urls,
+            &es_auth(a),
+            &setup_options(a),
+        ))? {
             tracing::info!("installed {d}");
         }
     }

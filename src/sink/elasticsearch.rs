@@ -377,7 +377,10 @@ enum Outcome {
 }
 
 async fn request(cfg: &Config, client: &reqwest::Client, host: &str, body: &[u8], docs: usize) -> Outcome {
-    let url = format!("{}/_bulk", host.trim_end_matches('/'));
+    // `pipeline=_none`: the documents are final. Where an Elastic integration's templates give
+    // the data stream a default ingest pipeline (one that expects a raw line), it is not run
+    // again; a `final_pipeline` still is.
+    let url = format!("{}/_bulk?pipeline=_none", host.trim_end_matches('/'));
     let mut req = client
         .post(&url)
         .timeout(cfg.request_timeout)

@@ -2,7 +2,14 @@
 //! `logs-imperva.securesphere-*`, `logs-imperva_cloud_waf.event-*` and the dead letters' stream
 //! their ECS field types (ip, date, long, geo_point, boolean, wildcard, flattened JSON), as
 //! Elastic's integrations map the same fields. Generated from the field paths the mappers write
-//! (`ecs::paths`), so a new field cannot be forgotten. `PUT` replaces: running it again is safe.
+//! (`ecs::paths`), so a new field cannot be forgotten. Running it again is safe.
+//!
+//! It lives beside Elastic's Imperva integrations: its index templates are named
+//! `wafstream-<data stream>` at priority [`PRIORITY`] (below Fleet's 200), so where an
+//! integration's templates are installed they apply (and wafstream's documents skip their
+//! ingest pipeline, see [`super::elasticsearch`]), and wafstream's apply everywhere else. A
+//! template of wafstream's name that something else manages is left alone unless forced; the
+//! ones earlier wafstream versions installed under Fleet's names are removed.
 
 use serde_json::{Map, Value, json};
 
@@ -14,10 +21,39 @@ pub const COMPONENT: &str = "wafstream-ecs-mappings";
 
 /// (index template name, pattern) pairs.
 pub const INDEX_TEMPLATES: &[(&str, &str)] = &[
-    ("logs-imperva.securesphere", "logs-imperva.securesphere-*"),
-    ("logs-imperva_cloud_waf.event", "logs-imperva_cloud_waf.event-*"),
-    ("logs-wafstream.dead_letter", "logs-wafstream.dead_letter-*"),
+    ("wafstream-logs-imperva.securesphere", "logs-imperva.securesphere-*"),
+    (
+        "wafstream-logs-imperva_cloud_waf.event",
+        "logs-imperva_cloud_waf.event-*",
+    ),
+    ("wafstream-logs-wafstream.dead_letter", "logs-wafstream.dead_letter-*"),
 ];
+
+/// Priority of wafstream's index templates: below the 200 Fleet gives an integration's, so an
+/// installed integration's templates win for new data streams, and the two never tie (two
+/// templates of one priority matching one pattern are refused).
+pub const PRIORITY: u32 = 150;
+
+/// Names earlier wafstream versions used for their index templates (Fleet's own names); removed
+/// when they carry wafstream's marker.
+pub const LEGACY_INDEX_TEMPLATES: &[&str] = &[
+    "logs-imperva.securesphere",
+    "logs-imperva_cloud_waf.event",
+    "logs-wafstream.dead_letter",
+];
+
+/// What `es-setup` may do.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Replace templates of wafstream's names that something else manages.
+    pub force: bool,
+    /// Data stream retention (`30d`, `90d`, ...) on Elasticsearch 8.11+ (data stream lifecycle);
+    /// `None`: keep everything.
+    pub retention: Option<String>,
+}
+
+/// Default retention of wafstream's data streams.
+pub const DEFAULT_RETENTION: &str = "90d";
 
 /// The Elasticsearch type of a field path (leaves only; objects are implied).
 pub fn field_type(path: &str) -> Value {
@@ -115,7 +151,8 @@ pub fn properties() -> Value {
 }
 
 /// Which search engine a cluster runs: the mapping types differ (Elasticsearch's `flattened`
-/// is OpenSearch's `flat_object`).
+/// is OpenSearch's `flat_object`), and so does retention (data stream lifecycle from
+/// Elasticsearch 8.11; ISM policies on OpenSearch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
     Elasticsearch,
@@ -130,6 +167,17 @@ impl Engine {
             _ => Engine::Elasticsearch,
         }
     }
+}
+
+/// Whether the cluster takes a data stream lifecycle in index templates (Elasticsearch 8.11+).
+fn has_lifecycle(engine: Engine, root: &Value) -> bool {
+    if engine != Engine::Elasticsearch {
+        return false;
+    }
+    let v = root["version"]["number"].as_str().unwrap_or("");
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (8, 11)
 }
 
 /// The component template body for `engine`.
@@ -175,10 +223,23 @@ pub fn index_template(pattern: &str) -> Value {
     json!({
         "index_patterns": [pattern],
         "data_stream": {},
-        "priority": 200,
+        "priority": PRIORITY,
         "composed_of": [COMPONENT],
         "_meta": {"managed_by": "wafstream"}
     })
+}
+
+/// [`index_template`] with a data stream retention (Elasticsearch's data stream lifecycle).
+pub fn index_template_with_retention(pattern: &str, retention: &str) -> Value {
+    let mut t = index_template(pattern);
+    t["template"] = json!({"lifecycle": {"data_retention": retention}});
+    t
+}
+
+/// Whether a template (the object under `index_template` / `component_template`) is
+/// wafstream's.
+fn owned(t: &Value) -> bool {
+    t["_meta"]["managed_by"].as_str() == Some("wafstream")
 }
 
 fn authed(req: reqwest::RequestBuilder, auth: &Auth) -> reqwest::RequestBuilder {
@@ -193,8 +254,13 @@ fn authed(req: reqwest::RequestBuilder, auth: &Auth) -> reqwest::RequestBuilder 
 /// Which engine `host` runs (`GET /`). A root the credentials may not read, or that does
 /// not say, is taken for Elasticsearch.
 pub async fn engine(client: &reqwest::Client, host: &str, auth: &Auth) -> Engine {
+    Engine::from_root(&root(client, host, auth).await)
+}
+
+/// `GET /` (the cluster's name and version), or `null` when it cannot be read.
+async fn root(client: &reqwest::Client, host: &str, auth: &Auth) -> Value {
     let url = format!("{}/", host.trim_end_matches('/'));
-    let root = match authed(client.get(&url), auth).send().await {
+    match authed(client.get(&url), auth).send().await {
         Ok(r) if r.status().is_success() => {
             let text = r.text().await.unwrap_or_default();
             serde_json::from_str(&text).unwrap_or(Value::Null)
@@ -207,8 +273,49 @@ pub async fn engine(client: &reqwest::Client, host: &str, auth: &Auth) -> Engine
             tracing::debug!(%url, error = %e, "cannot read the cluster's root; assuming Elasticsearch");
             Value::Null
         }
-    };
-    Engine::from_root(&root)
+    }
+}
+
+/// `GET path`: the body on 200, `None` on 404, an error otherwise.
+async fn get(client: &reqwest::Client, host: &str, auth: &Auth, path: &str) -> anyhow::Result<Option<Value>> {
+    let url = format!("{}/{path}", host.trim_end_matches('/'));
+    let resp = authed(client.get(&url), auth)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    match status.as_u16() {
+        200 => Ok(Some(serde_json::from_str(&text).unwrap_or(Value::Null))),
+        404 => Ok(None),
+        _ => anyhow::bail!("{url}: HTTP {status}: {text}"),
+    }
+}
+
+async fn delete(client: &reqwest::Client, host: &str, auth: &Auth, path: &str) -> anyhow::Result<()> {
+    let url = format!("{}/{path}", host.trim_end_matches('/'));
+    let resp = authed(client.delete(&url), auth)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+    let status = resp.status();
+    if !status.is_success() && status.as_u16() != 404 {
+        anyhow::bail!("{url}: HTTP {status}: {}", resp.text().await.unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// The existing index templates matching any of wafstream's patterns: (name, template).
+async fn index_templates(client: &reqwest::Client, host: &str, auth: &Auth) -> anyhow::Result<Vec<(String, Value)>> {
+    let all = get(client, host, auth, "_index_template").await?.unwrap_or(Value::Null);
+    Ok(all["index_templates"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| Some((t["name"].as_str()?.to_string(), t["index_template"].clone())))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 async fn put(client: &reqwest::Client, host: &str, auth: &Auth, path: &str, body: &Value) -> anyhow::Result<()> {
@@ -229,42 +336,96 @@ async fn put(client: &reqwest::Client, host: &str, auth: &Auth, path: &str, body
     Ok(())
 }
 
-/// Install (or replace) the templates on the first host that answers.
-pub async fn install(client: &reqwest::Client, hosts: &[String], auth: &Auth) -> anyhow::Result<Vec<String>> {
+/// Install (or replace) wafstream's templates on the first host that answers; returns what it
+/// found and did, line by line.
+pub async fn install(
+    client: &reqwest::Client,
+    hosts: &[String],
+    auth: &Auth,
+    opts: &Options,
+) -> anyhow::Result<Vec<String>> {
     let mut last = anyhow::anyhow!("no Elasticsearch URL given");
     for host in hosts {
-        let mut done = Vec::new();
-        let r: anyhow::Result<()> = async {
-            let engine = engine(client, host, auth).await;
-            put(
-                client,
-                host,
-                auth,
-                &format!("_component_template/{COMPONENT}"),
-                &component_template_for(engine),
-            )
-            .await?;
-            done.push(format!("component template {COMPONENT} ({engine:?} types)"));
-            for (name, pattern) in INDEX_TEMPLATES {
-                put(
-                    client,
-                    host,
-                    auth,
-                    &format!("_index_template/{name}"),
-                    &index_template(pattern),
-                )
-                .await?;
-                done.push(format!("index template {name} ({pattern})"));
-            }
-            Ok(())
-        }
-        .await;
-        match r {
-            Ok(()) => return Ok(done),
+        match install_on(client, host, auth, opts).await {
+            Ok(done) => return Ok(done),
             Err(e) => last = e,
         }
     }
     Err(last)
+}
+
+async fn install_on(client: &reqwest::Client, host: &str, auth: &Auth, opts: &Options) -> anyhow::Result<Vec<String>> {
+    let mut done = Vec::new();
+    let root = root(client, host, auth).await;
+    let engine = Engine::from_root(&root);
+    let retention = opts.retention.as_deref().filter(|_| has_lifecycle(engine, &root));
+    if let (Some(r), None) = (&opts.retention, retention) {
+        done.push(format!(
+            "retention {r} not set: {engine:?} {} has no data stream lifecycle (use an ILM/ISM policy)",
+            root["version"]["number"].as_str().unwrap_or("(version unknown)")
+        ));
+    }
+    let existing = index_templates(client, host, auth).await?;
+    // What else writes these data streams (e.g. Elastic's integrations, installed by Fleet).
+    for (name, t) in &existing {
+        let ours = INDEX_TEMPLATES.iter().any(|(n, _)| n == name);
+        let patterns = t["index_patterns"].to_string();
+        let relevant = INDEX_TEMPLATES
+            .iter()
+            .any(|(_, p)| patterns.contains(p.trim_end_matches('*')));
+        if relevant && !ours && !owned(t) {
+            done.push(format!(
+                "found index template {name} (managed by {}, priority {}): left alone; where it applies, wafstream writes into its data streams without running its ingest pipeline",
+                t["_meta"]["managed_by"].as_str().unwrap_or("someone else"),
+                t["priority"]
+            ));
+        }
+        if LEGACY_INDEX_TEMPLATES.contains(&name.as_str()) && owned(t) {
+            delete(client, host, auth, &format!("_index_template/{name}")).await?;
+            done.push(format!(
+                "removed index template {name} (an earlier wafstream's, under Fleet's name)"
+            ));
+        }
+    }
+    let component = get(client, host, auth, &format!("_component_template/{COMPONENT}")).await?;
+    let theirs = component
+        .as_ref()
+        .and_then(|c| c["component_templates"].get(0))
+        .is_some_and(|c| !owned(&c["component_template"]));
+    if theirs && !opts.force {
+        anyhow::bail!(
+            "component template {COMPONENT} exists and is not managed by wafstream: left alone (run with --force to replace it)"
+        );
+    }
+    put(
+        client,
+        host,
+        auth,
+        &format!("_component_template/{COMPONENT}"),
+        &component_template_for(engine),
+    )
+    .await?;
+    done.push(format!("component template {COMPONENT} ({engine:?} types)"));
+    for (name, pattern) in INDEX_TEMPLATES {
+        if let Some((_, t)) = existing.iter().find(|(n, _)| n == name) {
+            if !owned(t) && !opts.force {
+                done.push(format!(
+                    "index template {name} exists and is not managed by wafstream: left alone (--force replaces it)"
+                ));
+                continue;
+            }
+        }
+        let body = match retention {
+            Some(r) => index_template_with_retention(pattern, r),
+            None => index_template(pattern),
+        };
+        put(client, host, auth, &format!("_index_template/{name}"), &body).await?;
+        done.push(format!(
+            "index template {name} ({pattern}, priority {PRIORITY}{})",
+            retention.map(|r| format!(", retention {r}")).unwrap_or_default()
+        ));
+    }
+    Ok(done)
 }
 
 #[cfg(test)]
