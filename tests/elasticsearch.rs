@@ -356,7 +356,11 @@ async fn es_setup_installs_templates_in_elasticsearch_8_and_can_run_again() {
             serde_json::from_slice::<serde_json::Value>(&b).expect("json")
         }
     };
-    let it = get(format!("{}/_index_template/wafstream-logs-imperva.securesphere", es.url)).await;
+    let it = get(format!(
+        "{}/_index_template/wafstream-logs-imperva.securesphere",
+        es.url
+    ))
+    .await;
     let t = &it["index_templates"][0]["index_template"];
     assert_eq!(t["index_patterns"][0], "logs-imperva.securesphere-*");
     assert_eq!(t["composed_of"][0], "wafstream-ecs-mappings");

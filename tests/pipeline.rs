@@ -480,3 +480,62 @@ fn a_stop_while_elasticsearch_is_down_ends_within_the_drain_timeout_or_at_a_seco
         );
     }
 }
+
+/// Known secrets given on the command line never appear in what a run prints, even at debug
+/// level: stderr (logs) and stdout.
+#[test]
+fn secrets_are_never_printed() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (url, _seen) = rt.block_on(support::start(Arc::new(|_, _| (201, "")), Arc::new(|_| None)));
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(tmp.path().join("a.log"), securesphere(5, 3)).expect("write");
+    let secrets = ["pw-Zq81-secret", "apikey-Xr52-secret"];
+    let mut cmd = wafstream();
+    cmd.args([
+        "--log-level",
+        "debug",
+        "run",
+        "--listen-tcp",
+        "127.0.0.1:0",
+        "--listen-udp",
+        "off",
+    ])
+    .args(["--file-poll-ms", "50", "--es-url", &url])
+    .args([
+        "--es-user",
+        "elastic",
+        "--es-password",
+        secrets[0],
+        "--es-flush-interval-ms",
+        "20",
+    ])
+    .arg("--file")
+    .arg(tmp.path().join("*.log"))
+    .arg("--output")
+    .arg(tmp.path().join("out.ndjson"));
+    let (mut child, rx) = support::spawn_with_stderr(cmd);
+    support::listening(&rx, &["tcp"]);
+    std::thread::sleep(Duration::from_millis(800));
+    sigterm(&child);
+    assert!(child.wait().expect("wait").success());
+    let mut printed: Vec<String> = rx.try_iter().collect();
+    // And validate-config with the secrets in a file.
+    let cfg = tmp.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[kafka]\nbrokers = \"k:9092\"\n[kafka.properties]\n\"sasl.password\" = \"{}\"\n",
+            secrets[1]
+        ),
+    )
+    .expect("write");
+    let out = wafstream().arg("validate-config").arg(&cfg).output().expect("validate");
+    printed.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    printed.push(String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(printed.len() > 5, "the run said something: {printed:?}");
+    for line in &printed {
+        for s in secrets {
+            assert!(!line.contains(s), "a secret was printed: {line}");
+        }
+    }
+}

@@ -476,7 +476,10 @@ fn run_installs_templates_at_start_and_writes_to_a_real_elasticsearch_api() {
     // The templates were installed at start.
     let body = rt.block_on(async {
         let r = client
-            .get(format!("{}/_index_template/wafstream-logs-imperva.securesphere", es.url))
+            .get(format!(
+                "{}/_index_template/wafstream-logs-imperva.securesphere",
+                es.url
+            ))
             .send()
             .await
             .expect("get");

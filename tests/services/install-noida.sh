@@ -2,7 +2,9 @@
 # Install noida-db 0.2.3 (an Elasticsearch 8 API imitation with a bundled binary) from PyPI for
 # the Elasticsearch tests; prints the path of its `noida-db` command.
 set -euo pipefail
-if ! python3 -m pip show noida-db 2>/dev/null | grep -q '^Version: 0.2.3$'; then
+# `pip show | grep -q` under pipefail fails when grep exits early: read the version first.
+shown="$(python3 -m pip show noida-db 2>/dev/null || true)"
+if ! grep -q '^Version: 0.2.3$' <<<"$shown"; then
   python3 -m pip install --quiet --disable-pip-version-check noida-db==0.2.3 >&2
 fi
 python3 - <<'PY'
