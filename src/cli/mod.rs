@@ -58,8 +58,10 @@ pub enum Command {
     /// the dataset topics and failures to the DLQ topic; offsets are stored only after the
     /// outputs are acknowledged.
     Worker(WorkerArgs),
-    /// Install (or replace) the Elasticsearch component and index templates that give the
-    /// data streams their ECS field types. Safe to run again.
+    /// Install (or update) wafstream's component and index templates (Elasticsearch or
+    /// OpenSearch) that give the data streams their ECS field types and retention. Templates
+    /// something else manages (e.g. Elastic's integrations) are left alone and reported unless
+    /// `--force`. Safe to run again.
     EsSetup(EsArgs),
     /// Check a configuration file: report every problem at once (exit 1), or print the
     /// settings it makes, as the `WAFSTREAM_*` variables they feed (exit 0).
