@@ -38,12 +38,15 @@ pub struct Sources {
     files_stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     files: Option<std::thread::JoinHandle<ingress::files::FinalSave>>,
+    listening: Arc<AtomicBool>,
 }
 
 impl Sources {
     /// Stop accepting and reading, let open connections hand over what they received, and
     /// return the file progress to save once the pipeline has settled it.
     pub async fn stop(self) -> Option<ingress::files::FinalSave> {
+        // Not ready any more: a load balancer stops sending new connections here.
+        self.listening.store(false, Ordering::Relaxed);
         let _ = self.stop_tx.send(true);
         self.files_stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
@@ -125,6 +128,7 @@ pub async fn start(cfg: Config, on_listen: impl Fn(&str, SocketAddr)) -> anyhow:
             files_stop,
             tasks,
             files,
+            listening,
         },
         rx,
     ))

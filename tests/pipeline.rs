@@ -539,3 +539,52 @@ fn secrets_are_never_printed() {
         }
     }
 }
+
+/// SIGTERM while a sender is mid-stream: the connection keeps being read until the sender
+/// closes, so every line it wrote comes out; a message the sender cut short (octet counting)
+/// becomes a dead letter with what arrived.
+#[test]
+fn lines_a_sender_writes_during_the_drain_and_a_cut_octet_frame_all_come_out() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out.ndjson");
+    let mut cmd = wafstream();
+    cmd.args(["run", "--listen-tcp", "127.0.0.1:0", "--listen-udp", "off", "--output"])
+        .arg(&out);
+    let (mut child, rx) = support::spawn_with_stderr(cmd);
+    let tcp = support::listening(&rx, &["tcp"]).remove("tcp").expect("tcp");
+    let lines: Vec<String> = securesphere(3000, 4).lines().map(str::to_string).collect();
+    let mut a = std::net::TcpStream::connect(&tcp).expect("connect");
+    for l in &lines[..2000] {
+        writeln!(a, "{l}").expect("write");
+    }
+    // A second sender starts an octet-counted message and closes half way.
+    let mut b = std::net::TcpStream::connect(&tcp).expect("connect");
+    write!(b, "500 {}", &lines[0][..100]).expect("write");
+    wait_for("the first lines", 20, || {
+        (std::fs::read_to_string(&out).unwrap_or_default().lines().count() >= 1000).then_some(())
+    });
+    sigterm(&child);
+    std::thread::sleep(Duration::from_millis(300));
+    // Still being read after the signal.
+    for l in &lines[2000..] {
+        writeln!(a, "{l}").expect("write during the drain");
+    }
+    drop(b);
+    drop(a);
+    assert!(child.wait().expect("wait").success());
+    let docs: Vec<Value> = std::fs::read_to_string(&out)
+        .expect("out")
+        .lines()
+        .map(support::inputs::json)
+        .collect();
+    let dead: Vec<&Value> = docs.iter().filter(|d| d["event"]["kind"] == "pipeline_error").collect();
+    assert_eq!(docs.len() - dead.len(), 3000, "every line the sender wrote");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let why = dead[0]["error"]["message"].as_str().unwrap_or("");
+    assert!(
+        why.contains("announced 500 bytes") && why.contains("closed after 100"),
+        "{why}"
+    );
+    assert_eq!(dead[0]["event"]["original"], &lines[0][..100]);
+}

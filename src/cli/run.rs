@@ -22,7 +22,9 @@ fn addr(s: &str, what: &str) -> anyhow::Result<Option<SocketAddr>> {
         .with_context(|| format!("--listen-{what} {s:?}: expected ip:port or `off`"))
 }
 
-fn listen_config(l: &ListenArgs) -> anyhow::Result<Config> {
+/// Listener settings; open connections get most of the drain timeout to finish at shutdown,
+/// the rest is for delivering what they sent.
+fn listen_config(l: &ListenArgs, drain_timeout_ms: u64) -> anyhow::Result<Config> {
     let tls = match addr(&l.listen_tls, "tls")? {
         None => None,
         Some(a) => {
@@ -50,6 +52,7 @@ fn listen_config(l: &ListenArgs) -> anyhow::Result<Config> {
             max_message_bytes: l.max_message_bytes,
             max_connections: l.max_connections,
             idle_timeout: Duration::from_millis(l.idle_timeout_ms.max(1)),
+            drain: drain_timeout(drain_timeout_ms).mul_f64(0.6),
         },
         bus_capacity: l.bus_capacity,
     };
@@ -77,7 +80,7 @@ fn metrics(args: &super::TelemetryArgs, rt: &tokio::runtime::Runtime) -> anyhow:
 
 pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = args.mapping.options()?;
-    let cfg = listen_config(&args.listen)?;
+    let cfg = listen_config(&args.listen, args.drain_timeout_ms)?;
     let docs: Box<dyn Write + Send> = if args.output == "-" {
         Box::new(BufWriter::with_capacity(1 << 16, io::stdout()))
     } else {
@@ -142,7 +145,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// `wafstream ingress`: sources → raw topic (no mapping). File checkpoints advance only over
 /// frames the broker acknowledged.
 pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
-    let cfg = listen_config(&args.listen)?;
+    let cfg = listen_config(&args.listen, args.drain_timeout_ms)?;
     if let Some(tz) = &args.tz {
         if crate::parse::time::Zone::parse(tz).is_none() {
             anyhow::bail!("--tz {tz:?}: not an IANA zone or ±HHMM offset");

@@ -42,11 +42,25 @@ pub struct Framer {
     skip: Skip,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Skip {
     None,
     Bytes(usize),
-    ToNewline,
+    /// An over-long line: its first bytes (sent once its end is found, with its real length)
+    /// and how many bytes of it have been seen.
+    ToNewline {
+        head: Bytes,
+        seen: usize,
+    },
+}
+
+/// What the sender left in the buffer when it closed, when it is not a whole message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partial {
+    /// The bytes of the message that did arrive.
+    pub bytes: Bytes,
+    /// The length the octet count announced.
+    pub declared: usize,
 }
 
 impl Framer {
@@ -75,12 +89,20 @@ impl Framer {
                     }
                     self.skip = Skip::None;
                 }
-                Skip::ToNewline => match memchr::memchr(b'\n', buf) {
+                Skip::ToNewline { ref mut seen, .. } => match memchr::memchr(b'\n', buf) {
                     Some(i) => {
+                        let full = *seen + i;
                         buf.advance(i + 1);
-                        self.skip = Skip::None;
+                        if let Skip::ToNewline { head, .. } = std::mem::replace(&mut self.skip, Skip::None) {
+                            return Ok(Some(Frame {
+                                bytes: head,
+                                truncated: true,
+                                original_len: full,
+                            }));
+                        }
                     }
                     None => {
+                        *seen += buf.len();
                         buf.clear();
                         return Ok(None);
                     }
@@ -112,6 +134,42 @@ impl Framer {
         }
     }
 
+    /// The sender closed: what is left in `buf` is a last message without its newline, an
+    /// over-long line cut by the close, or (octet counting) a message shorter than announced.
+    pub fn finish(&mut self, buf: &mut BytesMut) -> Option<Result<Frame, Partial>> {
+        if let Skip::ToNewline { head, seen } = std::mem::replace(&mut self.skip, Skip::None) {
+            buf.clear();
+            return Some(Ok(Frame {
+                bytes: head,
+                truncated: true,
+                original_len: seen,
+            }));
+        }
+        if buf.is_empty() {
+            return None;
+        }
+        let rest = buf.split().freeze();
+        if self.mode != Mode::OctetCounting {
+            let n = rest.len();
+            return Some(Ok(Frame {
+                bytes: rest,
+                truncated: false,
+                original_len: n,
+            }));
+        }
+        // `LEN SP` and fewer than LEN bytes (or only part of the count).
+        let sp = rest.iter().position(|b| *b == b' ');
+        let declared = sp
+            .and_then(|i| std::str::from_utf8(&rest[..i]).ok())
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        let body = match sp {
+            Some(i) => rest.slice(i + 1..),
+            None => rest,
+        };
+        Some(Err(Partial { bytes: body, declared }))
+    }
+
     fn newline(&mut self, buf: &mut BytesMut) -> Option<Frame> {
         let limit = self.max_frame_bytes;
         match memchr::memchr(b'\n', buf) {
@@ -138,15 +196,12 @@ impl Framer {
                 })
             }
             None if buf.len() > limit => {
-                let cut = buf.split_to(limit).freeze();
+                // Sent once its end is found, with its real length.
+                let head = buf.split_to(limit).freeze();
                 let seen = limit + buf.len();
                 buf.clear();
-                self.skip = Skip::ToNewline;
-                Some(Frame {
-                    bytes: cut,
-                    truncated: true,
-                    original_len: seen,
-                })
+                self.skip = Skip::ToNewline { head, seen };
+                None
             }
             None => None,
         }
@@ -262,5 +317,53 @@ mod tests {
         let mut f = Framer::new(Mode::OctetCounting, 100);
         let mut buf = BytesMut::from(&b"12x4 hello"[..]);
         assert!(f.decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn an_over_long_line_reports_its_real_length_once_its_end_arrives() {
+        let mut f = Framer::new(Mode::Newline, 100);
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for _ in 0..16 {
+            buf.extend_from_slice(&[b'x'; 65_536]);
+            while let Some(fr) = f.decode(&mut buf).unwrap() {
+                got.push(fr);
+            }
+        }
+        assert!(got.is_empty(), "nothing until the line ends");
+        buf.extend_from_slice(b"\nnext\n");
+        while let Some(fr) = f.decode(&mut buf).unwrap() {
+            got.push(fr);
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].truncated, got[0].original_len, got[0].bytes.len()),
+            (true, 1 << 20, 100)
+        );
+        assert_eq!(&got[1].bytes[..], b"next");
+    }
+
+    #[test]
+    fn what_the_sender_leaves_at_close_is_kept() {
+        // Octet counting cut short by the close: the bytes that arrived and the announced length.
+        let mut f = Framer::new(Mode::Auto, 1000);
+        let mut buf = BytesMut::from(&b"5 hello500 <14>CEF:0|cut"[..]);
+        assert_eq!(&f.decode(&mut buf).unwrap().unwrap().bytes[..], b"hello");
+        assert_eq!(f.decode(&mut buf).unwrap(), None);
+        let p = f.finish(&mut buf).unwrap().unwrap_err();
+        assert_eq!((p.declared, &p.bytes[..]), (500, &b"<14>CEF:0|cut"[..]));
+        assert_eq!(f.finish(&mut buf), None);
+        // Newline framing: a last line without its newline is a message.
+        let mut f = Framer::new(Mode::Newline, 1000);
+        let mut buf = BytesMut::from(&b"a\nlast"[..]);
+        assert_eq!(&f.decode(&mut buf).unwrap().unwrap().bytes[..], b"a");
+        assert_eq!(f.decode(&mut buf).unwrap(), None);
+        assert_eq!(&f.finish(&mut buf).unwrap().unwrap().bytes[..], b"last");
+        // An over-long line cut by the close.
+        let mut f = Framer::new(Mode::Newline, 4);
+        let mut buf = BytesMut::from(&b"abcdefgh"[..]);
+        assert_eq!(f.decode(&mut buf).unwrap(), None);
+        let fr = f.finish(&mut buf).unwrap().unwrap();
+        assert_eq!((fr.truncated, fr.original_len, &fr.bytes[..]), (true, 8, &b"abcd"[..]));
     }
 }

@@ -31,6 +31,8 @@ pub struct Limits {
     pub max_message_bytes: usize,
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    /// At shutdown, how long open connections keep being read (until their sender closes).
+    pub drain: Duration,
 }
 
 impl Default for Limits {
@@ -39,6 +41,7 @@ impl Default for Limits {
             max_message_bytes: 50 * 1024,
             max_connections: 1024,
             idle_timeout: Duration::from_secs(300),
+            drain: Duration::from_secs(15),
         }
     }
 }
@@ -53,6 +56,10 @@ pub struct Stats {
     pub framing_errors: AtomicU64,
     pub idle_closed: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
+    /// Connections still open when the shutdown drain ended (closed by us).
+    pub drain_closed: AtomicU64,
+    /// Connections whose sender closed in the middle of an octet-counted message.
+    pub cut_frames: AtomicU64,
     /// Whole Imperva (or gzip) files read.
     pub whole_files: AtomicU64,
     /// Whole files whose body did not match the header's checksum (events kept).
@@ -96,6 +103,16 @@ impl crate::telemetry::Source for Stats {
                 "wafstream_ingress_tls_handshake_failures_total",
                 "TLS handshakes that failed or timed out.",
                 &self.tls_handshake_failures,
+            ),
+            (
+                "wafstream_ingress_drain_closed_total",
+                "Connections still open when the shutdown drain ended (closed by wafstream).",
+                &self.drain_closed,
+            ),
+            (
+                "wafstream_ingress_cut_frames_total",
+                "Octet-counted messages cut short by the sender closing (dead-lettered with what arrived).",
+                &self.cut_frames,
             ),
             (
                 "wafstream_ingress_whole_files_total",
@@ -211,12 +228,29 @@ async fn connection<S: AsyncRead + Unpin>(
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let peer_s: Arc<str> = peer.to_string().into();
     let mut bus = Batcher::new(bus);
+    // At shutdown the connection keeps being read until its sender closes or the drain ends:
+    // what a sender wrote before it saw the shutdown is not lost.
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
+        let wait = match drain_until {
+            Some(d) => d
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(limits.idle_timeout),
+            None => limits.idle_timeout,
+        };
         let read = tokio::select! {
-            r = tokio::time::timeout(limits.idle_timeout, stream.read_buf(&mut buf)) => r,
-            _ = shutdown.changed() => break,
+            r = tokio::time::timeout(wait, stream.read_buf(&mut buf)) => r,
+            _ = shutdown.changed(), if drain_until.is_none() => {
+                drain_until = Some(tokio::time::Instant::now() + limits.drain);
+                continue;
+            }
         };
         let eof = match read {
+            Err(_) if drain_until.is_some() => {
+                stats.drain_closed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, "shutdown: connection still open at the end of the drain; closing it");
+                true
+            }
             Err(_) => {
                 stats.idle_closed.fetch_add(1, Ordering::Relaxed);
                 true
@@ -259,21 +293,45 @@ async fn connection<S: AsyncRead + Unpin>(
             return;
         }
         if eof {
-            // A last message without its newline is still a message.
-            if !buf.is_empty() && framer.mode() != Mode::OctetCounting {
-                let bytes = buf.split().freeze();
-                stats.frames.fetch_add(1, Ordering::Relaxed);
-                let _ = bus
-                    .push(RawFrame {
-                        bytes,
+            // What the sender left: a last message without its newline, or a message cut short.
+            let frame = match framer.finish(&mut buf) {
+                None => None,
+                Some(Ok(f)) => {
+                    if f.truncated {
+                        stats.truncated.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(RawFrame {
+                        bytes: f.bytes,
                         received_ms: now_ms(),
                         input,
                         peer: Some(peer_s.clone()),
+                        truncated_from: f.truncated.then_some(f.original_len),
                         ..RawFrame::default()
                     })
-                    .await;
-                let _ = bus.flush().await;
+                }
+                Some(Err(p)) => {
+                    stats.cut_frames.fetch_add(1, Ordering::Relaxed);
+                    let reason = format!(
+                        "octet-counted message announced {} bytes; the connection closed after {}",
+                        p.declared,
+                        p.bytes.len()
+                    );
+                    tracing::warn!(%peer, "{reason}");
+                    Some(RawFrame {
+                        bytes: p.bytes,
+                        received_ms: now_ms(),
+                        input,
+                        peer: Some(peer_s.clone()),
+                        refused: Some(reason.into()),
+                        ..RawFrame::default()
+                    })
+                }
+            };
+            if let Some(f) = frame {
+                stats.frames.fetch_add(1, Ordering::Relaxed);
+                let _ = bus.push(f).await;
             }
+            let _ = bus.flush().await;
             return;
         }
     }
