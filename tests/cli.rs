@@ -336,3 +336,22 @@ fn validate_config_masks_secrets_and_checks_folders() {
         "{err}"
     );
 }
+
+/// A line that is not valid UTF-8 is mapped from a lossy copy; its exact bytes are kept in
+/// `wafstream.original_base64` (as they are in a dead letter's).
+#[test]
+fn invalid_utf8_keeps_the_exact_bytes() {
+    use base64::Engine;
+    let mut line = GOOD.replace("cat=Alert", "cat=Al").into_bytes();
+    line.extend_from_slice(b"\xff\xfeert\n");
+    let out = wafstream(&["parse", "-"], Some(&line));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let d = docs(&out);
+    assert_eq!(d.len(), 1);
+    let kept = d[0]["wafstream"]["original_base64"]
+        .as_str()
+        .expect("original bytes kept");
+    let bytes = base64::engine::general_purpose::STANDARD.decode(kept).expect("base64");
+    assert_eq!(bytes, &line[..line.len() - 1]);
+    assert_eq!(d[0]["source"]["ip"], "1.2.3.4");
+}

@@ -331,6 +331,13 @@ impl Mapper {
             self.counters.field_errors.set(self.counters.field_errors.get() + 1);
             stats().field_errors.fetch_add(1, Relaxed);
         }
+        // Not valid UTF-8: mapped from a lossy copy, so the exact bytes are kept beside it.
+        if matches!(text, Cow::Owned(_)) {
+            d.put(
+                p!("wafstream.original_base64"),
+                Val::Str(base64::engine::general_purpose::STANDARD.encode(frame).into()),
+            );
+        }
         stats().document(dataset);
         let id = document_id(dataset, &ctx, frame, meta);
         if self.opts.emit_id {
