@@ -149,11 +149,21 @@ fn counter_vec(name: &str, help: &str, label: &str, values: &[(&str, u64)]) -> V
 
 /// Serve `/metrics` and `/healthz` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener) {
+    // A scrape endpoint needs few connections: more wait in the backlog.
+    let permits = Arc::new(tokio::sync::Semaphore::new(32));
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
-            continue;
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let mut sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         tokio::spawn(async move {
+            let _permit = permit;
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
             // Read the request head (bounded in size and time); the body, if any, is ignored.

@@ -302,6 +302,14 @@ pub struct EsArgs {
         env = "WAFSTREAM_ES_FLUSH_INTERVAL_MS"
     )]
     pub flush_interval_ms: u64,
+    /// A bulk request that has not answered after this long is retried (maybe on the next URL).
+    #[arg(
+        long = "es-request-timeout-ms",
+        default_value_t = 60_000,
+        value_name = "MS",
+        env = "WAFSTREAM_ES_REQUEST_TIMEOUT_MS"
+    )]
+    pub request_timeout_ms: u64,
     /// Bulk requests in flight at once.
     #[arg(
         long = "es-max-inflight-requests",

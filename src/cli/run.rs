@@ -257,6 +257,7 @@ fn es_config(a: &super::EsArgs, namespace: &str) -> crate::sink::elasticsearch::
         max_batch_docs: a.max_batch_docs.max(1),
         flush_interval: Duration::from_millis(a.flush_interval_ms.max(1)),
         max_inflight_requests: a.max_inflight_requests.max(1),
+        request_timeout: Duration::from_millis(a.request_timeout_ms.max(1)),
         ..crate::sink::elasticsearch::Config::default()
     }
 }

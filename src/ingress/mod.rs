@@ -170,6 +170,7 @@ async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
+    let mut accept_errors = 0u32;
     loop {
         let permit = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -177,9 +178,17 @@ async fn serve(
         };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok(x) => {
+                    accept_errors = 0;
+                    x
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    // E.g. EMFILE: retrying at once would spin; back off, growing to 1 s.
+                    accept_errors = (accept_errors + 1).min(10);
+                    if accept_errors == 1 {
+                        tracing::warn!(error = %e, "accept failed; backing off");
+                    }
+                    tokio::time::sleep(Duration::from_millis(10 << accept_errors.min(6))).await;
                     continue;
                 }
             },

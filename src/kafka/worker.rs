@@ -141,9 +141,7 @@ impl ConsumerContext for DrainOnRevoke {
         let after = self.counts.unsettled.load(Ordering::Acquire).max(0);
         let drained = (before - after).max(0) as u64;
         self.counts.drained.fetch_add(drained, Ordering::Relaxed);
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::warn!(error = %e, "commit before revocation");
-        }
+        commit(consumer, "commit before revocation");
     }
 
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -155,6 +153,15 @@ impl ConsumerContext for DrainOnRevoke {
 }
 
 type Consumer_ = BaseConsumer<DrainOnRevoke>;
+
+/// Commit the stored offsets; nothing new to commit (`NoOffset`) is not an error.
+fn commit(consumer: &Consumer_, what: &str) {
+    match consumer.commit_consumer_state(CommitMode::Sync) {
+        Ok(()) => {}
+        Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "{what}"),
+    }
+}
 
 /// One partition's acknowledgements: settling a frame stores its offset.
 struct PartitionLane {
@@ -278,9 +285,7 @@ async fn run_with<S: Sink>(
     };
     let stored = counts.stored.load(Ordering::Relaxed);
     if stored > 0 {
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::warn!(error = %e, "final commit");
-        }
+        commit(&consumer, "final commit");
     }
     let active_secs = match (first, last) {
         (Some(f), Some(_)) if cfg.exit_when_idle.is_some() => f
