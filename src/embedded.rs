@@ -99,9 +99,12 @@ pub async fn start(cfg: Config, on_listen: impl Fn(&str, SocketAddr)) -> anyhow:
             .await
             .map_err(|e| anyhow::anyhow!("binding udp {addr}: {e}"))?;
         on_listen("udp", s.local_addr()?);
+        // Its own queue, a quarter of the bus's frames in batches of any size.
+        let (queue, forward) = ingress::udp_queue(tx.clone(), (cfg.bus_capacity / 4).max(1024));
+        tasks.push(forward);
         tasks.push(tokio::spawn(ingress::serve_udp(
             s,
-            tx.clone(),
+            queue,
             cfg.limits.clone(),
             stats.clone(),
             stop_rx.clone(),

@@ -588,3 +588,61 @@ fn lines_a_sender_writes_during_the_drain_and_a_cut_octet_frame_all_come_out() {
     );
     assert_eq!(dead[0]["event"]["original"], &lines[0][..100]);
 }
+
+/// A TCP burst that fills the bus while the search engine stalls does not make UDP datagrams
+/// sent meanwhile get dropped: UDP has its own queue.
+#[test]
+fn udp_datagrams_survive_a_tcp_burst_that_fills_the_bus() {
+    use std::io::Write;
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let stall = Arc::new(AtomicBool::new(true));
+    let s = stall.clone();
+    let (url, seen) = rt.block_on(support::start(
+        Arc::new(|_, _| (201, "")),
+        Arc::new(move |_| s.load(Ordering::Relaxed).then_some(503)),
+    ));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut cmd = wafstream();
+    cmd.args([
+        "run",
+        "--listen-tcp",
+        "127.0.0.1:0",
+        "--listen-udp",
+        "127.0.0.1:0",
+        "--bus-capacity",
+        "1024",
+    ])
+    .args(["--es-url", &url, "--es-flush-interval-ms", "20", "--output"])
+    .arg(tmp.path().join("dead.ndjson"));
+    let (mut child, rx) = support::spawn_with_stderr(cmd);
+    let at = support::listening(&rx, &["tcp", "udp"]);
+    let lines: Vec<String> = securesphere(15_000, 6).lines().map(str::to_string).collect();
+    // More than the core keeps in flight (10,000) plus the bus: TCP backs up.
+    let tcp = at["tcp"].clone();
+    let burst = std::thread::spawn(move || {
+        let mut c = std::io::BufWriter::new(std::net::TcpStream::connect(&tcp).expect("tcp"));
+        for (i, l) in lines.iter().enumerate() {
+            writeln!(c, "{l} cs9=tcp-{i}").expect("write");
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let ss = securesphere(300, 7);
+    for (i, l) in ss.lines().enumerate() {
+        udp.send_to(format!("{l} cs9=udp-{i}").as_bytes(), &at["udp"])
+            .expect("send");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    stall.store(false, Ordering::Relaxed);
+    burst.join().expect("burst");
+    wait_for("every document", 60, || {
+        (seen.docs.lock().expect("lock").len() == 15_300).then_some(())
+    });
+    sigterm(&child);
+    assert!(child.wait().expect("wait").success());
+    let report: Vec<String> = rx.try_iter().collect();
+    assert!(
+        report.iter().any(|l| l.contains("0 UDP datagrams dropped")),
+        "{report:?}"
+    );
+}

@@ -346,43 +346,71 @@ async fn connection<S: AsyncRead + Unpin>(
     }
 }
 
-/// Receive UDP datagrams until `shutdown`; one datagram is one frame.
+/// Receive UDP datagrams until `shutdown`; one datagram is one frame. UDP cannot wait, so
+/// datagrams go to a queue of their own (`queue`, see [`udp_queue`]) that a TCP burst filling
+/// the shared bus does not fill; what arrives while that queue is full is dropped and counted.
+/// Datagrams that are already waiting in the socket are taken together, as one batch.
 pub async fn serve_udp(
     socket: UdpSocket,
-    bus: Sender,
+    queue: Sender,
     limits: Limits,
     stats: Arc<Stats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let (n, peer) = tokio::select! {
+        let first = tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
                 Ok(x) => x,
                 Err(_) => continue,
             },
             _ = shutdown.changed() => return,
         };
-        let mut end = n;
-        while end > 0 && matches!(buf[end - 1], b'\n' | b'\r' | 0) {
-            end -= 1;
+        let mut batch = vec![udp_frame(&buf, first, &limits, &stats)];
+        while batch.len() < crate::bus::BATCH {
+            match socket.try_recv_from(&mut buf) {
+                Ok(got) => batch.push(udp_frame(&buf, got, &limits, &stats)),
+                Err(_) => break,
+            }
         }
-        let cut = end > limits.max_message_bytes;
-        let keep = end.min(limits.max_message_bytes);
-        stats.frames.fetch_add(1, Ordering::Relaxed);
-        if cut {
-            stats.truncated.fetch_add(1, Ordering::Relaxed);
-        }
-        let frame = RawFrame {
-            bytes: bytes::Bytes::copy_from_slice(&buf[..keep]),
-            received_ms: now_ms(),
-            input: "udp",
-            peer: Some(peer.to_string().into()),
-            truncated_from: cut.then_some(end),
-            ..RawFrame::default()
-        };
-        if bus.try_send(vec![frame]).is_err() {
-            stats.udp_dropped.fetch_add(1, Ordering::Relaxed);
+        let n = batch.len() as u64;
+        if queue.try_send(batch).is_err() {
+            stats.udp_dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
+}
+
+fn udp_frame(buf: &[u8], (n, peer): (usize, SocketAddr), limits: &Limits, stats: &Stats) -> RawFrame {
+    let mut end = n;
+    while end > 0 && matches!(buf[end - 1], b'\n' | b'\r' | 0) {
+        end -= 1;
+    }
+    let cut = end > limits.max_message_bytes;
+    let keep = end.min(limits.max_message_bytes);
+    stats.frames.fetch_add(1, Ordering::Relaxed);
+    if cut {
+        stats.truncated.fetch_add(1, Ordering::Relaxed);
+    }
+    RawFrame {
+        bytes: bytes::Bytes::copy_from_slice(&buf[..keep]),
+        received_ms: now_ms(),
+        input: "udp",
+        peer: Some(peer.to_string().into()),
+        truncated_from: cut.then_some(end),
+        ..RawFrame::default()
+    }
+}
+
+/// UDP's own queue (`capacity` batches) and the task that moves its batches onto the bus,
+/// waiting for room there; the task ends when the UDP listener is gone.
+pub fn udp_queue(bus: Sender, capacity: usize) -> (Sender, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<crate::bus::Batch>(capacity.max(1));
+    let forward = tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if bus.send(b).await.is_err() {
+                return;
+            }
+        }
+    });
+    (tx, forward)
 }
