@@ -210,14 +210,18 @@ pub async fn signal() {
 /// One line for the operator at exit.
 pub fn report(summary: &Summary, stats: &Stats) -> String {
     format!(
-        "wafstream: {} documents, {} dead-lettered; {} frames ({} cut at the size limit), {} UDP datagrams dropped on a full bus, {} TCP/TLS connections, {} framing errors, {} TLS handshake failures, {} whole files read ({} with a checksum mismatch)",
+        "wafstream: {} documents, {} dead-lettered; {} frames ({} cut at the size limit), {} UDP datagrams dropped on a full queue, {} TCP/TLS connections ({} closed at the limit to admit a new one, {} refused, {} still open at the end of the drain), {} framing errors ({} messages cut short by the sender), {} TLS handshake failures, {} whole files read ({} with a checksum mismatch)",
         summary.documents,
         summary.dead_letters,
         stats.frames.load(Ordering::Relaxed),
         stats.truncated.load(Ordering::Relaxed),
         stats.udp_dropped.load(Ordering::Relaxed),
         stats.connections.load(Ordering::Relaxed),
+        stats.evicted.load(Ordering::Relaxed),
+        stats.refused.load(Ordering::Relaxed),
+        stats.drain_closed.load(Ordering::Relaxed),
         stats.framing_errors.load(Ordering::Relaxed),
+        stats.cut_frames.load(Ordering::Relaxed),
         stats.tls_handshake_failures.load(Ordering::Relaxed),
         stats.whole_files.load(Ordering::Relaxed),
         stats.checksum_mismatches.load(Ordering::Relaxed),

@@ -646,3 +646,49 @@ fn udp_datagrams_survive_a_tcp_burst_that_fills_the_bus() {
         "{report:?}"
     );
 }
+
+/// Idle connections holding the connection limit do not lock a new sender out: the one idle
+/// the longest is closed (its lines were kept) and the newcomer's lines arrive at once.
+#[test]
+fn a_new_sender_at_the_connection_limit_gets_in_at_once() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out.ndjson");
+    let mut cmd = wafstream();
+    cmd.args([
+        "run",
+        "--listen-tcp",
+        "127.0.0.1:0",
+        "--listen-udp",
+        "off",
+        "--max-connections",
+        "3",
+    ])
+    .arg("--output")
+    .arg(&out);
+    let (mut child, rx) = support::spawn_with_stderr(cmd);
+    let tcp = support::listening(&rx, &["tcp"]).remove("tcp").expect("tcp");
+    let lines: Vec<String> = securesphere(8, 9).lines().map(str::to_string).collect();
+    let count = || std::fs::read_to_string(&out).unwrap_or_default().lines().count();
+    let mut idle = Vec::new();
+    for l in &lines[..3] {
+        let mut c = std::net::TcpStream::connect(&tcp).expect("connect");
+        writeln!(c, "{l}").expect("write");
+        idle.push(c);
+        let want = idle.len();
+        wait_for("the idle sender's line", 10, || (count() >= want).then_some(()));
+    }
+    let t0 = Instant::now();
+    let mut new = std::net::TcpStream::connect(&tcp).expect("connect");
+    for l in &lines[3..] {
+        writeln!(new, "{l}").expect("write");
+    }
+    wait_for("the new sender's lines", 10, || (count() >= 8).then_some(()));
+    assert!(t0.elapsed() < Duration::from_secs(5), "took {:?}", t0.elapsed());
+    drop(new);
+    drop(idle);
+    sigterm(&child);
+    assert!(child.wait().expect("wait").success());
+    let report: Vec<String> = rx.try_iter().collect();
+    assert!(report.iter().any(|l| l.contains("1 closed at the limit")), "{report:?}");
+}

@@ -142,7 +142,8 @@ pub struct ListenArgs {
     /// Longest message; longer ones are cut to it and flagged (then dead-lettered).
     #[arg(long, default_value_t = 50 * 1024, value_name = "BYTES", env = "WAFSTREAM_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: usize,
-    /// Most concurrent TCP connections; more wait in the listen backlog.
+    /// Most concurrent TCP/TLS connections; at the limit, the connection idle the longest is
+    /// closed (what it sent is kept) to admit the new one.
     #[arg(long, default_value_t = 1024, env = "WAFSTREAM_MAX_CONNECTIONS")]
     pub max_connections: usize,
     /// Close a TCP connection idle this long.

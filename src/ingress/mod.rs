@@ -56,6 +56,10 @@ pub struct Stats {
     pub framing_errors: AtomicU64,
     pub idle_closed: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
+    /// Connections closed at the connection limit to make room for a new one (the longest idle).
+    pub evicted: AtomicU64,
+    /// New connections refused at the limit (no connection could make room).
+    pub refused: AtomicU64,
     /// Connections still open when the shutdown drain ended (closed by us).
     pub drain_closed: AtomicU64,
     /// Connections whose sender closed in the middle of an octet-counted message.
@@ -105,6 +109,16 @@ impl crate::telemetry::Source for Stats {
                 &self.tls_handshake_failures,
             ),
             (
+                "wafstream_ingress_evicted_total",
+                "Connections closed at the connection limit to admit a new one (the one idle the longest).",
+                &self.evicted,
+            ),
+            (
+                "wafstream_ingress_refused_total",
+                "New connections refused at the connection limit.",
+                &self.refused,
+            ),
+            (
                 "wafstream_ingress_drain_closed_total",
                 "Connections still open when the shutdown drain ended (closed by wafstream).",
                 &self.drain_closed,
@@ -125,6 +139,62 @@ impl crate::telemetry::Source for Stats {
                 &self.checksum_mismatches,
             ),
         ]);
+    }
+}
+
+/// One open connection, as the accept loop sees it.
+pub struct Conn {
+    id: u64,
+    /// Milliseconds since the listener started, at the connection's last read.
+    last: AtomicU64,
+    started: tokio::time::Instant,
+    evict: tokio::sync::Notify,
+}
+
+impl Conn {
+    fn touch(&self) {
+        self.last
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The open connections of a listener, to find the one idle the longest.
+#[derive(Clone, Default)]
+struct Conns(Arc<std::sync::Mutex<(u64, Vec<Arc<Conn>>)>>);
+
+impl Conns {
+    fn add(&self, started: tokio::time::Instant) -> Arc<Conn> {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.0 += 1;
+        let c = Arc::new(Conn {
+            id: g.0,
+            last: AtomicU64::new(started.elapsed().as_millis() as u64),
+            started,
+            evict: tokio::sync::Notify::new(),
+        });
+        g.1.push(c.clone());
+        c
+    }
+
+    fn remove(&self, c: &Conn) {
+        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.retain(|x| x.id != c.id);
+    }
+
+    /// Ask the connection idle the longest to close (counted; logged at most once a minute).
+    fn evict_longest_idle(&self, stats: &Stats, newcomer: SocketAddr) {
+        let g = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(c) = g.1.iter().min_by_key(|c| c.last.load(Ordering::Relaxed)) else {
+            return;
+        };
+        c.evict.notify_one();
+        let n = stats.evicted.fetch_add(1, Ordering::Relaxed);
+        static LAST_LOG: AtomicU64 = AtomicU64::new(0);
+        let now = c.started.elapsed().as_secs();
+        if n == 0 || now >= LAST_LOG.load(Ordering::Relaxed) + 60 {
+            LAST_LOG.store(now, Ordering::Relaxed);
+            tracing::warn!(%newcomer, evicted_so_far = n + 1, "connection limit reached: closing the connection idle the longest");
+        }
     }
 }
 
@@ -169,13 +239,11 @@ async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let conns = Conns::default();
     let mut tasks = tokio::task::JoinSet::new();
     let mut accept_errors = 0u32;
+    let started = tokio::time::Instant::now();
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = shutdown.changed() => break,
-        };
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => {
@@ -194,19 +262,38 @@ async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        // At the limit, the connection idle the longest makes room (a slow trickle of idle
+        // connections must not lock every new sender out).
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                conns.evict_longest_idle(&stats, peer);
+                match tokio::time::timeout(Duration::from_secs(5), permits.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        stats.refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, "connection limit reached and no connection could make room; refused");
+                        continue;
+                    }
+                }
+            }
+        };
         stats.connections.fetch_add(1, Ordering::Relaxed);
-        let (bus, limits, stats, sd, tls) = (
+        let conn = conns.add(started);
+        let (bus, limits, stats, sd, tls, conns) = (
             bus.clone(),
             limits.clone(),
             stats.clone(),
             shutdown.clone(),
             tls.clone(),
+            conns.clone(),
         );
         tasks.spawn(async move {
+            let c = conn.clone();
             match tls {
-                None => connection(stream, "tcp", peer, bus, limits, stats, sd).await,
+                None => connection(stream, "tcp", peer, bus, limits, stats, sd, c).await,
                 Some((acceptor, timeout)) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => connection(s, "tls", peer, bus, limits, stats, sd).await,
+                    Ok(Ok(s)) => connection(s, "tls", peer, bus, limits, stats, sd, c).await,
                     Ok(Err(e)) => {
                         stats.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%peer, error = %e, "TLS handshake failed");
@@ -217,6 +304,7 @@ async fn serve(
                     }
                 },
             }
+            conns.remove(&conn);
             drop(permit);
         });
     }
@@ -224,6 +312,7 @@ async fn serve(
     while tasks.join_next().await.is_some() {}
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn connection<S: AsyncRead + Unpin>(
     mut stream: S,
     input: &'static str,
@@ -232,6 +321,7 @@ async fn connection<S: AsyncRead + Unpin>(
     limits: Limits,
     stats: Arc<Stats>,
     mut shutdown: watch::Receiver<bool>,
+    conn: Arc<Conn>,
 ) {
     let mut framer = Framer::new(Mode::Auto, limits.max_message_bytes);
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -253,7 +343,10 @@ async fn connection<S: AsyncRead + Unpin>(
                 drain_until = Some(tokio::time::Instant::now() + limits.drain);
                 continue;
             }
+            // Closed to make room for a new sender: what it sent is kept, as at any close.
+            _ = conn.evict.notified() => Ok(Ok(0)),
         };
+        conn.touch();
         let eof = match read {
             Err(_) if drain_until.is_some() => {
                 stats.drain_closed.fetch_add(1, Ordering::Relaxed);
