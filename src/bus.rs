@@ -33,6 +33,11 @@ pub struct RawFrame {
     pub tz: Option<Arc<str>>,
     /// Columns of a W3C line (from its file's header or `#Fields:` directive).
     pub w3c: Option<Arc<W3cFields>>,
+    /// Where this occurrence came from, when the source has no file position: the raw-topic
+    /// partition and offset (worker), or the receive order (live sockets in `run`). Mixed into
+    /// the document id, so two identical events are two documents while a redelivery of one is
+    /// still the same document.
+    pub occurrence: Option<u64>,
     /// Set when the source already knows the frame cannot be mapped (e.g. an Imperva file
     /// that does not open): the frame goes to the dead-letter output with this reason.
     pub refused: Option<Arc<str>>,
@@ -53,6 +58,7 @@ impl Default for RawFrame {
             offset: None,
             tz: None,
             w3c: None,
+            occurrence: None,
             refused: None,
             token: Token::none(),
         }
@@ -183,6 +189,18 @@ impl Batcher {
         let b = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH));
         self.tx.blocking_send(b).map_err(|_| Closed)
     }
+}
+
+/// A receive-order occurrence key, unique within this process and (by its start time) across
+/// restarts: for frames from live senders, which are never redelivered.
+pub fn next_occurrence() -> u64 {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static START: OnceLock<u64> = OnceLock::new();
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    xxhash_rust::xxh3::xxh3_64(&[start.to_le_bytes(), seq.to_le_bytes()].concat())
 }
 
 /// Milliseconds since the epoch, now.

@@ -52,6 +52,7 @@ fn map_line(line: &str, opts: Options) -> Value {
         peer: None,
         offset: None,
         tz: None,
+        occurrence: None,
     };
     let mut out = Vec::new();
     let m = mapper.map(line.as_bytes(), &meta, None, &mut out);

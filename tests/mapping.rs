@@ -13,6 +13,7 @@ fn meta() -> FrameMeta<'static> {
         peer: Some("192.0.2.10:5140"),
         offset: None,
         tz: None,
+        occurrence: None,
     }
 }
 

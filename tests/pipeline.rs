@@ -692,3 +692,57 @@ fn a_new_sender_at_the_connection_limit_gets_in_at_once() {
     let report: Vec<String> = rx.try_iter().collect();
     assert!(report.iter().any(|l| l.contains("1 closed at the limit")), "{report:?}");
 }
+
+/// The same alert sent twice (byte-identical lines, same second) is two events: two documents
+/// with two ids. A file line's id stays its own across re-reads (file and offset).
+#[test]
+fn identical_events_are_two_documents() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out.ndjson");
+    let mut cmd = wafstream();
+    cmd.args([
+        "run",
+        "--listen-tcp",
+        "127.0.0.1:0",
+        "--listen-udp",
+        "off",
+        "--emit-id",
+        "--output",
+    ])
+    .arg(&out);
+    let (mut child, rx) = support::spawn_with_stderr(cmd);
+    let tcp = support::listening(&rx, &["tcp"]).remove("tcp").expect("tcp");
+    let line = securesphere(1, 5);
+    let cloud = support::cloud_lines(1);
+    let mut c = std::net::TcpStream::connect(&tcp).expect("connect");
+    write!(c, "{line}{line}{cloud}{cloud}").expect("write");
+    drop(c);
+    wait_for("four documents", 10, || {
+        (std::fs::read_to_string(&out).unwrap_or_default().lines().count() >= 4).then_some(())
+    });
+    sigterm(&child);
+    assert!(child.wait().expect("wait").success());
+    let ids: HashSet<String> = std::fs::read_to_string(&out)
+        .expect("out")
+        .lines()
+        .map(|l| support::inputs::json(l)["_id"].as_str().expect("_id").to_string())
+        .collect();
+    assert_eq!(ids.len(), 4, "identical events share an id: {ids:?}");
+    // The same file parsed twice gives the same ids (a re-read is not a new occurrence).
+    std::fs::write(tmp.path().join("a.log"), format!("{line}{line}")).expect("write");
+    let parse = || {
+        let o = wafstream()
+            .args(["parse", "--emit-id"])
+            .arg(tmp.path().join("a.log"))
+            .output()
+            .expect("parse");
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| support::inputs::json(l)["_id"].as_str().expect("_id").to_string())
+            .collect::<Vec<_>>()
+    };
+    let (first, again) = (parse(), parse());
+    assert_eq!(first, again);
+    assert_ne!(first[0], first[1], "two lines, two occurrences");
+}

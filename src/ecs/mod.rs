@@ -135,6 +135,9 @@ pub struct FrameMeta<'a> {
     /// Time zone configured where the frame was received (raw-topic header); overrides the
     /// mapper's own for this frame.
     pub tz: Option<&'a str>,
+    /// Where the occurrence came from when there is no file position (see
+    /// [`crate::bus::RawFrame::occurrence`]).
+    pub occurrence: Option<u64>,
 }
 
 /// Result of mapping one frame.
@@ -448,16 +451,20 @@ fn hex128(v: u128) -> DocId {
     DocId(s)
 }
 
+/// Where the frame came from: its file (or pulled file) and offset, else its occurrence key,
+/// else nothing (then the id is the content's alone).
 fn source_hash(meta: &FrameMeta<'_>) -> u128 {
-    match (meta.source, meta.offset) {
-        (Some(s), Some(o)) => xxhash_rust::xxh3::xxh3_128(format!("{s}\u{0}{o}").as_bytes()),
+    match (meta.source, meta.offset, meta.occurrence) {
+        (Some(s), Some(o), _) => xxhash_rust::xxh3::xxh3_128(format!("{s}\u{0}{o}").as_bytes()),
+        (_, _, Some(k)) => xxhash_rust::xxh3::xxh3_128(&k.to_le_bytes()),
         _ => 0,
     }
 }
 
-/// Deterministic `_id`: Cloud WAF events by `fileId` + `start` + `end` (what Elastic's
-/// pipeline fingerprints, so the same event pulled and pushed is stored once); anything else by
-/// its bytes and, for files, its position.
+/// Deterministic `_id` of an occurrence: Cloud WAF events by `fileId` + `start` + `end` (what
+/// Elastic's pipeline fingerprints), anything else by its bytes; both mixed with where the
+/// frame came from (file and offset, raw-topic partition and offset, or receive order), so a
+/// redelivery is the same document and two identical events are two.
 fn document_id(dataset: Dataset, ctx: &Ctx<'_, '_>, frame: &[u8], meta: &FrameMeta<'_>) -> DocId {
     if dataset == Dataset::CloudWaf {
         if let (Some(f), Some(s)) = (ctx.raw_peek(Key::FileId), ctx.raw_peek(Key::Start)) {
@@ -470,7 +477,7 @@ fn document_id(dataset: Dataset, ctx: &Ctx<'_, '_>, frame: &[u8], meta: &FrameMe
                 }
                 h.update(part.as_bytes());
             }
-            return hex128(h.digest128());
+            return hex128(h.digest128() ^ source_hash(meta));
         }
     }
     hex128(xxhash_rust::xxh3::xxh3_128(frame) ^ source_hash(meta) ^ u128::from(dataset == Dataset::CloudWaf))

@@ -373,6 +373,7 @@ async fn connection<S: AsyncRead + Unpin>(
                         received_ms: now_ms(),
                         input,
                         peer: Some(peer_s.clone()),
+                        occurrence: Some(crate::bus::next_occurrence()),
                         truncated_from: f.truncated.then_some(f.original_len),
                         ..RawFrame::default()
                     };
@@ -407,6 +408,7 @@ async fn connection<S: AsyncRead + Unpin>(
                         received_ms: now_ms(),
                         input,
                         peer: Some(peer_s.clone()),
+                        occurrence: Some(crate::bus::next_occurrence()),
                         truncated_from: f.truncated.then_some(f.original_len),
                         ..RawFrame::default()
                     })
@@ -424,6 +426,7 @@ async fn connection<S: AsyncRead + Unpin>(
                         received_ms: now_ms(),
                         input,
                         peer: Some(peer_s.clone()),
+                        occurrence: Some(crate::bus::next_occurrence()),
                         refused: Some(reason.into()),
                         ..RawFrame::default()
                     })
@@ -490,6 +493,7 @@ fn udp_frame(buf: &[u8], (n, peer): (usize, SocketAddr), limits: &Limits, stats:
         input: "udp",
         peer: Some(peer.to_string().into()),
         truncated_from: cut.then_some(end),
+        occurrence: Some(crate::bus::next_occurrence()),
         ..RawFrame::default()
     }
 }

@@ -352,6 +352,12 @@ fn frame(m: &BorrowedMessage<'_>, recent: &mut Recent, token: Token) -> RawFrame
             Some(cols)
         }
     });
+    let offset = header(h, H_OFFSET).and_then(|v| v.parse().ok());
+    let source = shared(&mut recent.source, header(h, H_SOURCE));
+    // Frames without a file position are told apart by their place in the raw topic, which a
+    // redelivery keeps.
+    let occurrence =
+        (offset.is_none() || source.is_none()).then(|| ((m.partition() as u64) << 48) ^ (m.offset() as u64));
     RawFrame {
         bytes: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
         received_ms: header(h, H_RECEIVED)
@@ -360,8 +366,9 @@ fn frame(m: &BorrowedMessage<'_>, recent: &mut Recent, token: Token) -> RawFrame
         input: input_kind(header(h, H_INPUT)),
         peer: shared(&mut recent.peer, header(h, H_PEER)),
         truncated_from: header(h, H_TRUNCATED).and_then(|v| v.parse().ok()),
-        source: shared(&mut recent.source, header(h, H_SOURCE)),
-        offset: header(h, H_OFFSET).and_then(|v| v.parse().ok()),
+        source,
+        offset,
+        occurrence,
         tz: shared(&mut recent.tz, header(h, H_TZ)),
         w3c,
         token,

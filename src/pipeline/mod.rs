@@ -103,6 +103,7 @@ pub fn map_frame(mapper: &Mapper, f: &RawFrame, out: &mut Vec<u8>) -> crate::ecs
         peer: f.peer.as_deref(),
         offset: f.offset,
         tz: f.tz.as_deref(),
+        occurrence: f.occurrence,
     };
     match f.refusal() {
         Some(reason) => mapper.dead_letter(&f.bytes, &meta, &reason, out),
