@@ -184,6 +184,16 @@ pub fn s_client(dir: &std::path::Path, addr: &str, extra: &[&str], input: &str) 
 /// Spawn `cmd` with stderr piped into a channel of lines (stdin and stdout closed).
 pub fn spawn_with_stderr(mut cmd: Command) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    // A test that fails leaves its wafstream process behind otherwise: the process gets
+    // SIGKILL when the thread that started it (the test's) ends.
+    // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
