@@ -21,3 +21,13 @@ WAFSTREAM_NOIDA="$(install "noida-db 0.2.3" bash tests/services/install-noida.sh
 export WAFSTREAM_KAFKA_LIB WAFSTREAM_OPENSEARCH_HOME WAFSTREAM_NOIDA
 export WAFSTREAM_REQUIRE_SERVICES=1
 cargo test --all-targets "$@"
+# Nothing the tests started may outlive them: wafstream processes (they die with their test's
+# thread) and the services (their watchdog stops them within ~1 s of the test binary's exit).
+sleep 3
+left="$(pgrep -af "$PWD/target/[a-z]*/wafstream |wafstream-services|noida-db" | grep -v pgrep || true)"
+if [ -n "$left" ]; then
+  echo "suite: processes left behind by the tests:" >&2
+  echo "$left" >&2
+  exit 1
+fi
+echo "suite: no process left behind" >&2
