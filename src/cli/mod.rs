@@ -186,6 +186,22 @@ pub struct RunArgs {
     /// `event.kind: pipeline_error`.
     #[arg(long, value_name = "FILE", env = "WAFSTREAM_DLQ")]
     pub dlq: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub drain: DrainArgs,
+    /// Mapping threads (default: one per available core).
+    #[arg(long, value_name = "N", env = "WAFSTREAM_THREADS")]
+    pub threads: Option<usize>,
+    /// With `--es-url`, documents go to Elasticsearch instead of `--output` (dead letters stay
+    /// on `--output` / `--dlq`).
+    #[command(flatten)]
+    pub es: EsArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// How a stop drains (`run`, `ingress`, `worker`).
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
     /// On SIGTERM/Ctrl-C, how long to wait for outputs in flight (e.g. while the destination is
     /// down) before exiting non-zero without them; a second Ctrl-C exits at once. Either way
     /// nothing undelivered is committed or checkpointed.
@@ -196,15 +212,6 @@ pub struct RunArgs {
         env = "WAFSTREAM_DRAIN_TIMEOUT_MS"
     )]
     pub drain_timeout_ms: u64,
-    /// Mapping threads (default: one per available core).
-    #[arg(long, value_name = "N", env = "WAFSTREAM_THREADS")]
-    pub threads: Option<usize>,
-    /// With `--es-url`, documents go to Elasticsearch instead of `--output` (dead letters stay
-    /// on `--output` / `--dlq`).
-    #[command(flatten)]
-    pub es: EsArgs,
-    #[command(flatten)]
-    pub telemetry: TelemetryArgs,
 }
 
 /// Telemetry options.
@@ -328,16 +335,8 @@ pub struct IngressArgs {
     /// record's headers so workers read zone-less times correctly.
     #[arg(long = "tz", value_name = "ZONE", env = "WAFSTREAM_TZ")]
     pub tz: Option<String>,
-    /// On SIGTERM/Ctrl-C, how long to wait for outputs in flight (e.g. while the destination is
-    /// down) before exiting non-zero without them; a second Ctrl-C exits at once. Either way
-    /// nothing undelivered is committed or checkpointed.
-    #[arg(
-        long,
-        default_value_t = 25_000,
-        value_name = "MS",
-        env = "WAFSTREAM_DRAIN_TIMEOUT_MS"
-    )]
-    pub drain_timeout_ms: u64,
+    #[command(flatten)]
+    pub drain: DrainArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
     #[command(flatten)]
@@ -369,16 +368,8 @@ pub struct WorkerArgs {
     /// Outputs awaiting acknowledgement before the worker stops consuming.
     #[arg(long, default_value_t = 10_000, env = "WAFSTREAM_MAX_INFLIGHT")]
     pub max_inflight: usize,
-    /// On SIGTERM/Ctrl-C, how long to wait for outputs in flight (e.g. while the destination is
-    /// down) before exiting non-zero without them; a second Ctrl-C exits at once. Either way
-    /// nothing undelivered is committed or checkpointed.
-    #[arg(
-        long,
-        default_value_t = 25_000,
-        value_name = "MS",
-        env = "WAFSTREAM_DRAIN_TIMEOUT_MS"
-    )]
-    pub drain_timeout_ms: u64,
+    #[command(flatten)]
+    pub drain: DrainArgs,
     /// Mapping threads (default: one per available core). Offsets are still stored in order
     /// per partition.
     #[arg(long, value_name = "N", env = "WAFSTREAM_THREADS")]

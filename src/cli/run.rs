@@ -80,7 +80,7 @@ fn metrics(args: &super::TelemetryArgs, rt: &tokio::runtime::Runtime) -> anyhow:
 
 pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = args.mapping.options()?;
-    let cfg = listen_config(&args.listen, args.drain_timeout_ms)?;
+    let cfg = listen_config(&args.listen, args.drain.drain_timeout_ms)?;
     let docs: Box<dyn Write + Send> = if args.output == "-" {
         Box::new(BufWriter::with_capacity(1 << 16, io::stdout()))
     } else {
@@ -112,7 +112,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             settings,
             &writer,
             embedded::signal(),
-            drain_timeout(args.drain_timeout_ms),
+            drain_timeout(args.drain.drain_timeout_ms),
             announce,
         ))?
     } else {
@@ -132,7 +132,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             settings,
             &sink,
             embedded::signal(),
-            drain_timeout(args.drain_timeout_ms),
+            drain_timeout(args.drain.drain_timeout_ms),
             announce,
         ));
         tracing::info!("{}", es_stats.report());
@@ -145,7 +145,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// `wafstream ingress`: sources → raw topic (no mapping). File checkpoints advance only over
 /// frames the broker acknowledged.
 pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
-    let cfg = listen_config(&args.listen, args.drain_timeout_ms)?;
+    let cfg = listen_config(&args.listen, args.drain.drain_timeout_ms)?;
     if let Some(tz) = &args.tz {
         if crate::parse::time::Zone::parse(tz).is_none() {
             anyhow::bail!("--tz {tz:?}: not an IANA zone or ±HHMM offset");
@@ -175,7 +175,7 @@ pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
             sources,
             embedded::signal(),
             publish,
-            drain_timeout(args.drain_timeout_ms),
+            drain_timeout(args.drain.drain_timeout_ms),
         )
         .await??;
         anyhow::Ok((stats, pstats))
@@ -204,7 +204,7 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         max_inflight: args.max_inflight,
         threads: args.threads.unwrap_or_else(crate::pipeline::default_threads).max(1),
         exit_when_idle: args.exit_when_idle_ms.map(Duration::from_millis),
-        drain_timeout: drain_timeout(args.drain_timeout_ms),
+        drain_timeout: drain_timeout(args.drain.drain_timeout_ms),
     };
     let es = if args.es.urls.is_empty() {
         None
