@@ -578,7 +578,8 @@ fn broker_stopped_30s_mid_stream_and_restarted_loses_nothing() {
             .any(|l| l.contains(&format!("{n} frames published, 0 failed"))),
         "{ingress_report:?}"
     );
-    // The raw topic holds every line once (the ingress's producer is idempotent).
+    // The raw topic holds every line. With `message.timeout.ms=5000` a delivery can expire
+    // after the broker took it; the ingress then produces it again: a repeat, never a loss.
     let raw = b.read_to_end(&t.raw);
     let raw_ids: HashSet<String> = raw.iter().map(|r| raw_site_id(&r.payload)).collect();
     assert_eq!(raw_ids.len(), n, "every line in the raw topic");
@@ -588,7 +589,6 @@ fn broker_stopped_30s_mid_stream_and_restarted_loses_nothing() {
         out.len(),
         out.len() - n
     );
-    assert_eq!(raw.len(), n, "the idempotent ingress producer wrote no line twice");
     // Repeats can only come from offsets not yet committed; at the end everything is.
     let mut ends: HashMap<i32, i64> = HashMap::new();
     for r in &raw {
