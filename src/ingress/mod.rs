@@ -326,6 +326,16 @@ async fn connection<S: AsyncRead + Unpin>(
     let mut framer = Framer::new(Mode::Auto, limits.max_message_bytes);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let peer_s: Arc<str> = peer.to_string().into();
+    // Every frame of this connection: its bytes, and the length it had when it was cut.
+    let frame_of = |f: framing::Frame| RawFrame {
+        bytes: f.bytes,
+        received_ms: now_ms(),
+        input,
+        peer: Some(peer_s.clone()),
+        occurrence: Some(crate::bus::next_occurrence()),
+        truncated_from: f.truncated.then_some(f.original_len),
+        ..RawFrame::default()
+    };
     let mut bus = Batcher::new(bus);
     // At shutdown the connection keeps being read until its sender closes or the drain ends:
     // what a sender wrote before it saw the shutdown is not lost.
@@ -368,15 +378,7 @@ async fn connection<S: AsyncRead + Unpin>(
                         stats.truncated.fetch_add(1, Ordering::Relaxed);
                     }
                     stats.frames.fetch_add(1, Ordering::Relaxed);
-                    let frame = RawFrame {
-                        bytes: f.bytes,
-                        received_ms: now_ms(),
-                        input,
-                        peer: Some(peer_s.clone()),
-                        occurrence: Some(crate::bus::next_occurrence()),
-                        truncated_from: f.truncated.then_some(f.original_len),
-                        ..RawFrame::default()
-                    };
+                    let frame = frame_of(f);
                     // Waiting here is the backpressure: we stop reading this socket.
                     if bus.push(frame).await.is_err() {
                         return;
@@ -403,15 +405,7 @@ async fn connection<S: AsyncRead + Unpin>(
                     if f.truncated {
                         stats.truncated.fetch_add(1, Ordering::Relaxed);
                     }
-                    Some(RawFrame {
-                        bytes: f.bytes,
-                        received_ms: now_ms(),
-                        input,
-                        peer: Some(peer_s.clone()),
-                        occurrence: Some(crate::bus::next_occurrence()),
-                        truncated_from: f.truncated.then_some(f.original_len),
-                        ..RawFrame::default()
-                    })
+                    Some(frame_of(f))
                 }
                 Some(Err(p)) => {
                     stats.cut_frames.fetch_add(1, Ordering::Relaxed);
@@ -421,14 +415,14 @@ async fn connection<S: AsyncRead + Unpin>(
                         p.bytes.len()
                     );
                     tracing::warn!(%peer, "{reason}");
+                    let len = p.bytes.len();
                     Some(RawFrame {
-                        bytes: p.bytes,
-                        received_ms: now_ms(),
-                        input,
-                        peer: Some(peer_s.clone()),
-                        occurrence: Some(crate::bus::next_occurrence()),
                         refused: Some(reason.into()),
-                        ..RawFrame::default()
+                        ..frame_of(framing::Frame {
+                            bytes: p.bytes,
+                            truncated: false,
+                            original_len: len,
+                        })
                     })
                 }
             };
