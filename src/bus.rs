@@ -181,6 +181,37 @@ impl Batcher {
         Ok(())
     }
 
+    /// Add a frame without sending anything (see [`Batcher::pending`]).
+    pub fn hold(&mut self, f: RawFrame) {
+        self.buf.push(f);
+    }
+
+    /// Frames batched and not yet sent.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// [`Batcher::flush_blocking`] for a source that must keep doing something while the core
+    /// has no room (a Kafka consumer keeps polling to stay in its group): `wait` is called
+    /// between attempts for as long as the channel is full.
+    pub fn flush_waiting(&mut self, mut wait: impl FnMut()) -> Result<(), Closed> {
+        use tokio::sync::mpsc::error::TrySendError;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut b = std::mem::replace(&mut self.buf, Vec::with_capacity(BATCH));
+        loop {
+            match self.tx.try_send(b) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Closed(_)) => return Err(Closed),
+                Err(TrySendError::Full(back)) => {
+                    b = back;
+                    wait();
+                }
+            }
+        }
+    }
+
     /// [`Batcher::flush`] from a thread outside the runtime.
     pub fn flush_blocking(&mut self) -> Result<(), Closed> {
         if self.buf.is_empty() {

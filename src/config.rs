@@ -1,375 +1,428 @@
-//! The configuration file: TOML with one table per concern. Every key has the same meaning as
-//! the command-line flag of the same name and the `WAFSTREAM_<KEY>` environment variable;
-//! precedence is flag, then environment, then file, then default. The file is loaded by
-//! exporting its keys as `WAFSTREAM_*` variables that are not already set, so the three
-//! sources can never disagree about names or parsing.
+//! The configuration file: TOML with one table per concern. Every key is also a command-line
+//! flag and a `WAFSTREAM_*` environment variable, with the same meaning and parsing: the flags'
+//! definitions (`src/cli`) are the one definition of each setting — its variable, default,
+//! value parser and help — and [`KEYS`] only names the file key of each variable. Precedence:
+//! flag, then environment, then file, then default. The file is applied by exporting its keys
+//! as the `WAFSTREAM_*` variables that are not already set, so the three sources cannot
+//! disagree about names or parsing. `wafstream validate-config --print-default` writes every
+//! key with its flag, variable, default and meaning.
 //!
 //! ```toml
 //! [mapping]
 //! profile = "elastic"            # or "sekoia"
 //! tz = "Europe/Paris"            # zone of device times without one
 //! preserve_original_event = true
-//! tags = ["dc1"]
-//! namespace = "prod"
 //!
 //! [listen]
 //! tcp = "0.0.0.0:9507"           # "off" disables
-//! udp = "0.0.0.0:9507"
-//! tls = "0.0.0.0:6514"
-//! tls_cert = "/etc/wafstream/tls/server.pem"
-//! tls_key = "/etc/wafstream/tls/server.key"
-//! max_message_bytes = 51200
 //! files = ["/var/log/imperva/*.log"]
-//! checkpoint = "/var/lib/wafstream/files.json"
 //!
 //! [kafka]
 //! brokers = "kafka-0:9092,kafka-1:9092"
-//! raw_topic = "imperva.raw"
 //! [kafka.properties]             # passed to librdkafka as is
 //! "security.protocol" = "SASL_SSL"
 //!
-//! [worker]
-//! group = "wafstream"
-//! dlq_topic = "imperva.dlq"
-//!
-//! [pipeline]
-//! threads = 4                    # mapping threads (default: one per core)
-//!
-//! [telemetry]
-//! metrics_addr = "0.0.0.0:9508"  # Prometheus GET /metrics, /healthz, /readyz
-//! log_format = "json"            # or "human"
-//! log_level = "info"             # or a RUST_LOG-style filter
+//! [elasticsearch]
+//! urls = ["https://es-1:9200", "https://es-2:9200"]
+//! api_key = "..."                # masked wherever settings are shown
 //! ```
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::ExitCode;
 
-use serde::Deserialize;
+/// File key → the `WAFSTREAM_*` variable (and so the flag) it sets, section by section in the
+/// order `--print-default` shows them. `kafka.properties` is a table of librdkafka properties
+/// (`WAFSTREAM_KAFKA`, `--kafka key=value`).
+pub const KEYS: &[(&str, &str)] = &[
+    ("mapping.profile", "WAFSTREAM_PROFILE"),
+    ("mapping.tz", "WAFSTREAM_TZ"),
+    ("mapping.preserve_original_event", "WAFSTREAM_PRESERVE_ORIGINAL_EVENT"),
+    (
+        "mapping.preserve_duplicate_custom_fields",
+        "WAFSTREAM_PRESERVE_DUPLICATE_CUSTOM_FIELDS",
+    ),
+    ("mapping.tags", "WAFSTREAM_TAGS"),
+    ("mapping.namespace", "WAFSTREAM_NAMESPACE"),
+    ("mapping.syslog_fields", "WAFSTREAM_SYSLOG_FIELDS"),
+    ("mapping.emit_id", "WAFSTREAM_EMIT_ID"),
+    ("mapping.keys_dir", "WAFSTREAM_KEYS_DIR"),
+    ("listen.tcp", "WAFSTREAM_LISTEN_TCP"),
+    ("listen.udp", "WAFSTREAM_LISTEN_UDP"),
+    ("listen.tls", "WAFSTREAM_LISTEN_TLS"),
+    ("listen.tls_cert", "WAFSTREAM_TLS_CERT"),
+    ("listen.tls_key", "WAFSTREAM_TLS_KEY"),
+    ("listen.tls_client_ca", "WAFSTREAM_TLS_CLIENT_CA"),
+    ("listen.tls_handshake_timeout_ms", "WAFSTREAM_TLS_HANDSHAKE_TIMEOUT_MS"),
+    ("listen.max_message_bytes", "WAFSTREAM_MAX_MESSAGE_BYTES"),
+    ("listen.max_connections", "WAFSTREAM_MAX_CONNECTIONS"),
+    ("listen.idle_timeout_ms", "WAFSTREAM_IDLE_TIMEOUT_MS"),
+    ("listen.bus_capacity", "WAFSTREAM_BUS_CAPACITY"),
+    ("listen.files", "WAFSTREAM_FILES"),
+    ("listen.checkpoint", "WAFSTREAM_CHECKPOINT"),
+    ("listen.file_poll_ms", "WAFSTREAM_FILE_POLL_MS"),
+    ("listen.max_decompressed_bytes", "WAFSTREAM_MAX_DECOMPRESSED_BYTES"),
+    ("output.path", "WAFSTREAM_OUTPUT"),
+    ("output.dlq", "WAFSTREAM_DLQ"),
+    ("pipeline.threads", "WAFSTREAM_THREADS"),
+    ("pipeline.drain_timeout_ms", "WAFSTREAM_DRAIN_TIMEOUT_MS"),
+    ("pipeline.give_up_after_ms", "WAFSTREAM_GIVE_UP_AFTER_MS"),
+    ("parse.max_line_bytes", "WAFSTREAM_MAX_LINE_BYTES"),
+    ("kafka.brokers", "WAFSTREAM_BROKERS"),
+    ("kafka.raw_topic", "WAFSTREAM_RAW_TOPIC"),
+    ("kafka.properties", "WAFSTREAM_KAFKA"),
+    ("worker.group", "WAFSTREAM_GROUP"),
+    ("worker.topic_securesphere", "WAFSTREAM_TOPIC_SECURESPHERE"),
+    ("worker.topic_cloud_waf", "WAFSTREAM_TOPIC_CLOUD_WAF"),
+    ("worker.dlq_topic", "WAFSTREAM_DLQ_TOPIC"),
+    ("worker.max_inflight", "WAFSTREAM_MAX_INFLIGHT"),
+    ("worker.exit_when_idle_ms", "WAFSTREAM_EXIT_WHEN_IDLE_MS"),
+    ("elasticsearch.urls", "WAFSTREAM_ES_URLS"),
+    ("elasticsearch.api_key", "WAFSTREAM_ES_API_KEY"),
+    ("elasticsearch.user", "WAFSTREAM_ES_USER"),
+    ("elasticsearch.password", "WAFSTREAM_ES_PASSWORD"),
+    ("elasticsearch.bearer_token", "WAFSTREAM_ES_BEARER_TOKEN"),
+    ("elasticsearch.ca", "WAFSTREAM_ES_CA"),
+    ("elasticsearch.client_cert", "WAFSTREAM_ES_CLIENT_CERT"),
+    ("elasticsearch.client_key", "WAFSTREAM_ES_CLIENT_KEY"),
+    ("elasticsearch.setup", "WAFSTREAM_ES_SETUP"),
+    ("elasticsearch.setup_force", "WAFSTREAM_ES_SETUP_FORCE"),
+    ("elasticsearch.retention", "WAFSTREAM_ES_RETENTION"),
+    ("elasticsearch.max_batch_docs", "WAFSTREAM_ES_MAX_BATCH_DOCS"),
+    ("elasticsearch.flush_interval_ms", "WAFSTREAM_ES_FLUSH_INTERVAL_MS"),
+    ("elasticsearch.request_timeout_ms", "WAFSTREAM_ES_REQUEST_TIMEOUT_MS"),
+    (
+        "elasticsearch.max_inflight_requests",
+        "WAFSTREAM_ES_MAX_INFLIGHT_REQUESTS",
+    ),
+    ("elasticsearch.backoff_max_ms", "WAFSTREAM_ES_BACKOFF_MAX_MS"),
+    ("telemetry.metrics_addr", "WAFSTREAM_METRICS_ADDR"),
+    ("telemetry.log_format", "WAFSTREAM_LOG_FORMAT"),
+    ("telemetry.log_level", "WAFSTREAM_LOG_LEVEL"),
+];
 
-use crate::parse::time::Zone;
-
-/// `[mapping]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Mapping {
-    /// `elastic` or `sekoia`.
-    pub profile: Option<String>,
-    /// IANA zone or `±HHMM` for device times without a zone.
-    pub tz: Option<String>,
-    pub preserve_original_event: Option<bool>,
-    pub preserve_duplicate_custom_fields: Option<bool>,
-    pub tags: Option<Vec<String>>,
-    pub namespace: Option<String>,
-    pub syslog_fields: Option<bool>,
-    /// Directory of Cloud WAF private keys (`<dir>/<publicKeyId>/Private.key`).
-    pub keys_dir: Option<String>,
+/// The variable a file key sets.
+fn env_of(key: &str) -> Option<&'static str> {
+    KEYS.iter().find(|(k, _)| *k == key).map(|(_, e)| *e)
 }
 
-/// `[listen]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Listen {
-    pub tcp: Option<String>,
-    pub udp: Option<String>,
-    pub tls: Option<String>,
-    pub tls_cert: Option<String>,
-    pub tls_key: Option<String>,
-    pub tls_client_ca: Option<String>,
-    pub tls_handshake_timeout_ms: Option<u64>,
-    pub max_message_bytes: Option<u64>,
-    pub max_connections: Option<u64>,
-    pub idle_timeout_ms: Option<u64>,
-    pub bus_capacity: Option<u64>,
-    /// Globs of files to follow.
-    pub files: Option<Vec<String>>,
-    /// Checkpoint file for file progress.
-    pub checkpoint: Option<String>,
-    pub file_poll_ms: Option<u64>,
-    /// Largest body a compressed Imperva or gzip file may inflate to.
-    pub max_decompressed_bytes: Option<u64>,
-}
-
-/// `[pipeline]` (parse, run, worker)
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Pipeline {
-    /// Mapping threads.
-    pub threads: Option<u64>,
-    /// How long a stop waits for outputs in flight.
-    pub drain_timeout_ms: Option<u64>,
-}
-
-/// `[kafka]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Kafka {
-    pub brokers: Option<String>,
-    pub raw_topic: Option<String>,
-    /// librdkafka properties passed through.
-    pub properties: Option<BTreeMap<String, String>>,
-}
-
-/// `[worker]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Worker {
-    pub group: Option<String>,
-    pub topic_securesphere: Option<String>,
-    pub topic_cloud_waf: Option<String>,
-    pub dlq_topic: Option<String>,
-    pub max_inflight: Option<u64>,
-}
-
-/// `[output]` (embedded `run` mode)
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Output {
-    /// NDJSON documents: a file, or `-` for stdout.
-    pub path: Option<String>,
-    /// Dead-letter records, when not with the documents.
-    pub dlq: Option<String>,
-}
-
-/// `[telemetry]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Telemetry {
-    /// `ip:port` of the Prometheus `/metrics` endpoint, or `off`.
-    pub metrics_addr: Option<String>,
-    /// `human` or `json`.
-    pub log_format: Option<String>,
-    /// Level or `RUST_LOG`-style filter.
-    pub log_level: Option<String>,
-}
-
-/// The whole file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct File {
-    #[serde(default)]
-    pub mapping: Mapping,
-    #[serde(default)]
-    pub listen: Listen,
-    #[serde(default)]
-    pub kafka: Kafka,
-    #[serde(default)]
-    pub worker: Worker,
-    #[serde(default)]
-    pub output: Output,
-    #[serde(default)]
-    pub pipeline: Pipeline,
-    #[serde(default)]
-    pub telemetry: Telemetry,
-}
-
-impl File {
-    pub fn parse(text: &str) -> Result<File, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+/// Every argument of `cmd` and its subcommands, with the subcommand path it belongs to.
+pub fn all_args(cmd: &clap::Command) -> Vec<(String, clap::Arg)> {
+    fn walk(c: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+        for a in c.get_arguments() {
+            out.push((path.to_string(), a.clone()));
+        }
+        for sub in c.get_subcommands() {
+            let p = if path.is_empty() {
+                sub.get_name().to_string()
+            } else {
+                format!("{path} {}", sub.get_name())
+            };
+            walk(sub, &p, out);
+        }
     }
+    let mut out = Vec::new();
+    walk(cmd, "", &mut out);
+    out
+}
 
-    pub fn load(path: &Path) -> Result<File, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        File::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+/// The argument reading `env`, and the subcommands that have it.
+fn arg_of(cmd: &clap::Command, env: &str) -> Option<(clap::Arg, Vec<String>)> {
+    let mut found: Option<clap::Arg> = None;
+    let mut used = Vec::new();
+    for (path, a) in all_args(cmd) {
+        if a.get_env() == Some(OsStr::new(env)) {
+            found.get_or_insert(a);
+            let p = if path.is_empty() { "all".to_string() } else { path };
+            if !used.contains(&p) {
+                used.push(p);
+            }
+        }
     }
+    found.map(|a| (a, used))
+}
 
-    /// Every problem in the file, not just the first.
-    pub fn problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        let m = &self.mapping;
-        if let Some(profile) = &m.profile {
-            if !matches!(profile.as_str(), "elastic" | "sekoia") {
-                p.push(format!(
-                    "mapping.profile = {profile:?}: expected \"elastic\" or \"sekoia\""
-                ));
-            }
-        }
-        if let Some(tz) = &m.tz {
-            if Zone::parse(tz).is_none() {
-                p.push(format!("mapping.tz = {tz:?}: not an IANA zone or ±HHMM offset"));
-            }
-        }
-        if let Some(ns) = &m.namespace {
-            if ns.is_empty() || ns.contains(['-', ' ', '*', '\\', '/', '?', '"', '<', '>', '|', ',']) {
-                p.push(format!(
-                    "mapping.namespace = {ns:?}: must be non-empty, without '-' or spaces"
-                ));
-            }
-        }
-        if let Some(tags) = &m.tags {
-            if tags.iter().any(|t| t.contains(',')) {
-                p.push("mapping.tags: a tag may not contain ','".into());
-            }
-        }
-        let l = &self.listen;
-        for (name, v) in [
-            ("listen.tcp", &l.tcp),
-            ("listen.udp", &l.udp),
-            ("listen.tls", &l.tls),
-            ("telemetry.metrics_addr", &self.telemetry.metrics_addr),
-        ] {
-            if let Some(a) = v {
-                if !a.eq_ignore_ascii_case("off") && a.parse::<std::net::SocketAddr>().is_err() {
-                    p.push(format!("{name} = {a:?}: expected ip:port or \"off\""));
-                }
-            }
-        }
-        let tls_on = l.tls.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("off"));
-        if tls_on && (l.tls_cert.is_none() || l.tls_key.is_none()) {
-            p.push("listen.tls is set: listen.tls_cert and listen.tls_key are required".into());
-        }
-        for (name, v) in [
-            ("listen.tls_cert", &l.tls_cert),
-            ("listen.tls_key", &l.tls_key),
-            ("listen.tls_client_ca", &l.tls_client_ca),
-        ] {
-            if let Some(f) = v {
-                if !Path::new(f).is_file() {
-                    p.push(format!("{name} = {f:?}: no such file"));
-                }
-            }
-        }
-        for (name, v) in [
-            ("listen.max_message_bytes", l.max_message_bytes),
-            ("listen.max_connections", l.max_connections),
-            ("listen.bus_capacity", l.bus_capacity),
-            ("worker.max_inflight", self.worker.max_inflight),
-            ("pipeline.threads", self.pipeline.threads),
-            ("listen.max_decompressed_bytes", l.max_decompressed_bytes),
-        ] {
-            if v == Some(0) {
-                p.push(format!("{name} = 0: must be at least 1"));
-            }
-        }
-        // Folders that must already exist: a missing one would fail only later, in a loop.
-        for (name, v) in [
-            ("listen.checkpoint", &l.checkpoint),
-            ("output.path", &self.output.path),
-            ("output.dlq", &self.output.dlq),
-        ] {
-            if let Some(f) = v.as_deref().filter(|f| *f != "-") {
-                let dir = match Path::new(f).parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d,
-                    _ => Path::new("."),
-                };
-                if !dir.is_dir() {
-                    p.push(format!("{name} = {f:?}: folder {} does not exist", dir.display()));
-                }
-            }
-        }
-        if let Some(files) = &l.files {
-            for f in files {
-                if f.contains(',') || glob::Pattern::new(f).is_err() {
-                    p.push(format!("listen.files: {f:?} is not a usable glob (no ',' allowed)"));
-                }
-            }
-        }
-        if let Some(f) = &self.telemetry.log_format {
-            if !matches!(f.as_str(), "human" | "json") {
-                p.push(format!("telemetry.log_format = {f:?}: expected \"human\" or \"json\""));
-            }
-        }
-        if let Some(b) = &self.kafka.brokers {
-            if b.trim().is_empty() {
-                p.push("kafka.brokers is empty".into());
-            }
-        }
-        if let Some(props) = &self.kafka.properties {
-            for (k, v) in props {
-                if k.contains('=') || k.contains(';') || v.contains(';') {
-                    p.push(format!(
-                        "kafka.properties.{k}: keys may not contain '=' and neither keys nor values ';'"
-                    ));
-                }
-            }
-        }
-        p
+/// A file, loaded and checked.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The `WAFSTREAM_*` variables it sets, in [`KEYS`] order.
+    pub env: Vec<(String, String)>,
+    /// Every problem found (all of them, not just the first).
+    pub problems: Vec<String>,
+}
+
+/// A scalar TOML value as the flag would read it.
+fn scalar(v: &toml::Value) -> Option<String> {
+    match v {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        _ => None,
     }
+}
 
-    /// The settings as the `WAFSTREAM_*` variables the flags read.
-    pub fn env(&self) -> Vec<(String, String)> {
-        let mut e: Vec<(String, String)> = Vec::new();
-        let mut put = |k: &str, v: Option<String>| {
-            if let Some(v) = v {
-                e.push((format!("WAFSTREAM_{k}"), v));
-            }
+/// The known key closest to an unknown one (same name in another table, or a small typo).
+fn suggestion(key: &str) -> Option<&'static str> {
+    let leaf = key.rsplit('.').next().unwrap_or(key);
+    if let Some((k, _)) = KEYS.iter().find(|(k, _)| k.rsplit('.').next() == Some(leaf)) {
+        return Some(k);
+    }
+    KEYS.iter()
+        .map(|(k, _)| (distance(k, key), *k))
+        .filter(|(d, _)| *d <= 3)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance (short strings only).
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for j in 0..b.len() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != b[j])).min(row[j] + 1).min(row[j + 1] + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// Parse and check a file's text against the command-line definition `cmd`.
+pub fn load_text(text: &str, cmd: &clap::Command) -> Result<Loaded, String> {
+    let root: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    let mut out = Loaded::default();
+    let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
+    for (section, v) in &root {
+        let Some(table) = v.as_table() else {
+            out.problems.push(format!(
+                "{section}: keys belong in a table such as [{}]",
+                suggestion(section)
+                    .and_then(|k| k.split('.').next())
+                    .unwrap_or("mapping")
+            ));
+            continue;
         };
-        let m = &self.mapping;
-        put("PROFILE", m.profile.clone());
-        put("TZ", m.tz.clone());
-        put(
-            "PRESERVE_ORIGINAL_EVENT",
-            m.preserve_original_event.map(|b| b.to_string()),
-        );
-        put(
-            "PRESERVE_DUPLICATE_CUSTOM_FIELDS",
-            m.preserve_duplicate_custom_fields.map(|b| b.to_string()),
-        );
-        put("TAGS", m.tags.as_ref().map(|t| t.join(",")));
-        put("NAMESPACE", m.namespace.clone());
-        put("SYSLOG_FIELDS", m.syslog_fields.map(|b| b.to_string()));
-        put("KEYS_DIR", m.keys_dir.clone());
-        let l = &self.listen;
-        put("LISTEN_TCP", l.tcp.clone());
-        put("LISTEN_UDP", l.udp.clone());
-        put("LISTEN_TLS", l.tls.clone());
-        put("TLS_CERT", l.tls_cert.clone());
-        put("TLS_KEY", l.tls_key.clone());
-        put("TLS_CLIENT_CA", l.tls_client_ca.clone());
-        put(
-            "TLS_HANDSHAKE_TIMEOUT_MS",
-            l.tls_handshake_timeout_ms.map(|v| v.to_string()),
-        );
-        put("MAX_MESSAGE_BYTES", l.max_message_bytes.map(|v| v.to_string()));
-        put("MAX_CONNECTIONS", l.max_connections.map(|v| v.to_string()));
-        put("IDLE_TIMEOUT_MS", l.idle_timeout_ms.map(|v| v.to_string()));
-        put("BUS_CAPACITY", l.bus_capacity.map(|v| v.to_string()));
-        put("FILES", l.files.as_ref().map(|f| f.join(",")));
-        put("CHECKPOINT", l.checkpoint.clone());
-        put("FILE_POLL_MS", l.file_poll_ms.map(|v| v.to_string()));
-        put(
-            "MAX_DECOMPRESSED_BYTES",
-            l.max_decompressed_bytes.map(|v| v.to_string()),
-        );
-        put("THREADS", self.pipeline.threads.map(|v| v.to_string()));
-        put(
-            "DRAIN_TIMEOUT_MS",
-            self.pipeline.drain_timeout_ms.map(|v| v.to_string()),
-        );
-        let k = &self.kafka;
-        put("BROKERS", k.brokers.clone());
-        put("RAW_TOPIC", k.raw_topic.clone());
-        put(
-            "KAFKA",
-            k.properties
-                .as_ref()
-                .map(|p| p.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(";")),
-        );
-        let w = &self.worker;
-        put("GROUP", w.group.clone());
-        put("TOPIC_SECURESPHERE", w.topic_securesphere.clone());
-        put("TOPIC_CLOUD_WAF", w.topic_cloud_waf.clone());
-        put("DLQ_TOPIC", w.dlq_topic.clone());
-        put("MAX_INFLIGHT", w.max_inflight.map(|v| v.to_string()));
-        let o = &self.output;
-        put("OUTPUT", o.path.clone());
-        put("DLQ", o.dlq.clone());
-        put("METRICS_ADDR", self.telemetry.metrics_addr.clone());
-        put("LOG_FORMAT", self.telemetry.log_format.clone());
-        put("LOG_LEVEL", self.telemetry.log_level.clone());
-        e
+        for (name, v) in table {
+            let key = format!("{section}.{name}");
+            let Some(env) = env_of(&key) else {
+                out.problems.push(match suggestion(&key) {
+                    Some(s) => format!("{key}: unknown key (did you mean {s}?)"),
+                    None => format!("{key}: unknown key (see `wafstream validate-config --print-default`)"),
+                });
+                continue;
+            };
+            // An empty list sets nothing (the flag's default stays).
+            if v.as_array().is_some_and(|a| a.is_empty()) {
+                continue;
+            }
+            if key == "kafka.properties" {
+                match kafka_properties(v) {
+                    Ok(s) => {
+                        values.insert(env, s);
+                    }
+                    Err(e) => out.problems.push(format!("{key}: {e}")),
+                }
+                continue;
+            }
+            match check_value(cmd, env, v) {
+                Ok(s) => {
+                    values.insert(env, s);
+                }
+                Err(e) => out.problems.push(format!("{key} = {v}: {e}")),
+            }
+        }
     }
+    out.problems.extend(cross_checks(&values));
+    for (_, env) in KEYS {
+        if let Some(v) = values.remove(env) {
+            out.env.push((env.to_string(), v));
+        }
+    }
+    Ok(out)
+}
+
+/// `[kafka.properties]` → `key=value;key=value`.
+fn kafka_properties(v: &toml::Value) -> Result<String, String> {
+    let t = v
+        .as_table()
+        .ok_or("expected a table of librdkafka properties, e.g. [kafka.properties] \"security.protocol\" = \"SSL\"")?;
+    let mut pairs = Vec::new();
+    let mut bad = Vec::new();
+    for (k, v) in t {
+        let Some(v) = scalar(v) else {
+            bad.push(format!("{k}: expected a string, number or boolean"));
+            continue;
+        };
+        if k.contains('=') || k.contains(';') || v.contains(';') {
+            bad.push(format!("{k}: keys may not contain '=' and neither keys nor values ';'"));
+            continue;
+        }
+        pairs.push(format!("{k}={v}"));
+    }
+    if bad.is_empty() {
+        Ok(pairs.join(";"))
+    } else {
+        Err(bad.join("; "))
+    }
+}
+
+/// A value checked by the value parser of the flag that reads `env`; returned as the variable
+/// would hold it.
+fn check_value(cmd: &clap::Command, env: &str, v: &toml::Value) -> Result<String, String> {
+    let Some((arg, _)) = arg_of(cmd, env) else {
+        return Err(format!("no flag reads {env}"));
+    };
+    let is_flag = !arg.get_action().takes_values();
+    let delimiter = arg.get_value_delimiter();
+    let pieces: Vec<String> = match v {
+        toml::Value::Array(items) => {
+            let Some(d) = delimiter else {
+                return Err("expected a single value, not a list".into());
+            };
+            let mut p = Vec::new();
+            for i in items {
+                let s = scalar(i).ok_or("list items must be strings or numbers")?;
+                if s.contains(d) {
+                    return Err(format!("an item may not contain {d:?}"));
+                }
+                p.push(s);
+            }
+            p
+        }
+        toml::Value::Boolean(_) if !is_flag => return Err("expected a value, not true/false".into()),
+        _ if is_flag => {
+            return match v {
+                toml::Value::Boolean(b) => Ok(b.to_string()),
+                _ => Err("expected true or false".into()),
+            };
+        }
+        other => {
+            let s = scalar(other).ok_or("expected a string or a number")?;
+            match delimiter {
+                Some(d) => s.split(d).map(str::to_string).collect(),
+                None => vec![s],
+            }
+        }
+    };
+    // The flag's own value parser, in a one-argument command.
+    let check = clap::Command::new("check").no_binary_name(true).arg(
+        clap::Arg::new("v")
+            .long("v")
+            .num_args(1)
+            .value_parser(arg.get_value_parser().clone()),
+    );
+    for p in &pieces {
+        if let Err(e) = check.clone().try_get_matches_from([format!("--v={p}")]) {
+            return Err(clap_message(&e));
+        }
+    }
+    Ok(match delimiter {
+        Some(d) => pieces.join(&d.to_string()),
+        None => pieces.concat(),
+    })
+}
+
+/// The reason in a value parser's error, without clap's decorations.
+fn clap_message(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue};
+    let mut why = e
+        .context()
+        .find_map(|(k, v)| match (k, v) {
+            (ContextKind::Custom, ContextValue::String(s)) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    if let Some(ContextValue::Strings(v)) = e.get(ContextKind::ValidValue) {
+        why = format!("expected one of {}", v.join(", "));
+    }
+    if why.is_empty() {
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or("").trim_start_matches("error: ");
+        why = match first.rsplit_once(": ") {
+            Some((_, reason)) => reason.to_string(),
+            None => first.to_string(),
+        };
+    }
+    why
+}
+
+/// Problems between keys or with the machine: files that must exist, folders to write into.
+fn cross_checks(v: &BTreeMap<&'static str, String>) -> Vec<String> {
+    let mut p = Vec::new();
+    let get = |env: &str| v.get(env).map(String::as_str);
+    let tls_on = get("WAFSTREAM_LISTEN_TLS").is_some_and(|t| !t.is_empty() && !t.eq_ignore_ascii_case("off"));
+    if tls_on && (get("WAFSTREAM_TLS_CERT").is_none() || get("WAFSTREAM_TLS_KEY").is_none()) {
+        p.push("listen.tls is set: listen.tls_cert and listen.tls_key are required".into());
+    }
+    for (key, env) in [
+        ("listen.tls_cert", "WAFSTREAM_TLS_CERT"),
+        ("listen.tls_key", "WAFSTREAM_TLS_KEY"),
+        ("listen.tls_client_ca", "WAFSTREAM_TLS_CLIENT_CA"),
+        ("elasticsearch.ca", "WAFSTREAM_ES_CA"),
+        ("elasticsearch.client_cert", "WAFSTREAM_ES_CLIENT_CERT"),
+        ("elasticsearch.client_key", "WAFSTREAM_ES_CLIENT_KEY"),
+    ] {
+        if let Some(f) = get(env) {
+            if !Path::new(f).is_file() {
+                p.push(format!("{key} = {f:?}: no such file"));
+            }
+        }
+    }
+    if get("WAFSTREAM_ES_CLIENT_CERT").is_some() != get("WAFSTREAM_ES_CLIENT_KEY").is_some() {
+        p.push("elasticsearch.client_cert and elasticsearch.client_key go together".into());
+    }
+    if let Some(d) = get("WAFSTREAM_KEYS_DIR") {
+        if !Path::new(d).is_dir() {
+            p.push(format!("mapping.keys_dir = {d:?}: no such directory"));
+        }
+    }
+    // Folders that must already exist: a missing one would fail only later, in a loop.
+    for (key, env) in [
+        ("listen.checkpoint", "WAFSTREAM_CHECKPOINT"),
+        ("output.path", "WAFSTREAM_OUTPUT"),
+        ("output.dlq", "WAFSTREAM_DLQ"),
+    ] {
+        if let Some(f) = get(env).filter(|f| *f != "-") {
+            let dir = match Path::new(f).parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                p.push(format!("{key} = {f:?}: folder {} does not exist", dir.display()));
+            }
+        }
+    }
+    if let Some(files) = get("WAFSTREAM_FILES") {
+        for f in files.split(',') {
+            if glob::Pattern::new(f).is_err() {
+                p.push(format!("listen.files: {f:?} is not a usable glob"));
+            }
+        }
+    }
+    if get("WAFSTREAM_BROKERS").is_some_and(|b| b.trim().is_empty()) {
+        p.push("kafka.brokers is empty".into());
+    }
+    p
+}
+
+/// Load a file and check it against `cmd`.
+pub fn load(path: &Path, cmd: &clap::Command) -> Result<Loaded, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    load_text(&text, cmd).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Export the file's settings as environment variables not already set (the environment
 /// wins over the file). Must run before any thread starts.
-pub fn apply(path: &Path) -> Result<(), String> {
-    let f = File::load(path)?;
-    let problems = f.problems();
-    if !problems.is_empty() {
-        return Err(format!("{}:\n  {}", path.display(), problems.join("\n  ")));
+pub fn apply(path: &Path, cmd: &clap::Command) -> Result<(), String> {
+    let f = load(path, cmd)?;
+    if !f.problems.is_empty() {
+        return Err(format!("{}:\n  {}", path.display(), f.problems.join("\n  ")));
     }
-    for (k, v) in f.env() {
+    for (k, v) in f.env {
         if std::env::var_os(&k).is_none() {
             // SAFETY: called from `main` before the runtime or any other thread is started, so
             // no other thread can be reading the environment concurrently.
@@ -377,6 +430,86 @@ pub fn apply(path: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Every key as a commented TOML file: meaning, flag, variable, the subcommands that read it,
+/// and its default.
+pub fn reference(cmd: &clap::Command) -> String {
+    let mut out = String::new();
+    let mut section = "";
+    for (key, env) in KEYS {
+        let (sec, name) = key.split_once('.').unwrap_or(("", key));
+        if sec != section {
+            if !section.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&format!("[{sec}]\n"));
+            section = sec;
+        }
+        let Some((arg, used)) = arg_of(cmd, env) else {
+            continue;
+        };
+        let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+        for line in wrap(&help, 94) {
+            out.push_str(&format!("# {line}\n"));
+        }
+        let flag = arg.get_long().map(|l| format!("--{l}")).unwrap_or_default();
+        out.push_str(&format!("#   {flag}, {env}; {}\n", used.join(", ")));
+        if *key == "kafka.properties" {
+            out.push_str("# [kafka.properties]\n# \"security.protocol\" = \"SASL_SSL\"\n");
+            continue;
+        }
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|d| d.to_string_lossy().into_owned())
+            .collect();
+        let value = if !arg.get_action().takes_values() {
+            "false".to_string()
+        } else if arg.get_value_delimiter().is_some() {
+            format!(
+                "[{}]",
+                defaults.iter().map(|d| toml_scalar(d)).collect::<Vec<_>>().join(", ")
+            )
+        } else if let Some(d) = defaults.first() {
+            toml_scalar(d)
+        } else {
+            let what = arg
+                .get_value_names()
+                .and_then(|v| v.first())
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "VALUE".into());
+            format!("\"\"  # {what}; not set by default")
+        };
+        out.push_str(&format!("#{name} = {value}\n"));
+    }
+    out
+}
+
+fn toml_scalar(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.to_string()
+    } else {
+        toml::Value::String(s.to_string()).to_string()
+    }
+}
+
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for w in text.split_whitespace() {
+        if !cur.is_empty() && cur.len() + 1 + w.len() > width {
+            lines.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(' ');
+        }
+        cur.push_str(w);
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
 }
 
 /// Whether a setting's name says it holds a secret (password, key material, token).
@@ -417,25 +550,24 @@ pub fn masked(name: &str, value: &str) -> String {
 }
 
 /// `wafstream validate-config FILE`.
-pub fn validate_command(path: &Path) -> ExitCode {
-    match File::load(path) {
+pub fn validate_command(path: &Path, cmd: &clap::Command) -> ExitCode {
+    match load(path, cmd) {
         Err(e) => {
             eprintln!("wafstream: {e}");
             ExitCode::from(1)
         }
         Ok(f) => {
-            let problems = f.problems();
-            if problems.is_empty() {
-                for (k, v) in f.env() {
-                    println!("{k}={}", masked(&k, &v));
+            if f.problems.is_empty() {
+                for (k, v) in &f.env {
+                    println!("{k}={}", masked(k, v));
                 }
                 eprintln!("wafstream: {} is valid", path.display());
                 ExitCode::SUCCESS
             } else {
-                for p in &problems {
+                for p in &f.problems {
                     eprintln!("wafstream: {}: {p}", path.display());
                 }
-                eprintln!("wafstream: {} problem(s)", problems.len());
+                eprintln!("wafstream: {} problem(s)", f.problems.len());
                 ExitCode::from(1)
             }
         }
@@ -446,47 +578,81 @@ pub fn validate_command(path: &Path) -> ExitCode {
 mod tests {
     use super::*;
 
+    fn load(text: &str) -> Loaded {
+        load_text(text, &crate::cli::command()).expect("parses")
+    }
+
     #[test]
     fn every_problem_is_reported_at_once() {
-        let f = File::parse(
+        let f = load(
             r#"
             [mapping]
             profile = "splunk"
             tz = "Mars/Olympus"
             namespace = "a-b"
+            profil = "elastic"
             [listen]
             tcp = "not an address"
             tls = "127.0.0.1:6514"
             max_connections = 0
+            bogus = 1
+            [elasticsearch]
+            max_batch_docs = "many"
             "#,
-        )
-        .expect("parses");
-        let p = f.problems();
-        assert_eq!(p.len(), 6, "{p:#?}");
-        assert!(p.iter().any(|x| x.contains("listen.max_connections = 0")));
-        assert!(p.iter().any(|x| x.contains("mapping.profile")));
-        assert!(p.iter().any(|x| x.contains("mapping.tz")));
-        assert!(p.iter().any(|x| x.contains("mapping.namespace")));
-        assert!(p.iter().any(|x| x.contains("listen.tcp")));
-        assert!(p.iter().any(|x| x.contains("tls_cert and listen.tls_key")));
-    }
-
-    #[test]
-    fn unknown_keys_are_errors() {
-        let e = File::parse("[mapping]\nprofil = \"elastic\"\n").unwrap_err();
-        assert!(e.contains("profil"), "{e}");
+        );
+        let p = &f.problems;
+        assert_eq!(p.len(), 9, "{p:#?}");
+        for want in [
+            "listen.max_connections = 0",
+            "mapping.profile",
+            "mapping.tz",
+            "mapping.namespace",
+            "listen.tcp",
+            "tls_cert and listen.tls_key",
+            "mapping.profil: unknown key (did you mean mapping.profile?)",
+            "listen.bogus: unknown key",
+            "elasticsearch.max_batch_docs",
+        ] {
+            assert!(p.iter().any(|x| x.contains(want)), "{want} not in {p:#?}");
+        }
     }
 
     #[test]
     fn settings_become_the_flags_variables() {
-        let f = File::parse(
-            "[mapping]\ntz = \"+0200\"\ntags = [\"a\", \"b\"]\n[kafka]\nbrokers = \"k:9092\"\n[kafka.properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"/ca.pem\"\n",
-        )
-        .expect("parses");
-        let env: BTreeMap<String, String> = f.env().into_iter().collect();
+        let f = load(
+            "[mapping]\ntz = \"+0200\"\ntags = [\"a\", \"b\"]\npreserve_original_event = true\n[kafka]\nbrokers = \"k:9092\"\n[kafka.properties]\n\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = \"/ca.pem\"\n[elasticsearch]\nurls = [\"http://a:9200\", \"http://b:9200\"]\nmax_batch_docs = 200\n",
+        );
+        assert!(f.problems.is_empty(), "{:?}", f.problems);
+        let env: BTreeMap<String, String> = f.env.into_iter().collect();
         assert_eq!(env["WAFSTREAM_TZ"], "+0200");
         assert_eq!(env["WAFSTREAM_TAGS"], "a,b");
+        assert_eq!(env["WAFSTREAM_PRESERVE_ORIGINAL_EVENT"], "true");
         assert_eq!(env["WAFSTREAM_BROKERS"], "k:9092");
         assert_eq!(env["WAFSTREAM_KAFKA"], "security.protocol=SSL;ssl.ca.location=/ca.pem");
+        assert_eq!(env["WAFSTREAM_ES_URLS"], "http://a:9200,http://b:9200");
+        assert_eq!(env["WAFSTREAM_ES_MAX_BATCH_DOCS"], "200");
+    }
+
+    #[test]
+    fn types_are_checked_by_the_flags_parsers() {
+        let f = load(
+            "[mapping]\npreserve_original_event = \"yes\"\nprofile = true\n[listen]\nfiles = \"a.log,b.log\"\nmax_message_bytes = [1, 2]\n",
+        );
+        assert_eq!(f.problems.len(), 3, "{:#?}", f.problems);
+        assert!(
+            f.problems
+                .iter()
+                .any(|p| p.contains("preserve_original_event") && p.contains("true or false"))
+        );
+        assert!(
+            f.problems
+                .iter()
+                .any(|p| p.contains("mapping.profile") && p.contains("not true/false"))
+        );
+        assert!(
+            f.problems
+                .iter()
+                .any(|p| p.contains("max_message_bytes") && p.contains("not a list"))
+        );
     }
 }

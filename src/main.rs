@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 // Mapping allocates many small short-lived values per event; mimalloc's thread-local free
 // lists make that markedly cheaper than glibc malloc (see bench/README.md).
 #[global_allocator]
@@ -13,12 +11,12 @@ fn main() -> ExitCode {
     // A configuration file feeds the flags through `WAFSTREAM_*` variables, so it is read
     // before the flags are parsed (and before any thread exists).
     if let Some(path) = config_path() {
-        if let Err(e) = wafstream::config::apply(&path) {
+        if let Err(e) = wafstream::config::apply(&path, &wafstream::cli::command()) {
             eprintln!("wafstream: error: {e}");
             return ExitCode::from(2);
         }
     }
-    let cli = wafstream::cli::Cli::parse();
+    let cli = wafstream::cli::parse();
     wafstream::cli::init_logging(cli.log_format, cli.log_level.as_deref());
     match wafstream::cli::run(cli) {
         Ok(code) => code,

@@ -355,3 +355,123 @@ fn invalid_utf8_keeps_the_exact_bytes() {
     assert_eq!(bytes, &line[..line.len() - 1]);
     assert_eq!(d[0]["source"]["ip"], "1.2.3.4");
 }
+
+/// Every option of every subcommand is also a `WAFSTREAM_*` variable and a file key, from
+/// the one definition: the flags' own.
+#[test]
+fn every_option_is_a_flag_a_variable_and_a_file_key() {
+    let cmd = wafstream::cli::command();
+    let args = wafstream::config::all_args(&cmd);
+    let mut missing = Vec::new();
+    let mut options = 0;
+    for (path, arg) in &args {
+        // `generate` writes sample data and `validate-config` reads a file: tools, not settings.
+        if arg.is_positional()
+            || path.starts_with("generate")
+            || path.starts_with("validate-config")
+            || matches!(arg.get_id().as_str(), "help" | "version" | "config")
+        {
+            continue;
+        }
+        options += 1;
+        let flag = format!("{path} --{}", arg.get_long().unwrap_or("?"));
+        let Some(env) = arg.get_env().and_then(|e| e.to_str()) else {
+            missing.push(format!("{flag}: no WAFSTREAM_* variable"));
+            continue;
+        };
+        if !env.starts_with("WAFSTREAM_") {
+            missing.push(format!("{flag}: variable {env} lacks the WAFSTREAM_ prefix"));
+        }
+        if !wafstream::config::KEYS.iter().any(|(_, e)| *e == env) {
+            missing.push(format!("{flag}: {env} has no configuration file key"));
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+    assert!(options > 60, "only {options} options walked");
+    // And no file key points at a variable no flag reads.
+    for (key, env) in wafstream::config::KEYS {
+        assert!(
+            args.iter()
+                .any(|(_, a)| a.get_env().and_then(|e| e.to_str()) == Some(*env)),
+            "{key} sets {env}, which no flag reads"
+        );
+    }
+}
+
+/// `validate-config --print-default` lists every key, and what it prints is itself a valid
+/// configuration once uncommented where a default exists.
+#[test]
+fn validate_config_prints_every_key_and_its_help_lists_them() {
+    let out = wafstream(&["validate-config", "--print-default"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (key, env) in wafstream::config::KEYS {
+        let (section, name) = key.split_once('.').expect("section.key");
+        assert!(text.contains(&format!("[{section}]")), "{section} missing");
+        assert!(
+            text.contains(&format!("#{name} = ")) || *key == "kafka.properties",
+            "{key} missing:\n{text}"
+        );
+        assert!(text.contains(env), "{env} missing");
+    }
+    // Uncomment every key that has a default: the file validates.
+    let defaults: String = text
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(kv) if kv.contains(" = ") && !kv.contains("not set by default") && !kv.starts_with(' ') => {
+                format!("{kv}\n")
+            }
+            _ if l.starts_with('[') => format!("{l}\n"),
+            _ => String::new(),
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("defaults.toml");
+    std::fs::write(&cfg, &defaults).expect("write");
+    let out = wafstream(&["validate-config", cfg.to_str().unwrap()], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{defaults}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let help = wafstream(&["validate-config", "--help"], None);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("Configuration keys") && help.contains("#give_up_after_ms = 0"),
+        "{help}"
+    );
+}
+
+/// The README's configuration example validates as written.
+#[test]
+fn the_readme_configuration_example_is_valid() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let section = readme
+        .split("\n## Configuration")
+        .nth(1)
+        .expect("a Configuration section");
+    let example = section
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|s| s.split("\n```").next())
+        .expect("a toml example in the Configuration section");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("readme.toml");
+    std::fs::write(&cfg, example).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_wafstream"))
+        .args(["validate-config", cfg.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("validate");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{example}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("WAFSTREAM_"),
+        "nothing set"
+    );
+}

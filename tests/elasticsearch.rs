@@ -26,7 +26,6 @@ fn config(url: &str) -> Config {
         flush_interval: Duration::from_millis(20),
         backoff_base: Duration::from_millis(5),
         backoff_max: Duration::from_millis(50),
-        max_attempts: 12,
         ..Config::default()
     }
 }

@@ -778,3 +778,136 @@ fn worker_stopped_while_elasticsearch_is_down_exits_within_the_drain_timeout_and
     assert!(w2.0.wait().expect("exit").success());
     assert_eq!(seen.docs.lock().expect("lock").len(), n);
 }
+
+#[test]
+fn one_connections_frames_reach_every_raw_partition() {
+    // SecureSphere gateways send over one long-lived connection: its frames must still spread
+    // over every partition, or a few gateways keep most workers idle.
+    let Some(b) = services::kafka() else { return };
+    let partitions = 4;
+    let t = topics(&b, "spread", partitions);
+    let (mut ingress, irx) = wafstream(
+        "ingress",
+        &b,
+        &t,
+        &["--listen-tcp", "127.0.0.1:0", "--listen-udp", "off"],
+    );
+    let at = support::listening(&irx, &["tcp"]);
+    let mut s = TcpStream::connect(at["tcp"].as_str()).expect("tcp");
+    let (bursts, per_burst) = (40, 50);
+    for burst in 0..bursts {
+        let chunk: String = (0..per_burst)
+            .map(|i| format!("{}\n", ss_line(burst * per_burst + i)))
+            .collect();
+        s.write_all(chunk.as_bytes()).expect("write");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    drop(s);
+    sigterm(&mut ingress);
+    let records = b.read_to_end(&t.raw);
+    assert_eq!(
+        records.len(),
+        bursts * per_burst,
+        "every frame is on the raw topic once"
+    );
+    let mut per_partition: HashMap<i32, usize> = HashMap::new();
+    for r in &records {
+        *per_partition.entry(r.partition).or_default() += 1;
+        assert!(
+            r.key.as_deref().unwrap_or_default().is_empty(),
+            "raw records carry no key"
+        );
+    }
+    for p in 0..partitions {
+        assert!(
+            per_partition.get(&p).copied().unwrap_or(0) > 0,
+            "partition {p} got nothing from the one connection: {per_partition:?}"
+        );
+    }
+}
+
+/// Elasticsearch away for longer than `max.poll.interval.ms`: the worker pauses its partitions
+/// and keeps polling, so it stays in its group (no rebalance, no "poll interval exceeded"), and
+/// delivers everything once Elasticsearch answers.
+#[test]
+fn worker_waits_out_an_elasticsearch_outage_without_leaving_its_group() {
+    let Some(b) = services::kafka() else { return };
+    let t = topics(&b, "es-wait", 2);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let d = down.clone();
+    let (url, seen) = rt.block_on(support::start(
+        std::sync::Arc::new(|_, _| (201, "")),
+        std::sync::Arc::new(move |_| d.load(std::sync::atomic::Ordering::SeqCst).then_some(503)),
+    ));
+    // More records than the worker holds in memory (bus + in-flight outputs + the sink's queue).
+    let n = 8_000;
+    produce_raw(&b.addr, &t.raw, &numbered(n));
+    let group = unique("g-es-wait");
+    let (mut w, wrx) = wafstream(
+        "worker",
+        &b,
+        &t,
+        &[
+            "--group",
+            &group,
+            "--es-url",
+            &url,
+            "--es-flush-interval-ms",
+            "20",
+            "--es-max-batch-docs",
+            "100",
+            "--es-backoff-max-ms",
+            "200",
+            "--max-inflight",
+            "500",
+            "--kafka",
+            "max.poll.interval.ms=7000",
+            "--exit-when-idle-ms",
+            "3000",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    let metrics = support::listening(&wrx, &["metrics"])
+        .remove("metrics")
+        .unwrap_or_default();
+    // Down for twice the poll interval, with intake paused.
+    std::thread::sleep(Duration::from_secs(14));
+    let (_, scrape) = support::http(&metrics, "GET", "/metrics");
+    assert!(
+        support::sample(&scrape, "wafstream_worker_pauses_total").unwrap_or(0.0) >= 1.0,
+        "{scrape}"
+    );
+    assert_eq!(
+        support::sample(&scrape, "wafstream_es_unavailable"),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert!(
+        support::sample(&scrape, "wafstream_worker_consumed_total").unwrap_or(0.0) < n as f64,
+        "intake did not stop: {scrape}"
+    );
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let code = w.0.wait().expect("exit");
+    let log: Vec<String> = wrx.try_iter().collect();
+    assert!(code.success(), "exit {code:?}\n{}", log.join("\n"));
+    assert!(
+        !log.iter()
+            .any(|l| l.contains("poll interval") || l.contains("MAX_POLL_EXCEEDED")),
+        "the worker left its group:\n{}",
+        log.join("\n")
+    );
+    assert!(
+        log.iter().any(|l| l.contains("0 settled on partition revocation")),
+        "a rebalance happened:\n{}",
+        log.join("\n")
+    );
+    assert_eq!(seen.docs.lock().expect("lock").len(), n, "every document delivered");
+    let committed: i64 = b.committed(&group, &t.raw).values().sum();
+    assert_eq!(committed, n as i64, "every offset committed");
+}

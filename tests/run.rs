@@ -371,12 +371,24 @@ fn run_writes_documents_to_elasticsearch_and_refusals_to_the_output() {
     // The output holds only the dead letters: the garbage line and the refused document.
     assert_eq!(lines.len(), 2, "{lines:#?}\n{summary}");
     assert!(lines.iter().any(|d| d["event"]["original"] == "garbage"));
-    assert!(lines.iter().any(|d| {
-        d["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("mapper_parsing_exception")
-    }));
+    let refused = lines
+        .iter()
+        .find(|d| {
+            d["error"]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("mapper_parsing_exception")
+        })
+        .unwrap_or_else(|| panic!("no dead letter for the refused document: {lines:#?}"));
+    // The refused document is dead-lettered whole: its mapped JSON is the original.
+    let original: serde_json::Value =
+        serde_json::from_str(refused["event"]["original"].as_str().expect("event.original"))
+            .expect("the refused document, as JSON");
+    assert_eq!(
+        original["data_stream"]["dataset"], "imperva_cloud_waf.event",
+        "{refused}"
+    );
+    assert_eq!(original["source"]["ip"], "203.0.113.9", "{refused}");
     assert_eq!(seen.docs.lock().expect("lock").len(), 5);
     assert!(
         summary.contains("4 written") && summary.contains("1 refused"),
@@ -489,5 +501,111 @@ fn run_installs_templates_at_start_and_writes_to_a_real_elasticsearch_api() {
     assert_eq!(
         v["index_templates"][0]["index_template"]["composed_of"][0],
         "wafstream-ecs-mappings"
+    );
+}
+
+/// Forward every connection accepted on `addr` to `upstream` (started late, to end an outage).
+async fn forward(listener: tokio::net::TcpListener, upstream: String) {
+    while let Ok((mut inbound, _)) = listener.accept().await {
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            if let Ok(mut out) = tokio::net::TcpStream::connect(&upstream).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+            }
+        });
+    }
+}
+
+#[test]
+fn run_holds_documents_while_opensearch_is_unreachable_then_delivers_every_one() {
+    // The search engine is unreachable for longer than the old retry budget (10 attempts): every
+    // document is held, intake goes on, and all arrive once it answers; none is dead-lettered.
+    let Some(os) = support::services::opensearch() else {
+        return;
+    };
+    os.install_wafstream_templates();
+    let ns = support::services::unique_namespace();
+    let port = support::services::free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.ndjson");
+    let url = format!("http://127.0.0.1:{port}");
+    let r = start(
+        &out,
+        &[
+            "--es-url",
+            &url,
+            "--namespace",
+            &ns,
+            "--es-flush-interval-ms",
+            "20",
+            "--es-backoff-max-ms",
+            "100",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    let n = 60;
+    let mut t = TcpStream::connect(&r.tcp).expect("tcp");
+    for i in 0..n {
+        writeln!(t, "{}", CLOUD.replace("fileId=1", &format!("fileId={i}"))).expect("write");
+    }
+    writeln!(t, "garbage").expect("write");
+    drop(t);
+    // Wait until far more whole-request attempts failed than the old budget allowed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, scrape) = support::http(&r.metrics, "GET", "/metrics");
+        let retried = support::sample(&scrape, "wafstream_es_retried_requests_total").unwrap_or(0.0);
+        if retried >= 25.0 {
+            assert_eq!(
+                support::sample(&scrape, "wafstream_es_unavailable"),
+                Some(1.0),
+                "{scrape}"
+            );
+            assert_eq!(support::sample(&scrape, "wafstream_es_written_total"), Some(0.0));
+            assert_eq!(support::sample(&scrape, "wafstream_es_failed_total"), Some(0.0));
+            break;
+        }
+        assert!(Instant::now() < deadline, "too few retries: {scrape}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The search engine comes back (a forwarder to it opens on the port the run was given).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("rt");
+    let upstream = os.url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+        .expect("bind the forwarder");
+    rt.spawn(forward(listener, upstream));
+    let scrape = support::scrape_until(&r.metrics, "wafstream_es_written_total", n as f64);
+    assert_eq!(
+        support::sample(&scrape, "wafstream_es_written_total"),
+        Some(n as f64),
+        "{scrape}"
+    );
+    assert_eq!(
+        support::sample(&scrape, "wafstream_es_unavailable"),
+        Some(0.0),
+        "{scrape}"
+    );
+    assert_eq!(
+        support::sample(&scrape, "wafstream_es_outages_total"),
+        Some(1.0),
+        "{scrape}"
+    );
+    let summary = stop(r);
+    assert_eq!(os.count(&format!("logs-imperva_cloud_waf.event-{ns}")), n as u64);
+    // The only dead letter is the garbage line, with its content.
+    let dead = wait_for_lines(&out, 1);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["event"]["original"], "garbage");
+    assert!(summary.contains("elasticsearch unavailable"), "{summary}");
+    assert!(summary.contains("available again"), "{summary}");
+    assert!(
+        summary.contains(&format!("{n} written")) && summary.contains("0 failed"),
+        "{summary}"
     );
 }

@@ -63,15 +63,79 @@ pub enum Command {
     /// something else manages (e.g. Elastic's integrations) are left alone and reported unless
     /// `--force`. Safe to run again.
     EsSetup(EsArgs),
-    /// Check a configuration file: report every problem at once (exit 1), or print the
-    /// settings it makes, as the `WAFSTREAM_*` variables they feed (exit 0).
+    /// Check a configuration file: report every problem at once — unknown keys, values of the
+    /// wrong type or range, missing files — (exit 1), or print the settings it makes, as the
+    /// `WAFSTREAM_*` variables they feed (exit 0). `--print-default` writes every key, with
+    /// its flag, variable, default and meaning, as a commented TOML file.
     ValidateConfig {
         /// The TOML file.
-        file: std::path::PathBuf,
+        #[arg(required_unless_present = "print_default")]
+        file: Option<std::path::PathBuf>,
+        /// Print every configuration key (commented, at its default) instead.
+        #[arg(long)]
+        print_default: bool,
     },
     /// Write deterministic, realistic sample lines (Cloud WAF ~1 KB, SecureSphere ~0.5 KB) to
     /// stdout, for benchmarks and demos.
     Generate(GenerateArgs),
+}
+
+/// The command-line definition, with the configuration keys in `validate-config --help`: the
+/// one definition the flags, the `WAFSTREAM_*` variables and the file keys come from.
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let base = Cli::command();
+    let keys = crate::config::reference(&base);
+    base.mut_subcommand("validate-config", |c| {
+        c.after_long_help(format!(
+            "Configuration keys (every one also a flag and a variable):\n\n{keys}"
+        ))
+    })
+}
+
+/// Parse the process's arguments with [`command`].
+pub fn parse() -> Cli {
+    use clap::FromArgMatches;
+    let m = command().get_matches();
+    Cli::from_arg_matches(&m).unwrap_or_else(|e| e.exit())
+}
+
+/// `ip:port` or `off`.
+pub fn addr_or_off(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.eq_ignore_ascii_case("off") || s.parse::<std::net::SocketAddr>().is_ok() {
+        Ok(s.to_string())
+    } else {
+        Err("expected ip:port (e.g. 0.0.0.0:9507) or `off`".into())
+    }
+}
+
+/// An IANA zone or `±HHMM`.
+pub fn zone(s: &str) -> Result<String, String> {
+    Zone::parse(s)
+        .map(|_| s.to_string())
+        .ok_or_else(|| "not an IANA zone (e.g. Europe/Paris) or ±HHMM offset".into())
+}
+
+/// A data stream namespace.
+pub fn namespace(s: &str) -> Result<String, String> {
+    let bad = s.is_empty()
+        || s.len() > 100
+        || s.chars().any(|c| c.is_uppercase())
+        || s.contains(['-', ' ', '*', '\\', '/', '?', '"', '<', '>', '|', ',', '#', ':']);
+    if bad {
+        Err("must be non-empty, lowercase, at most 100 bytes, without '-', spaces or any of *\\/?\"<>|,#:".into())
+    } else {
+        Ok(s.to_string())
+    }
+}
+
+/// A count that must be at least 1.
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// How logs are written.
@@ -104,13 +168,13 @@ pub fn init_logging(format: LogFormat, level: Option<&str>) {
 #[derive(Debug, Clone, Args)]
 pub struct ListenArgs {
     /// TCP listen address (newline or RFC 6587 octet-counted syslog); `off` to disable.
-    #[arg(long, default_value = "0.0.0.0:9507", env = "WAFSTREAM_LISTEN_TCP")]
+    #[arg(long, default_value = "0.0.0.0:9507", value_name = "IP:PORT|off", env = "WAFSTREAM_LISTEN_TCP", value_parser = addr_or_off)]
     pub listen_tcp: String,
     /// UDP listen address (one datagram = one message); `off` to disable.
-    #[arg(long, default_value = "0.0.0.0:9507", env = "WAFSTREAM_LISTEN_UDP")]
+    #[arg(long, default_value = "0.0.0.0:9507", value_name = "IP:PORT|off", env = "WAFSTREAM_LISTEN_UDP", value_parser = addr_or_off)]
     pub listen_udp: String,
     /// TLS listen address (syslog over TLS, same framing as TCP); off unless set.
-    #[arg(long, default_value = "off", env = "WAFSTREAM_LISTEN_TLS")]
+    #[arg(long, default_value = "off", value_name = "IP:PORT|off", env = "WAFSTREAM_LISTEN_TLS", value_parser = addr_or_off)]
     pub listen_tls: String,
     /// Server certificate chain (PEM) for `--listen-tls`.
     #[arg(long, value_name = "FILE", env = "WAFSTREAM_TLS_CERT")]
@@ -140,11 +204,11 @@ pub struct ListenArgs {
     #[arg(long, default_value_t = 1000, value_name = "MS", env = "WAFSTREAM_FILE_POLL_MS")]
     pub file_poll_ms: u64,
     /// Longest message; longer ones are cut to it and flagged (then dead-lettered).
-    #[arg(long, default_value_t = 50 * 1024, value_name = "BYTES", env = "WAFSTREAM_MAX_MESSAGE_BYTES")]
+    #[arg(long, default_value_t = 50 * 1024, value_name = "BYTES", env = "WAFSTREAM_MAX_MESSAGE_BYTES", value_parser = at_least_one)]
     pub max_message_bytes: usize,
     /// Most concurrent TCP/TLS connections; at the limit, the connection idle the longest is
     /// closed (what it sent is kept) to admit the new one.
-    #[arg(long, default_value_t = 1024, env = "WAFSTREAM_MAX_CONNECTIONS")]
+    #[arg(long, default_value_t = 1024, env = "WAFSTREAM_MAX_CONNECTIONS", value_parser = at_least_one)]
     pub max_connections: usize,
     /// Close a TCP connection idle this long.
     #[arg(
@@ -155,7 +219,7 @@ pub struct ListenArgs {
     )]
     pub idle_timeout_ms: u64,
     /// Frames buffered in memory before TCP stops reading (UDP then drops, counted).
-    #[arg(long, default_value_t = 65_536, env = "WAFSTREAM_BUS_CAPACITY")]
+    #[arg(long, default_value_t = 65_536, env = "WAFSTREAM_BUS_CAPACITY", value_parser = at_least_one)]
     pub bus_capacity: usize,
     /// Directory of Cloud WAF private keys for encrypted Imperva log files found by `--file`,
     /// laid out as `<DIR>/<publicKeyId>/Private.key`.
@@ -166,7 +230,8 @@ pub struct ListenArgs {
         long,
         default_value_t = 512 * 1024 * 1024,
         value_name = "BYTES",
-        env = "WAFSTREAM_MAX_DECOMPRESSED_BYTES"
+        env = "WAFSTREAM_MAX_DECOMPRESSED_BYTES",
+        value_parser = at_least_one
     )]
     pub max_decompressed_bytes: usize,
 }
@@ -189,12 +254,14 @@ pub struct RunArgs {
     #[command(flatten)]
     pub drain: DrainArgs,
     /// Mapping threads (default: one per available core).
-    #[arg(long, value_name = "N", env = "WAFSTREAM_THREADS")]
+    #[arg(long, value_name = "N", env = "WAFSTREAM_THREADS", value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// With `--es-url`, documents go to Elasticsearch instead of `--output` (dead letters stay
     /// on `--output` / `--dlq`).
     #[command(flatten)]
-    pub es: EsArgs,
+    pub es: EsOutputArgs,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
@@ -219,7 +286,13 @@ pub struct DrainArgs {
 pub struct TelemetryArgs {
     /// Serve Prometheus metrics on `GET /metrics` (and `GET /healthz`) at this address; `off`
     /// disables the endpoint.
-    #[arg(long, default_value = "off", value_name = "IP:PORT", env = "WAFSTREAM_METRICS_ADDR")]
+    #[arg(
+        long,
+        default_value = "off",
+        value_name = "IP:PORT|off",
+        env = "WAFSTREAM_METRICS_ADDR",
+        value_parser = addr_or_off
+    )]
     pub metrics_addr: String,
 }
 
@@ -243,11 +316,12 @@ pub struct KafkaArgs {
     pub properties: Vec<String>,
 }
 
-/// Elasticsearch output options.
+/// Elasticsearch (or OpenSearch) connection options (`run`, `worker`, `es-setup`).
 #[derive(Debug, Clone, Args)]
 pub struct EsArgs {
-    /// Send documents to Elasticsearch at these URLs (comma-separated or repeated; failover in
-    /// order) instead of the dataset topics. Dead letters stay on the DLQ topic.
+    /// Elasticsearch or OpenSearch base URLs (comma-separated or repeated); requests go to the
+    /// first and fail over to the next in order. In `run` and `worker`, documents go there
+    /// instead of `--output` / the dataset topics; dead letters stay where they were.
     #[arg(
         long = "es-url",
         value_name = "URL",
@@ -261,6 +335,7 @@ pub struct EsArgs {
     /// Basic-auth user (with `--es-password`).
     #[arg(long = "es-user", env = "WAFSTREAM_ES_USER")]
     pub user: Option<String>,
+    /// Basic-auth password.
     #[arg(long = "es-password", env = "WAFSTREAM_ES_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
     /// Bearer token.
@@ -269,7 +344,7 @@ pub struct EsArgs {
     /// Extra CA bundle (PEM) to trust for HTTPS.
     #[arg(long = "es-ca", value_name = "FILE", env = "WAFSTREAM_ES_CA")]
     pub ca: Option<std::path::PathBuf>,
-    /// Client certificate (PEM) for mutual TLS, with `--es-client-key`.
+    /// Client certificate (PEM, X.509 v3) for mutual TLS, with `--es-client-key`.
     #[arg(
         long = "es-client-cert",
         value_name = "FILE",
@@ -280,15 +355,12 @@ pub struct EsArgs {
     /// Client private key (PEM) for mutual TLS.
     #[arg(long = "es-client-key", value_name = "FILE", env = "WAFSTREAM_ES_CLIENT_KEY")]
     pub client_key: Option<std::path::PathBuf>,
-    /// Install the index templates (as `es-setup` does) before sending documents.
-    #[arg(long = "es-setup", env = "WAFSTREAM_ES_SETUP")]
-    pub setup: bool,
-    /// Let `es-setup` replace templates of wafstream's names that something else manages
-    /// (without it they are left alone and reported).
+    /// Let template installation replace templates of wafstream's names that something else
+    /// manages (without it they are left alone and reported).
     #[arg(long = "es-setup-force", visible_alias = "force", env = "WAFSTREAM_ES_SETUP_FORCE")]
     pub setup_force: bool,
-    /// Retention of wafstream's data streams, set by `es-setup` as a data stream lifecycle
-    /// (Elasticsearch 8.11+; on OpenSearch use an ISM policy); `off` keeps everything.
+    /// Retention of wafstream's data streams, set by template installation as a data stream
+    /// lifecycle (Elasticsearch 8.11+; on OpenSearch use an ISM policy); `off` keeps everything.
     #[arg(
         long = "es-retention",
         default_value = "90d",
@@ -296,17 +368,30 @@ pub struct EsArgs {
         env = "WAFSTREAM_ES_RETENTION"
     )]
     pub retention: String,
+}
+
+/// Elasticsearch as the document output (`run`, `worker`).
+#[derive(Debug, Clone, Args)]
+pub struct EsOutputArgs {
+    #[command(flatten)]
+    pub conn: EsArgs,
+    /// Install the index templates (as `es-setup` does) before sending documents.
+    #[arg(long = "es-setup", env = "WAFSTREAM_ES_SETUP")]
+    pub setup: bool,
     /// Documents per bulk request at most.
     #[arg(
         long = "es-max-batch-docs",
         default_value_t = 1000,
-        env = "WAFSTREAM_ES_MAX_BATCH_DOCS"
+        value_name = "N",
+        env = "WAFSTREAM_ES_MAX_BATCH_DOCS",
+        value_parser = at_least_one
     )]
     pub max_batch_docs: usize,
     /// A bulk request leaves at the latest this long after its first document.
     #[arg(
         long = "es-flush-interval-ms",
         default_value_t = 500,
+        value_name = "MS",
         env = "WAFSTREAM_ES_FLUSH_INTERVAL_MS"
     )]
     pub flush_interval_ms: u64,
@@ -322,9 +407,36 @@ pub struct EsArgs {
     #[arg(
         long = "es-max-inflight-requests",
         default_value_t = 4,
-        env = "WAFSTREAM_ES_MAX_INFLIGHT_REQUESTS"
+        value_name = "N",
+        env = "WAFSTREAM_ES_MAX_INFLIGHT_REQUESTS",
+        value_parser = at_least_one
     )]
     pub max_inflight_requests: usize,
+    /// Longest wait between two attempts while Elasticsearch is unavailable.
+    #[arg(
+        long = "es-backoff-max-ms",
+        default_value_t = 10_000,
+        value_name = "MS",
+        env = "WAFSTREAM_ES_BACKOFF_MAX_MS"
+    )]
+    pub backoff_max_ms: u64,
+}
+
+/// How deliveries that keep failing end (`run`, `worker`).
+#[derive(Debug, Clone, Args)]
+pub struct DeliveryArgs {
+    /// How long an output may keep failing (Elasticsearch or Kafka unreachable, overloaded or
+    /// refusing credentials) before the process gives up and exits 2, committing and
+    /// checkpointing nothing after it. 0, the default, never gives up: outputs are retried
+    /// with capped backoff while intake pauses, for as long as the outage lasts.
+    #[arg(long, default_value_t = 0, value_name = "MS", env = "WAFSTREAM_GIVE_UP_AFTER_MS")]
+    pub give_up_after_ms: u64,
+}
+
+impl DeliveryArgs {
+    pub fn give_up_after(&self) -> Option<std::time::Duration> {
+        (self.give_up_after_ms > 0).then(|| std::time::Duration::from_millis(self.give_up_after_ms))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -333,7 +445,7 @@ pub struct IngressArgs {
     pub listen: ListenArgs,
     /// Time zone of the senders' device clocks (IANA name or `±HHMM`), carried in each raw
     /// record's headers so workers read zone-less times correctly.
-    #[arg(long = "tz", value_name = "ZONE", env = "WAFSTREAM_TZ")]
+    #[arg(long = "tz", value_name = "ZONE", env = "WAFSTREAM_TZ", value_parser = zone)]
     pub tz: Option<String>,
     #[command(flatten)]
     pub drain: DrainArgs,
@@ -366,18 +478,21 @@ pub struct WorkerArgs {
     #[arg(long, default_value = "imperva.dlq", env = "WAFSTREAM_DLQ_TOPIC")]
     pub dlq_topic: String,
     /// Outputs awaiting acknowledgement before the worker stops consuming.
-    #[arg(long, default_value_t = 10_000, env = "WAFSTREAM_MAX_INFLIGHT")]
+    #[arg(long, default_value_t = 10_000, env = "WAFSTREAM_MAX_INFLIGHT", value_parser = at_least_one)]
     pub max_inflight: usize,
     #[command(flatten)]
     pub drain: DrainArgs,
     /// Mapping threads (default: one per available core). Offsets are still stored in order
     /// per partition.
-    #[arg(long, value_name = "N", env = "WAFSTREAM_THREADS")]
+    #[arg(long, value_name = "N", env = "WAFSTREAM_THREADS", value_parser = at_least_one)]
     pub threads: Option<usize>,
     #[command(flatten)]
-    pub es: EsArgs,
-    /// Exit (after draining and committing) once no record arrived for this long after the last one.
-    #[arg(long, value_name = "MS")]
+    pub es: EsOutputArgs,
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+    /// Exit (after draining and committing) once no record arrived for this long after the
+    /// last one (batch jobs and tests; a service leaves it unset).
+    #[arg(long, value_name = "MS", env = "WAFSTREAM_EXIT_WHEN_IDLE_MS")]
     pub exit_when_idle_ms: Option<u64>,
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -403,7 +518,7 @@ pub struct MappingArgs {
     #[arg(long, default_value = "elastic", env = "WAFSTREAM_PROFILE")]
     pub profile: Profile,
     /// Time zone for device times without one (IANA name like `Europe/Paris`, or `+0200`).
-    #[arg(long = "tz", value_name = "ZONE", env = "WAFSTREAM_TZ")]
+    #[arg(long = "tz", value_name = "ZONE", env = "WAFSTREAM_TZ", value_parser = zone)]
     pub tz: Option<String>,
     /// Keep the raw line in `event.original`.
     #[arg(long, env = "WAFSTREAM_PRESERVE_ORIGINAL_EVENT")]
@@ -415,13 +530,13 @@ pub struct MappingArgs {
     #[arg(long = "tag", value_name = "TAG", env = "WAFSTREAM_TAGS", value_delimiter = ',')]
     pub tags: Vec<String>,
     /// Data stream namespace (`logs-<dataset>-<namespace>`).
-    #[arg(long, default_value = "default", env = "WAFSTREAM_NAMESPACE")]
+    #[arg(long, default_value = "default", env = "WAFSTREAM_NAMESPACE", value_parser = namespace)]
     pub namespace: String,
     /// Write the syslog envelope's facts to `log.syslog.*`.
     #[arg(long, env = "WAFSTREAM_SYSLOG_FIELDS")]
     pub syslog_fields: bool,
     /// Write each document's deterministic `_id` into it (as `_id`).
-    #[arg(long)]
+    #[arg(long, env = "WAFSTREAM_EMIT_ID")]
     pub emit_id: bool,
 }
 
@@ -432,16 +547,6 @@ impl MappingArgs {
             Some(z) => Zone::parse(z).ok_or_else(|| anyhow::anyhow!("--tz {z:?}: not an IANA zone or ±HHMM offset"))?,
             None => Zone::Utc,
         };
-        if self.namespace.is_empty()
-            || self
-                .namespace
-                .contains(['-', ' ', '*', '\\', '/', '?', '"', '<', '>', '|', ','])
-        {
-            anyhow::bail!(
-                "--namespace {:?}: must be non-empty, without '-' or spaces",
-                self.namespace
-            );
-        }
         Ok(Options {
             profile: self.profile,
             zone,
@@ -464,16 +569,28 @@ pub struct ParseArgs {
     #[arg(long, value_name = "DIR", env = "WAFSTREAM_KEYS_DIR")]
     pub keys_dir: Option<std::path::PathBuf>,
     /// Write dead-letter records here instead of stdout (appended to, never truncated).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "WAFSTREAM_DLQ")]
     pub dlq: Option<std::path::PathBuf>,
     /// Longest line accepted; longer ones are dead-lettered (cut at the limit, with the reason).
-    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    #[arg(
+        long,
+        default_value_t = 1024 * 1024,
+        value_name = "BYTES",
+        env = "WAFSTREAM_MAX_LINE_BYTES",
+        value_parser = at_least_one
+    )]
     pub max_line_bytes: usize,
     /// Largest body a compressed file may inflate to.
-    #[arg(long, default_value_t = 512 * 1024 * 1024, value_name = "BYTES")]
+    #[arg(
+        long,
+        default_value_t = 512 * 1024 * 1024,
+        value_name = "BYTES",
+        env = "WAFSTREAM_MAX_DECOMPRESSED_BYTES",
+        value_parser = at_least_one
+    )]
     pub max_decompressed_bytes: usize,
     /// Mapping threads (default: one per available core); output order stays input order.
-    #[arg(long, value_name = "N", env = "WAFSTREAM_THREADS")]
+    #[arg(long, value_name = "N", env = "WAFSTREAM_THREADS", value_parser = at_least_one)]
     pub threads: Option<usize>,
     /// Input files; `-` or none reads stdin.
     #[arg(value_name = "FILE")]
@@ -486,7 +603,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Parse(args) => parse::run(args),
         Command::Run(args) => run::run(args),
         Command::EsSetup(args) => run::es_setup(args),
-        Command::ValidateConfig { file } => Ok(crate::config::validate_command(&file)),
+        Command::ValidateConfig { file, print_default } => {
+            if print_default {
+                print!("{}", crate::config::reference(&command()));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let file = file.expect("clap requires FILE without --print-default");
+            Ok(crate::config::validate_command(&file, &command()))
+        }
         Command::Ingress(args) => run::ingress(args),
         Command::Worker(args) => run::worker(args),
         Command::Generate(args) => {

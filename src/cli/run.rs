@@ -105,7 +105,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     metrics(&args.telemetry, &rt)?;
     let writer = WriterSink::new(docs, dlq);
-    let (summary, stats) = if args.es.urls.is_empty() {
+    let (summary, stats) = if args.es.conn.urls.is_empty() {
         rt.block_on(embedded::run(
             cfg,
             opts,
@@ -116,9 +116,9 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             announce,
         ))?
     } else {
-        let client = es_client(&args.es)?;
+        let client = es_client(&args.es.conn)?;
         es_setup_at_start(&args.es, &client, &rt)?;
-        let config = es_config(&args.es, &opts.namespace);
+        let config = es_config(&args.es, &opts.namespace, args.delivery.give_up_after());
         let es = {
             let _guard = rt.enter();
             crate::sink::elasticsearch::ElasticsearchSink::start(config, client)
@@ -205,13 +205,14 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         threads: args.threads.unwrap_or_else(crate::pipeline::default_threads).max(1),
         exit_when_idle: args.exit_when_idle_ms.map(Duration::from_millis),
         drain_timeout: drain_timeout(args.drain.drain_timeout_ms),
+        give_up_after: args.delivery.give_up_after(),
     };
-    let es = if args.es.urls.is_empty() {
+    let es = if args.es.conn.urls.is_empty() {
         None
     } else {
         Some(kafka::worker::ToElasticsearch {
-            config: es_config(&args.es, &opts.namespace),
-            client: es_client(&args.es)?,
+            config: es_config(&args.es, &opts.namespace, args.delivery.give_up_after()),
+            client: es_client(&args.es.conn)?,
         })
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -249,15 +250,21 @@ fn es_auth(a: &super::EsArgs) -> crate::sink::elasticsearch::Auth {
     }
 }
 
-fn es_config(a: &super::EsArgs, namespace: &str) -> crate::sink::elasticsearch::Config {
+fn es_config(
+    a: &super::EsOutputArgs,
+    namespace: &str,
+    give_up_after: Option<Duration>,
+) -> crate::sink::elasticsearch::Config {
     crate::sink::elasticsearch::Config {
-        hosts: a.urls.clone(),
-        auth: es_auth(a),
+        hosts: a.conn.urls.clone(),
+        auth: es_auth(&a.conn),
         namespace: namespace.to_string(),
         max_batch_docs: a.max_batch_docs.max(1),
         flush_interval: Duration::from_millis(a.flush_interval_ms.max(1)),
         max_inflight_requests: a.max_inflight_requests.max(1),
         request_timeout: Duration::from_millis(a.request_timeout_ms.max(1)),
+        backoff_max: Duration::from_millis(a.backoff_max_ms.max(1)),
+        give_up_after,
         ..crate::sink::elasticsearch::Config::default()
     }
 }
@@ -297,13 +304,17 @@ fn es_client(a: &super::EsArgs) -> anyhow::Result<reqwest::Client> {
 }
 
 /// With `--es-setup`, install the templates before the first document.
-fn es_setup_at_start(a: &super::EsArgs, client: &reqwest::Client, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-    if a.setup && !a.urls.is_empty() {
+fn es_setup_at_start(
+    a: &super::EsOutputArgs,
+    client: &reqwest::Client,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<()> {
+    if a.setup && !a.conn.urls.is_empty() {
         for d in rt.block_on(crate::sink::es_setup::install(
             client,
-            &a.urls,
-            &es_auth(a),
-            &setup_options(a),
+            &a.conn.urls,
+            &es_auth(&a.conn),
+            &setup_options(&a.conn),
         ))? {
             tracing::info!("installed {d}");
         }

@@ -3,8 +3,11 @@
 //! Raw topic record = the frame's bytes exactly as received; headers carry what parsing needs
 //! and cannot be recovered later (`wafstream.received_ms`, `.peer`, `.input`, `.source`, `.offset`,
 //! `.truncated_from`, `.tz`, `.w3c_fields`);
-//! the key is the sender address, which spreads senders over partitions and keeps each
-//! connection's order.
+//! records have no key, so the producer spreads them over every partition however few
+//! connections carry them. Nothing downstream needs their order: each record is mapped alone
+//! (a W3C line carries its columns in a header, a file line its file and line number), and the
+//! ingress settles its own progress (file checkpoints) in arrival order from the broker's
+//! acknowledgements, whatever partition each record went to.
 
 pub mod output;
 pub mod producer;

@@ -1,6 +1,8 @@
 //! Kafka output: documents to the topic of their dataset (key = document id), dead letters to
-//! the DLQ topic. Idempotent producer, `acks=all`; a failed delivery is re-sent a few times
-//! before the acknowledgement fails.
+//! the DLQ topic. Idempotent producer, `acks=all`. A record is never given up on by default: the
+//! producer has no message timeout (a broker outage stops consumption instead), and a delivery
+//! that fails anyway is produced again; only with a give-up time set does its acknowledgement
+//! fail once that long has passed (the worker then stops, committing nothing after it).
 
 use std::time::Duration;
 
@@ -11,8 +13,6 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use super::{ClientSettings, H_DATASET, H_ERROR, H_ID};
 use crate::ecs::Dataset;
 use crate::sink::{Ack, Delivery, Output, Sink, SinkError};
-
-const MAX_ATTEMPTS: u32 = 5;
 
 /// Topics of the Kafka sink.
 #[derive(Debug, Clone)]
@@ -25,20 +25,28 @@ pub struct Topics {
 pub struct KafkaSink {
     producer: FutureProducer,
     topics: Topics,
+    give_up_after: Option<Duration>,
 }
 
 impl KafkaSink {
-    pub fn new(settings: &ClientSettings, topics: Topics) -> anyhow::Result<Self> {
+    /// `give_up_after`: how long a record may stay undelivered before its acknowledgement
+    /// fails; `None` waits for as long as it takes.
+    pub fn new(settings: &ClientSettings, topics: Topics, give_up_after: Option<Duration>) -> anyhow::Result<Self> {
+        let timeout = give_up_after.map_or(0, |d| d.as_millis().clamp(1, i32::MAX as u128) as u64);
         let producer = settings
             .config(&[
                 ("enable.idempotence", "true"),
                 ("acks", "all"),
                 ("compression.type", "lz4"),
                 ("linger.ms", "5"),
-                ("message.timeout.ms", "120000"),
+                ("message.timeout.ms", &timeout.to_string()),
             ])
             .create()?;
-        Ok(KafkaSink { producer, topics })
+        Ok(KafkaSink {
+            producer,
+            topics,
+            give_up_after,
+        })
     }
 }
 
@@ -92,22 +100,28 @@ impl Sink for KafkaSink {
         let body = out.body.to_vec();
         let first = enqueue(&self.producer, &topic, &key, &body, &headers).await?;
         let producer = self.producer.clone();
+        let give_up_after = self.give_up_after;
         Ok(Ack::later(async move {
             let mut delivery = first;
-            let mut attempt = 1;
+            let mut attempt = 1u32;
+            let since = std::time::Instant::now();
             loop {
                 let why = match delivery.await {
                     Ok(Ok(_)) => return Ok(Delivery::Accepted),
+                    Ok(Err((e, _))) if !super::producer::retriable(&e) => {
+                        return Err(SinkError::Fatal(format!("{topic}: refused: {e}")));
+                    }
                     Ok(Err((e, _))) => e.to_string(),
                     Err(_) => "delivery canceled".to_string(),
                 };
-                if attempt >= MAX_ATTEMPTS {
+                if give_up_after.is_some_and(|g| since.elapsed() >= g) {
                     return Err(SinkError::GaveUp(format!(
-                        "{topic}: not acknowledged after {MAX_ATTEMPTS} attempts: {why}"
+                        "{topic}: not acknowledged after {attempt} attempts in {:.0} s: {why}",
+                        since.elapsed().as_secs_f64()
                     )));
                 }
-                tracing::warn!(%topic, reason = %why, attempt, "retrying output");
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                tracing::warn!(%topic, reason = %why, attempt, "output not acknowledged; producing it again");
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(50)))).await;
                 attempt += 1;
                 delivery = enqueue(&producer, &topic, &key, &body, &headers).await?;
             }

@@ -109,11 +109,12 @@ pub async fn publish(
         };
         for frame in batch {
             let headers = raw_headers(&frame, tz.as_deref());
-            let key = frame.peer.as_deref().unwrap_or_default();
             loop {
-                let rec = FutureRecord::to(&topic)
+                // No key: librdkafka's sticky partitioner fills one partition's batch, then
+                // moves to another at random, so even one long-lived connection spreads over
+                // every partition (a key from the sender would pin it to one).
+                let rec: FutureRecord<'_, (), [u8]> = FutureRecord::to(&topic)
                     .payload(&frame.bytes[..])
-                    .key(key.as_bytes())
                     .headers(headers.clone());
                 match producer.send_result(rec) {
                     Ok(delivery) => {
@@ -243,7 +244,7 @@ async fn produce_again(
 }
 
 /// Whether a failed delivery may succeed later.
-fn retriable(e: &KafkaError) -> bool {
+pub(crate) fn retriable(e: &KafkaError) -> bool {
     use RDKafkaErrorCode as C;
     !matches!(
         e.rdkafka_error_code(),

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Message;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 
 use super::output::{KafkaSink, Topics};
@@ -43,6 +44,8 @@ pub struct Config {
     pub exit_when_idle: Option<Duration>,
     /// How long a stop waits for outputs in flight before giving up on them (not committed).
     pub drain_timeout: Duration,
+    /// How long an output may stay undelivered before the worker stops; `None` waits.
+    pub give_up_after: Option<Duration>,
 }
 
 /// What a worker did.
@@ -54,7 +57,7 @@ pub struct Summary {
     pub offsets_stored: u64,
     /// Outputs settled while a revocation waited, before partitions were handed over.
     pub drained_on_revoke: u64,
-    /// Seconds from the first record consumed to the last output acknowledged.
+    /// Seconds records were flowing (gaps over a second between two records not counted).
     pub active_secs: f64,
 }
 
@@ -82,6 +85,8 @@ struct Counts {
     unsettled: AtomicI64,
     stored: AtomicU64,
     drained: AtomicU64,
+    /// Times consumption paused because outputs were not being acknowledged.
+    pauses: AtomicU64,
     /// The drain at shutdown was given up: a revocation (while closing) waits for nothing.
     abandoned: AtomicBool,
 }
@@ -103,6 +108,11 @@ impl crate::telemetry::Source for Counts {
                 "wafstream_worker_drained_on_revoke_total",
                 "Outputs settled while a revocation waited, before partitions moved.",
                 &self.drained,
+            ),
+            (
+                "wafstream_worker_pauses_total",
+                "Times consumption paused (partitions paused, polling on) because outputs were not acknowledged.",
+                &self.pauses,
             ),
         ]);
         out.gauge(
@@ -206,6 +216,7 @@ pub async fn run(
             cloud_waf: cfg.topic_cloud_waf.clone(),
             dlq: cfg.dlq_topic.clone(),
         },
+        cfg.give_up_after,
     )?;
     match es {
         None => run_with(cfg, opts, &kafka, shutdown).await,
@@ -268,7 +279,7 @@ async fn run_with<S: Sink>(
         interrupt: crate::embedded::signal,
     };
     let (done, ()) = pipeline::until(shutdown, core, || async { stop.store(true, Ordering::Relaxed) }, drain).await;
-    let (consumed, first, last) = tokio::task::spawn_blocking(move || source.join())
+    let (consumed, active_secs) = tokio::task::spawn_blocking(move || source.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the consumer thread panicked"))?;
     let done = match done {
@@ -287,14 +298,6 @@ async fn run_with<S: Sink>(
     if stored > 0 {
         commit(&consumer, "final commit");
     }
-    let active_secs = match (first, last) {
-        (Some(f), Some(_)) if cfg.exit_when_idle.is_some() => f
-            .elapsed()
-            .saturating_sub(cfg.exit_when_idle.unwrap_or_default())
-            .as_secs_f64(),
-        (Some(f), _) => f.elapsed().as_secs_f64(),
-        _ => 0.0,
-    };
     Ok(Summary {
         consumed,
         documents: done.documents,
@@ -376,8 +379,83 @@ fn frame(m: &BorrowedMessage<'_>, recent: &mut Recent, token: Token) -> RawFrame
     }
 }
 
+/// Turns consumed records into frames with their acknowledgement tokens.
+struct Intake {
+    consumer: Arc<Consumer_>,
+    topic: String,
+    counts: Arc<Counts>,
+    lanes: HashMap<i32, Arc<dyn Progress>>,
+    recent: Recent,
+}
+
+impl Intake {
+    fn take(&mut self, m: &BorrowedMessage<'_>) -> RawFrame {
+        self.counts.consumed.fetch_add(1, Ordering::Relaxed);
+        let partition = m.partition();
+        let lane = self
+            .lanes
+            .entry(partition)
+            .or_insert_with(|| {
+                Arc::new(PartitionLane {
+                    consumer: self.consumer.clone(),
+                    topic: self.topic.clone(),
+                    partition,
+                    counts: self.counts.clone(),
+                })
+            })
+            .clone();
+        self.counts.unsettled.fetch_add(1, Ordering::AcqRel);
+        frame(m, &mut self.recent, Token::new(lane, m.offset() as u64))
+    }
+}
+
+/// A poll result worth acting on: records, or an error worth a log line (a commit with nothing
+/// new to commit is not one).
+fn polled<'c>(r: Option<KafkaResult<BorrowedMessage<'c>>>) -> Option<BorrowedMessage<'c>> {
+    match r {
+        Some(Ok(m)) => Some(m),
+        Some(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) | None => None,
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "consume");
+            None
+        }
+    }
+}
+
+/// Hand what is batched to the core. While the core has no room (outputs are not being
+/// acknowledged: Elasticsearch or the brokers are away), the assigned partitions are paused
+/// and the consumer keeps polling, as it must to stay in its group (`max.poll.interval.ms`);
+/// a record that still arrives (a partition assigned meanwhile) joins the next batch.
+fn hand_over(tx: &mut bus::Batcher, intake: &mut Intake) -> Result<(), bus::Closed> {
+    let consumer = intake.consumer.clone();
+    let mut paused = false;
+    let mut late = Vec::new();
+    let r = tx.flush_waiting(|| {
+        if !paused {
+            paused = true;
+            intake.counts.pauses.fetch_add(1, Ordering::Relaxed);
+            if let Ok(a) = consumer.assignment() {
+                let _ = consumer.pause(&a);
+            }
+        }
+        if let Some(m) = polled(consumer.poll(Duration::from_millis(100))) {
+            late.push(intake.take(&m));
+        }
+    });
+    if paused {
+        if let Ok(a) = consumer.assignment() {
+            let _ = consumer.resume(&a);
+        }
+    }
+    for f in late {
+        tx.hold(f);
+    }
+    r
+}
+
 /// Poll the consumer and hand frames to the pipeline until `stop`, the idle limit, or the
-/// pipeline is gone. Returns (records consumed, first and last record time).
+/// pipeline is gone. Returns the records consumed and the seconds there was work (gaps between
+/// records longer than a second do not count).
 fn consume(
     consumer: Arc<Consumer_>,
     topic: String,
@@ -385,12 +463,16 @@ fn consume(
     tx: bus::Sender,
     stop: Arc<AtomicBool>,
     exit_when_idle: Option<Duration>,
-) -> (u64, Option<Instant>, Option<Instant>) {
-    let mut lanes: HashMap<i32, Arc<dyn Progress>> = HashMap::new();
-    let mut recent = Recent::default();
-    let (mut consumed, mut first, mut last) = (0u64, None::<Instant>, None::<Instant>);
+) -> (u64, f64) {
+    let mut intake = Intake {
+        consumer: consumer.clone(),
+        topic,
+        counts,
+        lanes: HashMap::new(),
+        recent: Recent::default(),
+    };
+    let (mut consumed, mut busy, mut last) = (0u64, Duration::ZERO, None::<Instant>);
     let mut tx = bus::Batcher::new(tx);
-    let mut batched = 0usize;
     while !stop.load(Ordering::Relaxed) {
         if let (Some(idle), Some(l)) = (exit_when_idle, last) {
             if l.elapsed() >= idle {
@@ -399,51 +481,36 @@ fn consume(
         }
         // Records already fetched are taken without waiting; the batch goes out before a poll
         // that may wait.
-        let m = match consumer.poll(Duration::ZERO) {
+        let m = match polled(consumer.poll(Duration::ZERO)) {
             Some(m) => Some(m),
             None => {
-                if batched > 0 {
-                    batched = 0;
-                    if tx.flush_blocking().is_err() {
+                if tx.pending() > 0 {
+                    if hand_over(&mut tx, &mut intake).is_err() {
                         break;
                     }
+                    // Time spent waiting for room is not idleness.
+                    last = last.map(|_| Instant::now());
                 }
-                consumer.poll(Duration::from_millis(100))
+                polled(consumer.poll(Duration::from_millis(100)))
             }
         };
-        let m = match m {
-            None => continue,
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "consume");
-                continue;
-            }
-            Some(Ok(m)) => m,
-        };
+        let Some(m) = m else { continue };
         let now = Instant::now();
-        first.get_or_insert(now);
+        if let Some(l) = last {
+            busy += now.duration_since(l).min(Duration::from_secs(1));
+        }
         last = Some(now);
         consumed += 1;
-        counts.consumed.fetch_add(1, Ordering::Relaxed);
-        let partition = m.partition();
-        let lane = lanes
-            .entry(partition)
-            .or_insert_with(|| {
-                Arc::new(PartitionLane {
-                    consumer: consumer.clone(),
-                    topic: topic.clone(),
-                    partition,
-                    counts: counts.clone(),
-                })
-            })
-            .clone();
-        counts.unsettled.fetch_add(1, Ordering::AcqRel);
-        let f = frame(&m, &mut recent, Token::new(lane, m.offset() as u64));
+        let f = intake.take(&m);
         drop(m);
-        batched += 1;
-        if tx.push_blocking(f).is_err() {
-            break;
+        tx.hold(f);
+        if tx.pending() >= bus::BATCH {
+            if hand_over(&mut tx, &mut intake).is_err() {
+                break;
+            }
+            last = Some(Instant::now());
         }
     }
-    let _ = tx.flush_blocking();
-    (consumed, first, last)
+    let _ = hand_over(&mut tx, &mut intake);
+    (consumed, busy.as_secs_f64())
 }

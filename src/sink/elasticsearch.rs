@@ -3,10 +3,17 @@
 //!
 //! Per item: 200/201 written, 409 already written (a redelivery: success), 429 and 5xx retried
 //! alone with exponential backoff and jitter, anything else refused for good and handed back as
-//! [`Delivery::Rejected`] with Elasticsearch's error type and reason. A whole request that fails
-//! (connection refused, timeout, 429, 5xx) is retried as a whole. Batches are bounded by
-//! documents, bytes and time; bodies are gzip-compressed; a few requests run at once; a full
-//! batch queue makes `send` wait (backpressure up to the worker).
+//! [`Delivery::Rejected`] with Elasticsearch's error type and reason (the caller dead-letters it
+//! with its content). A whole request that fails (connection refused, timeout, 401/403, 429,
+//! 5xx) is retried as a whole. Batches are bounded by documents, bytes and time; bodies are
+//! gzip-compressed; a few requests run at once; a full batch queue makes `send` wait
+//! (backpressure up to the sources).
+//!
+//! Nothing is discarded while Elasticsearch is away: retries go on, with backoff capped at
+//! [`Config::backoff_max`], for as long as it takes — the outage is logged when it starts, every
+//! 30 s while it lasts and when it ends, and shown as `wafstream_es_unavailable` — unless
+//! [`Config::give_up_after`] is set, after which the acknowledgement fails (the pipeline then
+//! stops without settling anything after it).
 
 use std::io::Write;
 use std::sync::Arc;
@@ -45,8 +52,9 @@ pub struct Config {
     pub flush_interval: Duration,
     pub max_inflight_requests: usize,
     pub request_timeout: Duration,
-    /// Attempts per document (and per whole request) before giving up.
-    pub max_attempts: u32,
+    /// How long a document (or a whole request) may keep failing before its acknowledgement
+    /// fails; `None` (the default) retries for as long as it takes.
+    pub give_up_after: Option<Duration>,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
     pub gzip: bool,
@@ -63,9 +71,9 @@ impl Default for Config {
             flush_interval: Duration::from_millis(500),
             max_inflight_requests: 4,
             request_timeout: Duration::from_secs(60),
-            max_attempts: 10,
+            give_up_after: None,
             backoff_base: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(10),
             gzip: true,
         }
     }
@@ -115,6 +123,8 @@ struct Item {
     id: String,
     body: Vec<u8>,
     attempts: u32,
+    /// When its first retriable failure happened (for `give_up_after`).
+    failing_since: Option<Instant>,
     ack: oneshot::Sender<Result<Delivery, String>>,
 }
 
@@ -139,6 +149,71 @@ pub struct Stats {
     pub latency_us_max: AtomicU64,
     /// Bytes of documents accepted by `send` and not yet in a final state.
     pub inflight_bytes: AtomicU64,
+    /// 1 while bulk requests fail as a whole (Elasticsearch unreachable or refusing them).
+    pub unavailable: AtomicU64,
+    /// Outages begun, and their total length in milliseconds (counted when each ends).
+    pub outages: AtomicU64,
+    pub outage_ms: AtomicU64,
+    outage: std::sync::Mutex<Option<Outage>>,
+}
+
+/// The outage under way: when it began and when it was last logged.
+#[derive(Debug)]
+struct Outage {
+    since: Instant,
+    logged: Instant,
+}
+
+impl Stats {
+    /// A whole bulk request failed and will be retried.
+    fn failing(&self, why: &str) {
+        let mut o = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let held_bytes = self.inflight_bytes.load(Ordering::Relaxed);
+        match o.as_mut() {
+            None => {
+                *o = Some(Outage {
+                    since: now,
+                    logged: now,
+                });
+                self.unavailable.store(1, Ordering::Relaxed);
+                self.outages.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    reason = %why,
+                    held_bytes,
+                    "elasticsearch unavailable: documents are held and retried until it answers (intake pauses once the buffers are full); nothing is dropped"
+                );
+            }
+            Some(out) if now.duration_since(out.logged) >= Duration::from_secs(30) => {
+                out.logged = now;
+                tracing::warn!(
+                    reason = %why,
+                    held_bytes,
+                    seconds = now.duration_since(out.since).as_secs(),
+                    "elasticsearch still unavailable"
+                );
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// A bulk request was answered: any outage is over.
+    fn answered(&self) {
+        if self.unavailable.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut o = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(out) = o.take() {
+            let took = out.since.elapsed();
+            self.unavailable.store(0, Ordering::Relaxed);
+            self.outage_ms.fetch_add(took.as_millis() as u64, Ordering::Relaxed);
+            tracing::info!(
+                seconds = took.as_secs_f64(),
+                "elasticsearch available again after {:.1} s; sending what was held",
+                took.as_secs_f64()
+            );
+        }
+    }
 }
 
 impl Stats {
@@ -146,7 +221,7 @@ impl Stats {
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let reqs = r(&self.requests).max(1);
         format!(
-            "elasticsearch: {} written, {} already there, {} refused, {} retried, {} failed; {} bulk requests ({} retried), latency avg {:.1} ms max {:.1} ms",
+            "elasticsearch: {} written, {} already there, {} refused, {} retried, {} failed; {} bulk requests ({} retried), latency avg {:.1} ms max {:.1} ms; {} outage(s), {:.1} s unavailable",
             r(&self.written),
             r(&self.already_written),
             r(&self.rejected),
@@ -156,6 +231,8 @@ impl Stats {
             r(&self.retried_requests),
             r(&self.latency_us_sum) as f64 / reqs as f64 / 1000.0,
             r(&self.latency_us_max) as f64 / 1000.0,
+            r(&self.outages),
+            r(&self.outage_ms) as f64 / 1000.0,
         )
     }
 }
@@ -190,8 +267,18 @@ impl crate::telemetry::Source for Stats {
             ),
             (
                 "wafstream_es_failed_total",
-                "Documents given up on after every attempt.",
+                "Documents given up on (only with a give-up time set).",
                 &self.failed,
+            ),
+            (
+                "wafstream_es_outages_total",
+                "Times bulk requests began to fail as a whole (Elasticsearch unreachable or refusing).",
+                &self.outages,
+            ),
+            (
+                "wafstream_es_outage_milliseconds_total",
+                "Length of the outages that ended.",
+                &self.outage_ms,
             ),
             (
                 "wafstream_es_bulk_requests_total",
@@ -208,6 +295,11 @@ impl crate::telemetry::Source for Stats {
             "wafstream_es_inflight_bytes",
             "Bytes of documents accepted and not yet in a final state.",
             self.inflight_bytes.load(Ordering::Relaxed),
+        );
+        out.gauge(
+            "wafstream_es_unavailable",
+            "1 while bulk requests fail as a whole and documents are held for retry.",
+            self.unavailable.load(Ordering::Relaxed),
         );
     }
 }
@@ -264,6 +356,7 @@ impl Sink for ElasticsearchSink {
             id: out.id.to_string(),
             body: out.body.to_vec(),
             attempts: 0,
+            failing_since: None,
             ack,
         };
         self.tx
@@ -413,8 +506,13 @@ async fn request(cfg: &Config, client: &reqwest::Client, host: &str, body: &[u8]
         Ok(b) => b,
         Err(e) => return Outcome::Retry(format!("{url}: reading response: {e}")),
     };
-    if status == 429 || status >= 500 {
-        return Outcome::Retry(format!("{url}: HTTP {status}"));
+    // Overload and server errors pass; so may credentials or privileges an operator fixes
+    // (401/403) — retrying keeps the documents meanwhile, and the outage log says why.
+    if matches!(status, 401 | 403 | 408 | 429) || status >= 500 {
+        return Outcome::Retry(format!(
+            "{url}: HTTP {status}: {}",
+            String::from_utf8_lossy(&text[..text.len().min(200)])
+        ));
     }
     if !(200..300).contains(&status) {
         return Outcome::Fatal(format!(
@@ -443,6 +541,7 @@ async fn send_batch(
 ) {
     let body = bulk_body(&batch);
     let mut attempt = 0u32;
+    let mut failing_since: Option<Instant> = None;
     let settle = |item: &Item| {
         stats
             .inflight_bytes
@@ -457,7 +556,10 @@ async fn send_batch(
         stats.latency_us_sum.fetch_add(us, Ordering::Relaxed);
         stats.latency_us_max.fetch_max(us, Ordering::Relaxed);
         match outcome {
-            Outcome::Items(items) => break items,
+            Outcome::Items(items) => {
+                stats.answered();
+                break items;
+            }
             Outcome::Fatal(why) => {
                 for i in batch {
                     settle(&i);
@@ -468,16 +570,21 @@ async fn send_batch(
             }
             Outcome::Retry(why) => {
                 attempt += 1;
-                if attempt >= cfg.max_attempts {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if cfg.give_up_after.is_some_and(|g| since.elapsed() >= g) {
                     for i in batch {
                         settle(&i);
                         stats.failed.fetch_add(1, Ordering::Relaxed);
-                        let _ = i.ack.send(Err(format!("gave up after {attempt} attempts: {why}")));
+                        let _ = i.ack.send(Err(format!(
+                            "gave up after {attempt} attempts in {:.0} s: {why}",
+                            since.elapsed().as_secs_f64()
+                        )));
                     }
                     return;
                 }
                 stats.retried_requests.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(reason = %why, "elasticsearch bulk request failed; retrying");
+                stats.failing(&why);
+                tracing::debug!(reason = %why, attempt, "elasticsearch bulk request failed; retrying");
                 tokio::time::sleep(backoff(cfg, attempt)).await;
             }
         }
@@ -496,7 +603,8 @@ async fn send_batch(
             }
             429 | 500..=599 => {
                 item.attempts += 1;
-                if item.attempts >= cfg.max_attempts {
+                let since = *item.failing_since.get_or_insert_with(Instant::now);
+                if cfg.give_up_after.is_some_and(|g| since.elapsed() >= g) {
                     settle(&item);
                     stats.failed.fetch_add(1, Ordering::Relaxed);
                     let _ = item
