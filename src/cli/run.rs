@@ -225,14 +225,22 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     }
     let s = rt.block_on(kafka::worker::run(cfg, opts, es, embedded::signal()))?;
     tracing::info!(
-        "wafstream: worker consumed {}, {} documents, {} dead-lettered, {} offsets stored ({} settled on partition revocation); {:.0} events/s over {:.2} s of work",
+        "wafstream: worker consumed {}, {} documents, {} dead-lettered, {} offsets stored ({} settled on partition revocation){}",
         s.consumed,
         s.documents,
         s.dead_letters,
         s.offsets_stored,
         s.drained_on_revoke,
-        s.rate(),
-        s.active_secs
+        // A rate over less than a second of records says nothing.
+        if s.active_secs >= 1.0 {
+            format!(
+                "; {:.0} events/s over {:.1} s while records flowed",
+                s.rate(),
+                s.active_secs
+            )
+        } else {
+            String::new()
+        }
     );
     Ok(ExitCode::SUCCESS)
 }
