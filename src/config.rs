@@ -63,6 +63,17 @@ pub const KEYS: &[(&str, &str)] = &[
     ("listen.checkpoint", "WAFSTREAM_CHECKPOINT"),
     ("listen.file_poll_ms", "WAFSTREAM_FILE_POLL_MS"),
     ("listen.max_decompressed_bytes", "WAFSTREAM_MAX_DECOMPRESSED_BYTES"),
+    ("pull.urls", "WAFSTREAM_PULL_URLS"),
+    ("pull.api_ids", "WAFSTREAM_PULL_API_IDS"),
+    ("pull.api_keys", "WAFSTREAM_PULL_API_KEYS"),
+    ("pull.api_key_files", "WAFSTREAM_PULL_API_KEY_FILES"),
+    ("pull.state", "WAFSTREAM_PULL_STATE"),
+    ("pull.interval_ms", "WAFSTREAM_PULL_INTERVAL_MS"),
+    ("pull.parallel", "WAFSTREAM_PULL_PARALLEL"),
+    ("pull.missing_retries", "WAFSTREAM_PULL_MISSING_RETRIES"),
+    ("pull.proxy", "WAFSTREAM_PULL_PROXY"),
+    ("pull.ca", "WAFSTREAM_PULL_CA"),
+    ("pull.request_timeout_ms", "WAFSTREAM_PULL_REQUEST_TIMEOUT_MS"),
     ("output.path", "WAFSTREAM_OUTPUT"),
     ("output.dlq", "WAFSTREAM_DLQ"),
     ("pipeline.threads", "WAFSTREAM_THREADS"),
@@ -363,6 +374,7 @@ fn cross_checks(v: &BTreeMap<&'static str, String>) -> Vec<String> {
         ("listen.tls_key", "WAFSTREAM_TLS_KEY"),
         ("listen.tls_client_ca", "WAFSTREAM_TLS_CLIENT_CA"),
         ("elasticsearch.ca", "WAFSTREAM_ES_CA"),
+        ("pull.ca", "WAFSTREAM_PULL_CA"),
         ("elasticsearch.client_cert", "WAFSTREAM_ES_CLIENT_CERT"),
         ("elasticsearch.client_key", "WAFSTREAM_ES_CLIENT_KEY"),
     ] {
@@ -400,6 +412,30 @@ fn cross_checks(v: &BTreeMap<&'static str, String>) -> Vec<String> {
         for f in files.split(',') {
             if glob::Pattern::new(f).is_err() {
                 p.push(format!("listen.files: {f:?} is not a usable glob"));
+            }
+        }
+    }
+    if let Some(files) = get("WAFSTREAM_PULL_API_KEY_FILES") {
+        for f in files.split(',') {
+            if !Path::new(f).is_file() {
+                p.push(format!("pull.api_key_files: {f:?}: no such file"));
+            }
+        }
+    }
+    if let Some(urls) = get("WAFSTREAM_PULL_URLS") {
+        let n = urls.split(',').count();
+        for (key, env) in [
+            ("pull.api_ids", "WAFSTREAM_PULL_API_IDS"),
+            ("pull.api_keys", "WAFSTREAM_PULL_API_KEYS"),
+            ("pull.api_key_files", "WAFSTREAM_PULL_API_KEY_FILES"),
+        ] {
+            if let Some(v) = get(env) {
+                if v.split(',').count() != n {
+                    p.push(format!(
+                        "{key}: {} given for {n} pull.urls (one per account, in the same order)",
+                        v.split(',').count()
+                    ));
+                }
             }
         }
     }

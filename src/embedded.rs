@@ -27,6 +27,8 @@ pub struct Config {
     pub tls: Option<(SocketAddr, tokio_rustls::TlsAcceptor, std::time::Duration)>,
     /// Files to follow.
     pub files: Option<ingress::files::Config>,
+    /// Cloud WAF log API accounts to collect from.
+    pub pull: Option<ingress::pull::Config>,
     pub limits: Limits,
     pub bus_capacity: usize,
 }
@@ -38,13 +40,35 @@ pub struct Sources {
     files_stop: Arc<AtomicBool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     files: Option<std::thread::JoinHandle<ingress::files::FinalSave>>,
+    /// Collectors' progress, saved again after the drain.
+    savers: Vec<Arc<dyn ingress::Saver>>,
+    /// Set by a source that cannot go on: the process stops and exits non-zero.
+    pub fatal: Arc<ingress::Fatal>,
     listening: Arc<AtomicBool>,
+}
+
+/// Progress to save once the pipeline has settled what the sources sent.
+pub struct Saved {
+    files: Option<ingress::files::FinalSave>,
+    savers: Vec<Arc<dyn ingress::Saver>>,
+}
+
+impl Saved {
+    pub fn save(&self) -> Result<(), ingress::files::CheckpointError> {
+        if let Some(f) = &self.files {
+            f.save()?;
+        }
+        for s in &self.savers {
+            s.save()?;
+        }
+        Ok(())
+    }
 }
 
 impl Sources {
     /// Stop accepting and reading, let open connections hand over what they received, and
     /// return the file progress to save once the pipeline has settled it.
-    pub async fn stop(self) -> Option<ingress::files::FinalSave> {
+    pub async fn stop(self) -> Saved {
         // Not ready any more: a load balancer stops sending new connections here.
         self.listening.store(false, Ordering::Relaxed);
         let _ = self.stop_tx.send(true);
@@ -52,8 +76,14 @@ impl Sources {
         for t in self.tasks {
             let _ = t.await;
         }
-        let h = self.files?;
-        tokio::task::spawn_blocking(move || h.join().ok()).await.ok().flatten()
+        let files = match self.files {
+            Some(h) => tokio::task::spawn_blocking(move || h.join().ok()).await.ok().flatten(),
+            None => None,
+        };
+        Saved {
+            files,
+            savers: self.savers,
+        }
     }
 }
 
@@ -123,6 +153,13 @@ pub async fn start(cfg: Config, on_listen: impl Fn(&str, SocketAddr)) -> anyhow:
         }
         None => None,
     };
+    let fatal = Arc::new(ingress::Fatal::default());
+    let mut savers: Vec<Arc<dyn ingress::Saver>> = Vec::new();
+    if let Some(pc) = cfg.pull.clone() {
+        let (progress, t) = ingress::pull::start(pc, tx.clone(), stats.clone(), stop_rx.clone(), fatal.clone())?;
+        savers.push(progress);
+        tasks.extend(t);
+    }
     listening.store(true, Ordering::Relaxed);
     Ok((
         Sources {
@@ -131,6 +168,8 @@ pub async fn start(cfg: Config, on_listen: impl Fn(&str, SocketAddr)) -> anyhow:
             files_stop,
             tasks,
             files,
+            savers,
+            fatal,
             listening,
         },
         rx,
@@ -149,16 +188,25 @@ pub async fn drive<T>(
         timeout: drain_timeout,
         interrupt: signal,
     };
+    let fatal = sources.fatal.clone();
+    let shutdown = async {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = fatal.wait() => {}
+        }
+    };
     let (out, saved) = pipeline::until(shutdown, consume, || sources.stop(), drain).await;
     // What was acknowledged is saved even when the drain was cut short.
-    if let Some(saved) = saved {
-        saved.save()?;
-    }
-    out.map_err(|a| {
+    saved.save()?;
+    let out = out.map_err(|a| {
         anyhow::anyhow!(
             "stopped before every output was delivered: {a}. Frames from files were not checkpointed past what was delivered and are read again at the next start; frames taken from network senders and not delivered are lost"
         )
-    })
+    })?;
+    match fatal.reason() {
+        Some(why) => Err(anyhow::anyhow!("{why}")),
+        None => Ok(out),
+    }
 }
 
 /// Run until `shutdown` resolves, then drain and return the counts. `on_listen` is told the

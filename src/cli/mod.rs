@@ -50,14 +50,14 @@ pub enum Command {
     /// Embedded pipeline: listen for syslog (TCP and UDP, port 9507 by default) and write one
     /// ECS JSON document per received event to stdout or `--output`, until SIGTERM / Ctrl-C.
     /// No Kafka needed. Unparseable or oversized frames become dead-letter records.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Ingress role: listen for syslog (TCP/UDP) and publish each frame, unchanged, to the raw
     /// Kafka topic (headers: receive time, peer, input kind). Stops on SIGTERM after flushing.
-    Ingress(IngressArgs),
+    Ingress(Box<IngressArgs>),
     /// Worker role: consume the raw topic in a consumer group, map to ECS, produce documents to
     /// the dataset topics and failures to the DLQ topic; offsets are stored only after the
     /// outputs are acknowledged.
-    Worker(WorkerArgs),
+    Worker(Box<WorkerArgs>),
     /// Install (or update) wafstream's component and index templates (Elasticsearch or
     /// OpenSearch) that give the data streams their ECS field types and retention. Templates
     /// something else manages (e.g. Elastic's integrations) are left alone and reported unless
@@ -236,12 +236,97 @@ pub struct ListenArgs {
     pub max_decompressed_bytes: usize,
 }
 
+/// Cloud WAF collection from Imperva's log integration API (`run`, `ingress`).
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    /// Log API base URL of an account (`<URL>/logs.index` lists its files); repeat (or
+    /// comma-separate) for several accounts, with the API ids and keys in the same order.
+    #[arg(
+        long = "pull-url",
+        value_name = "URL",
+        env = "WAFSTREAM_PULL_URLS",
+        value_delimiter = ','
+    )]
+    pub urls: Vec<String>,
+    /// API id of each `--pull-url`, in the same order.
+    #[arg(
+        long = "pull-api-id",
+        value_name = "ID",
+        env = "WAFSTREAM_PULL_API_IDS",
+        value_delimiter = ','
+    )]
+    pub api_ids: Vec<String>,
+    /// API key of each `--pull-url`, in the same order (or use `--pull-api-key-file`).
+    #[arg(
+        long = "pull-api-key",
+        value_name = "KEY",
+        env = "WAFSTREAM_PULL_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Files holding the API key of each `--pull-url`, in the same order (a mounted secret).
+    #[arg(
+        long = "pull-api-key-file",
+        value_name = "FILE",
+        env = "WAFSTREAM_PULL_API_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub api_key_files: Vec<std::path::PathBuf>,
+    /// Where the collection progress is kept (JSON, written atomically): without it a restart
+    /// downloads the whole 48 h window again.
+    #[arg(long = "pull-state", value_name = "FILE", env = "WAFSTREAM_PULL_STATE")]
+    pub state: Option<std::path::PathBuf>,
+    /// Time between two reads of each account's index.
+    #[arg(
+        long = "pull-interval-ms",
+        default_value_t = 30_000,
+        value_name = "MS",
+        env = "WAFSTREAM_PULL_INTERVAL_MS"
+    )]
+    pub interval_ms: u64,
+    /// Files downloaded at once per account.
+    #[arg(
+        long = "pull-parallel",
+        default_value_t = 4,
+        value_name = "N",
+        env = "WAFSTREAM_PULL_PARALLEL",
+        value_parser = at_least_one
+    )]
+    pub parallel: usize,
+    /// Polls a listed file may answer 404 before it is recorded as a gap (logged and counted)
+    /// and later files stop waiting for it.
+    #[arg(
+        long = "pull-missing-retries",
+        default_value_t = 10,
+        value_name = "N",
+        env = "WAFSTREAM_PULL_MISSING_RETRIES"
+    )]
+    pub missing_retries: u32,
+    /// HTTP(S) proxy for the log API (`http://proxy:3128`).
+    #[arg(long = "pull-proxy", value_name = "URL", env = "WAFSTREAM_PULL_PROXY")]
+    pub proxy: Option<String>,
+    /// Extra CA bundle (PEM) to trust for the log API, besides the platform's roots.
+    #[arg(long = "pull-ca", value_name = "FILE", env = "WAFSTREAM_PULL_CA")]
+    pub ca: Option<std::path::PathBuf>,
+    /// A request to the log API that has not answered after this long is retried.
+    #[arg(
+        long = "pull-request-timeout-ms",
+        default_value_t = 120_000,
+        value_name = "MS",
+        env = "WAFSTREAM_PULL_REQUEST_TIMEOUT_MS"
+    )]
+    pub request_timeout_ms: u64,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub mapping: MappingArgs,
     #[command(flatten)]
     pub listen: ListenArgs,
+    #[command(flatten)]
+    pub pull: PullArgs,
     /// Documents go here (`-` = stdout). A file is appended to, never truncated (a last line
     /// cut short by a crash is removed first).
     #[arg(long, default_value = "-", value_name = "FILE", env = "WAFSTREAM_OUTPUT")]
@@ -443,6 +528,8 @@ impl DeliveryArgs {
 pub struct IngressArgs {
     #[command(flatten)]
     pub listen: ListenArgs,
+    #[command(flatten)]
+    pub pull: PullArgs,
     /// Time zone of the senders' device clocks (IANA name or `±HHMM`), carried in each raw
     /// record's headers so workers read zone-less times correctly.
     #[arg(long = "tz", value_name = "ZONE", env = "WAFSTREAM_TZ", value_parser = zone)]
@@ -601,7 +688,7 @@ pub struct ParseArgs {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Parse(args) => parse::run(args),
-        Command::Run(args) => run::run(args),
+        Command::Run(args) => run::run(*args),
         Command::EsSetup(args) => run::es_setup(args),
         Command::ValidateConfig { file, print_default } => {
             if print_default {
@@ -611,8 +698,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let file = file.expect("clap requires FILE without --print-default");
             Ok(crate::config::validate_command(&file, &command()))
         }
-        Command::Ingress(args) => run::ingress(args),
-        Command::Worker(args) => run::worker(args),
+        Command::Ingress(args) => run::ingress(*args),
+        Command::Worker(args) => run::worker(*args),
         Command::Generate(args) => {
             use std::io::Write;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -123,6 +123,7 @@ fn read_one(
             progress: None,
             max_line_bytes: cap,
             limit_name: "--max-line-bytes",
+            hold_on_key_error: false,
         };
         let read = imperva_file::frames(bytes, keys, limits, &origin, |f| tx.push_blocking(f).is_ok());
         let _ = tx.flush_blocking();

@@ -24,7 +24,71 @@ fn addr(s: &str, what: &str) -> anyhow::Result<Option<SocketAddr>> {
 
 /// Listener settings; open connections get most of the drain timeout to finish at shutdown,
 /// the rest is for delivering what they sent.
-fn listen_config(l: &ListenArgs, drain_timeout_ms: u64) -> anyhow::Result<Config> {
+/// The pull connector's settings, when `--pull-url` is given.
+fn pull_config(p: &super::PullArgs, l: &ListenArgs) -> anyhow::Result<Option<crate::ingress::pull::Config>> {
+    if p.urls.is_empty() {
+        return Ok(None);
+    }
+    let n = p.urls.len();
+    if !p.api_ids.is_empty() && p.api_ids.len() != n {
+        anyhow::bail!(
+            "--pull-api-id: {} given for {n} --pull-url (one per account, in the same order)",
+            p.api_ids.len()
+        );
+    }
+    let mut keys = p.api_keys.clone();
+    if !p.api_key_files.is_empty() {
+        if !keys.is_empty() {
+            anyhow::bail!("give --pull-api-key or --pull-api-key-file, not both");
+        }
+        for f in &p.api_key_files {
+            let k =
+                std::fs::read_to_string(f).with_context(|| format!("reading --pull-api-key-file {}", f.display()))?;
+            keys.push(k.trim().to_string());
+        }
+    }
+    if keys.len() != p.api_ids.len() {
+        anyhow::bail!(
+            "--pull-api-id and --pull-api-key (or --pull-api-key-file): one of each per --pull-url ({} ids, {} keys for {n} URLs)",
+            p.api_ids.len(),
+            keys.len()
+        );
+    }
+    let accounts = p
+        .urls
+        .iter()
+        .enumerate()
+        .map(|(i, url)| crate::ingress::pull::Account {
+            url: url.clone(),
+            auth: p.api_ids.get(i).map(|id| (id.clone(), keys[i].clone())),
+        })
+        .collect();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut b = reqwest::Client::builder().tcp_keepalive(Duration::from_secs(60));
+    if let Some(proxy) = &p.proxy {
+        b = b.proxy(reqwest::Proxy::all(proxy).with_context(|| format!("--pull-proxy {proxy:?}"))?);
+    }
+    if let Some(ca) = &p.ca {
+        let pem = std::fs::read(ca).with_context(|| format!("reading --pull-ca {}", ca.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    Ok(Some(crate::ingress::pull::Config {
+        accounts,
+        state: p.state.clone(),
+        interval: Duration::from_millis(p.interval_ms.max(10)),
+        parallel: p.parallel.max(1),
+        missing_retries: p.missing_retries,
+        keys_dir: l.keys_dir.clone(),
+        max_decompressed_bytes: l.max_decompressed_bytes,
+        max_message_bytes: l.max_message_bytes,
+        client: b.build()?,
+        request_timeout: Duration::from_millis(p.request_timeout_ms.max(1)),
+    }))
+}
+
+fn listen_config(l: &ListenArgs, p: &super::PullArgs, drain_timeout_ms: u64) -> anyhow::Result<Config> {
     let tls = match addr(&l.listen_tls, "tls")? {
         None => None,
         Some(a) => {
@@ -48,6 +112,7 @@ fn listen_config(l: &ListenArgs, drain_timeout_ms: u64) -> anyhow::Result<Config
         udp: addr(&l.listen_udp, "udp")?,
         tls,
         files,
+        pull: pull_config(p, l)?,
         limits: Limits {
             max_message_bytes: l.max_message_bytes,
             max_connections: l.max_connections,
@@ -56,8 +121,10 @@ fn listen_config(l: &ListenArgs, drain_timeout_ms: u64) -> anyhow::Result<Config
         },
         bus_capacity: l.bus_capacity,
     };
-    if cfg.tcp.is_none() && cfg.udp.is_none() && cfg.tls.is_none() && cfg.files.is_none() {
-        anyhow::bail!("nothing to read: --listen-tcp, --listen-udp and --listen-tls are off and no --file is given");
+    if cfg.tcp.is_none() && cfg.udp.is_none() && cfg.tls.is_none() && cfg.files.is_none() && cfg.pull.is_none() {
+        anyhow::bail!(
+            "nothing to read: --listen-tcp, --listen-udp and --listen-tls are off and no --file or --pull-url is given"
+        );
     }
     Ok(cfg)
 }
@@ -80,7 +147,7 @@ fn metrics(args: &super::TelemetryArgs, rt: &tokio::runtime::Runtime) -> anyhow:
 
 pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = args.mapping.options()?;
-    let cfg = listen_config(&args.listen, args.drain.drain_timeout_ms)?;
+    let cfg = listen_config(&args.listen, &args.pull, args.drain.drain_timeout_ms)?;
     let docs: Box<dyn Write + Send> = if args.output == "-" {
         Box::new(BufWriter::with_capacity(1 << 16, io::stdout()))
     } else {
@@ -145,7 +212,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// `wafstream ingress`: sources → raw topic (no mapping). File checkpoints advance only over
 /// frames the broker acknowledged.
 pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
-    let cfg = listen_config(&args.listen, args.drain.drain_timeout_ms)?;
+    let cfg = listen_config(&args.listen, &args.pull, args.drain.drain_timeout_ms)?;
     if let Some(tz) = &args.tz {
         if crate::parse::time::Zone::parse(tz).is_none() {
             anyhow::bail!("--tz {tz:?}: not an IANA zone or ±HHMM offset");

@@ -82,8 +82,13 @@ struct Entry {
 /// Read the checkpoint: missing is a fresh start; anything unreadable is an error, and so is a
 /// folder where it cannot be written (found now, not in the save loop).
 pub fn load(path: Option<&Path>) -> Result<Checkpoints, CheckpointError> {
+    load_state(path)
+}
+
+/// Read a JSON state file (checkpoints, collectors' progress) as [`load`] does.
+pub fn load_state<T: serde::de::DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, CheckpointError> {
     let Some(path) = path else {
-        return Ok(Checkpoints::default());
+        return Ok(T::default());
     };
     let tmp = path.with_extension("tmp");
     if let Err(e) = File::create(&tmp).and_then(|_| std::fs::remove_file(&tmp)) {
@@ -94,7 +99,7 @@ pub fn load(path: Option<&Path>) -> Result<Checkpoints, CheckpointError> {
     }
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Checkpoints::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
         Err(e) => {
             return Err(CheckpointError::Unreadable {
                 path: path.into(),
@@ -108,15 +113,20 @@ pub fn load(path: Option<&Path>) -> Result<Checkpoints, CheckpointError> {
     })
 }
 
-/// Write atomically and durably: a crash leaves the old checkpoint or the new one, never half.
 fn save(path: &Path, cps: &Checkpoints) -> Result<(), CheckpointError> {
+    save_state(path, cps)
+}
+
+/// Write a JSON state file atomically and durably: a crash leaves the old one or the new one,
+/// never half.
+pub fn save_state<T: Serialize>(path: &Path, state: &T) -> Result<(), CheckpointError> {
     use std::io::Write;
     let err = |source| CheckpointError::Write {
         path: path.into(),
         source,
     };
     let tmp = path.with_extension("tmp");
-    let body = serde_json::to_vec_pretty(cps).map_err(|e| err(std::io::Error::other(e)))?;
+    let body = serde_json::to_vec_pretty(state).map_err(|e| err(std::io::Error::other(e)))?;
     let mut f = File::create(&tmp).map_err(err)?;
     f.write_all(&body).map_err(err)?;
     f.sync_all().map_err(err)?;
@@ -469,6 +479,7 @@ fn read_whole(t: &mut Tracked, cfg: &Config, keys: &KeyStore, bus: &mut Batcher,
         progress: Some(t.lane.clone()),
         max_line_bytes: cfg.max_message_bytes,
         limit_name: "max_message_bytes",
+        hold_on_key_error: false,
     };
     let limits = container::Limits {
         max_decompressed_bytes: cfg.max_decompressed_bytes,

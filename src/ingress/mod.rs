@@ -10,6 +10,7 @@ pub mod files;
 pub mod framing;
 pub mod imperva_file;
 pub mod lines;
+pub mod pull;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -42,6 +43,46 @@ impl Default for Limits {
             max_connections: 1024,
             idle_timeout: Duration::from_secs(300),
             drain: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Progress a collector saves once more after the pipeline has drained (what was settled
+/// during the drain).
+pub trait Saver: Send + Sync {
+    fn save(&self) -> Result<(), files::CheckpointError>;
+}
+
+/// A source that cannot go on (credentials refused): the process stops as on SIGTERM, drains,
+/// and exits non-zero with this reason.
+#[derive(Default)]
+pub struct Fatal {
+    reason: std::sync::Mutex<Option<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Fatal {
+    /// Record the first reason and wake [`Fatal::wait`].
+    pub fn set(&self, reason: String) {
+        let mut r = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            tracing::error!(%reason, "stopping");
+            *r = Some(reason);
+            self.notify.notify_one();
+        }
+    }
+
+    pub fn reason(&self) -> Option<String> {
+        self.reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Resolves once a reason is set.
+    pub async fn wait(&self) {
+        loop {
+            if self.reason().is_some() {
+                return;
+            }
+            self.notify.notified().await;
         }
     }
 }
