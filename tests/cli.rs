@@ -361,6 +361,8 @@ fn invalid_utf8_keeps_the_exact_bytes() {
 #[test]
 fn every_option_is_a_flag_a_variable_and_a_file_key() {
     let cmd = wafstream::cli::command();
+    // clap's own consistency checks (unique names, valid references), on every subcommand.
+    cmd.clone().debug_assert();
     let args = wafstream::config::all_args(&cmd);
     let mut missing = Vec::new();
     let mut options = 0;

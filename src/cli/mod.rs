@@ -247,7 +247,7 @@ pub struct PullArgs {
         env = "WAFSTREAM_PULL_URLS",
         value_delimiter = ','
     )]
-    pub urls: Vec<String>,
+    pub pull_urls: Vec<String>,
     /// API id of each `--pull-url`, in the same order.
     #[arg(
         long = "pull-api-id",
@@ -255,7 +255,7 @@ pub struct PullArgs {
         env = "WAFSTREAM_PULL_API_IDS",
         value_delimiter = ','
     )]
-    pub api_ids: Vec<String>,
+    pub pull_api_ids: Vec<String>,
     /// API key of each `--pull-url`, in the same order (or use `--pull-api-key-file`).
     #[arg(
         long = "pull-api-key",
@@ -264,7 +264,7 @@ pub struct PullArgs {
         value_delimiter = ',',
         hide_env_values = true
     )]
-    pub api_keys: Vec<String>,
+    pub pull_api_keys: Vec<String>,
     /// Files holding the API key of each `--pull-url`, in the same order (a mounted secret).
     #[arg(
         long = "pull-api-key-file",
@@ -272,11 +272,11 @@ pub struct PullArgs {
         env = "WAFSTREAM_PULL_API_KEY_FILES",
         value_delimiter = ','
     )]
-    pub api_key_files: Vec<std::path::PathBuf>,
+    pub pull_api_key_files: Vec<std::path::PathBuf>,
     /// Where the collection progress is kept (JSON, written atomically): without it a restart
     /// downloads the whole 48 h window again.
     #[arg(long = "pull-state", value_name = "FILE", env = "WAFSTREAM_PULL_STATE")]
-    pub state: Option<std::path::PathBuf>,
+    pub pull_state: Option<std::path::PathBuf>,
     /// Time between two reads of each account's index.
     #[arg(
         long = "pull-interval-ms",
@@ -284,7 +284,7 @@ pub struct PullArgs {
         value_name = "MS",
         env = "WAFSTREAM_PULL_INTERVAL_MS"
     )]
-    pub interval_ms: u64,
+    pub pull_interval_ms: u64,
     /// Files downloaded at once per account.
     #[arg(
         long = "pull-parallel",
@@ -293,7 +293,7 @@ pub struct PullArgs {
         env = "WAFSTREAM_PULL_PARALLEL",
         value_parser = at_least_one
     )]
-    pub parallel: usize,
+    pub pull_parallel: usize,
     /// Polls a listed file may answer 404 before it is recorded as a gap (logged and counted)
     /// and later files stop waiting for it.
     #[arg(
@@ -302,13 +302,13 @@ pub struct PullArgs {
         value_name = "N",
         env = "WAFSTREAM_PULL_MISSING_RETRIES"
     )]
-    pub missing_retries: u32,
+    pub pull_missing_retries: u32,
     /// HTTP(S) proxy for the log API (`http://proxy:3128`).
     #[arg(long = "pull-proxy", value_name = "URL", env = "WAFSTREAM_PULL_PROXY")]
-    pub proxy: Option<String>,
+    pub pull_proxy: Option<String>,
     /// Extra CA bundle (PEM) to trust for the log API, besides the platform's roots.
     #[arg(long = "pull-ca", value_name = "FILE", env = "WAFSTREAM_PULL_CA")]
-    pub ca: Option<std::path::PathBuf>,
+    pub pull_ca: Option<std::path::PathBuf>,
     /// A request to the log API that has not answered after this long is retried.
     #[arg(
         long = "pull-request-timeout-ms",
@@ -316,7 +316,7 @@ pub struct PullArgs {
         value_name = "MS",
         env = "WAFSTREAM_PULL_REQUEST_TIMEOUT_MS"
     )]
-    pub request_timeout_ms: u64,
+    pub pull_request_timeout_ms: u64,
 }
 
 #[derive(Debug, Args)]

@@ -26,49 +26,49 @@ fn addr(s: &str, what: &str) -> anyhow::Result<Option<SocketAddr>> {
 /// the rest is for delivering what they sent.
 /// The pull connector's settings, when `--pull-url` is given.
 fn pull_config(p: &super::PullArgs, l: &ListenArgs) -> anyhow::Result<Option<crate::ingress::pull::Config>> {
-    if p.urls.is_empty() {
+    if p.pull_urls.is_empty() {
         return Ok(None);
     }
-    let n = p.urls.len();
-    if !p.api_ids.is_empty() && p.api_ids.len() != n {
+    let n = p.pull_urls.len();
+    if !p.pull_api_ids.is_empty() && p.pull_api_ids.len() != n {
         anyhow::bail!(
             "--pull-api-id: {} given for {n} --pull-url (one per account, in the same order)",
-            p.api_ids.len()
+            p.pull_api_ids.len()
         );
     }
-    let mut keys = p.api_keys.clone();
-    if !p.api_key_files.is_empty() {
+    let mut keys = p.pull_api_keys.clone();
+    if !p.pull_api_key_files.is_empty() {
         if !keys.is_empty() {
             anyhow::bail!("give --pull-api-key or --pull-api-key-file, not both");
         }
-        for f in &p.api_key_files {
+        for f in &p.pull_api_key_files {
             let k =
                 std::fs::read_to_string(f).with_context(|| format!("reading --pull-api-key-file {}", f.display()))?;
             keys.push(k.trim().to_string());
         }
     }
-    if keys.len() != p.api_ids.len() {
+    if keys.len() != p.pull_api_ids.len() {
         anyhow::bail!(
             "--pull-api-id and --pull-api-key (or --pull-api-key-file): one of each per --pull-url ({} ids, {} keys for {n} URLs)",
-            p.api_ids.len(),
+            p.pull_api_ids.len(),
             keys.len()
         );
     }
     let accounts = p
-        .urls
+        .pull_urls
         .iter()
         .enumerate()
         .map(|(i, url)| crate::ingress::pull::Account {
             url: url.clone(),
-            auth: p.api_ids.get(i).map(|id| (id.clone(), keys[i].clone())),
+            auth: p.pull_api_ids.get(i).map(|id| (id.clone(), keys[i].clone())),
         })
         .collect();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut b = reqwest::Client::builder().tcp_keepalive(Duration::from_secs(60));
-    if let Some(proxy) = &p.proxy {
+    if let Some(proxy) = &p.pull_proxy {
         b = b.proxy(reqwest::Proxy::all(proxy).with_context(|| format!("--pull-proxy {proxy:?}"))?);
     }
-    if let Some(ca) = &p.ca {
+    if let Some(ca) = &p.pull_ca {
         let pem = std::fs::read(ca).with_context(|| format!("reading --pull-ca {}", ca.display()))?;
         for cert in reqwest::Certificate::from_pem_bundle(&pem)? {
             b = b.add_root_certificate(cert);
@@ -76,15 +76,15 @@ fn pull_config(p: &super::PullArgs, l: &ListenArgs) -> anyhow::Result<Option<cra
     }
     Ok(Some(crate::ingress::pull::Config {
         accounts,
-        state: p.state.clone(),
-        interval: Duration::from_millis(p.interval_ms.max(10)),
-        parallel: p.parallel.max(1),
-        missing_retries: p.missing_retries,
+        state: p.pull_state.clone(),
+        interval: Duration::from_millis(p.pull_interval_ms.max(10)),
+        parallel: p.pull_parallel.max(1),
+        missing_retries: p.pull_missing_retries,
         keys_dir: l.keys_dir.clone(),
         max_decompressed_bytes: l.max_decompressed_bytes,
         max_message_bytes: l.max_message_bytes,
         client: b.build()?,
-        request_timeout: Duration::from_millis(p.request_timeout_ms.max(1)),
+        request_timeout: Duration::from_millis(p.pull_request_timeout_ms.max(1)),
     }))
 }
 
