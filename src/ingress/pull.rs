@@ -83,6 +83,9 @@ pub struct AccountState {
     /// `endTime` (epoch ms) of the newest file done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newest_end_ms: Option<i64>,
+    /// The index as last read (sorted), to advance `upto` as files complete.
+    #[serde(skip)]
+    listed: Vec<String>,
 }
 
 /// Sort key of a file name: `<a>_<b>.log` by its numbers, anything else after, by name.
@@ -104,9 +107,10 @@ impl AccountState {
             || self.gaps.iter().any(|g| g == name)
     }
 
-    /// Move `upto` over the files of `listed` (sorted) that are done or gaps, from the oldest.
-    fn advance(&mut self, listed: &[String]) {
-        for name in listed {
+    /// Move `upto` over the files of the index (sorted) that are done or gaps, from the oldest.
+    fn advance(&mut self) {
+        let listed = std::mem::take(&mut self.listed);
+        for name in &listed {
             if !self.is_done(name) {
                 break;
             }
@@ -119,6 +123,7 @@ impl AccountState {
         }
         let extra = self.gaps.len().saturating_sub(1000);
         self.gaps.drain(..extra);
+        self.listed = listed;
     }
 }
 
@@ -419,7 +424,8 @@ async fn account_loop(
         };
         pstats.listed.fetch_add(listed.len() as u64, Ordering::Relaxed);
         let todo: Vec<String> = progress.with(&account, |s| {
-            s.advance(&listed);
+            s.listed = listed.clone();
+            s.advance();
             listed.iter().filter(|n| !s.is_done(n)).cloned().collect()
         });
         let pending_now = todo.len() as u64;
@@ -476,7 +482,7 @@ async fn account_loop(
                         tracing::warn!(account = %account, file = %name, polls = cfg.missing_retries + 1, "listed file never came (404): recorded as a gap");
                         progress.with(&account, |s| {
                             s.gaps.push(name.clone());
-                            s.advance(&listed);
+                            s.advance();
                         });
                     } else {
                         tracing::info!(account = %account, file = %name, attempt = *n, "listed file not ready (404); asking again at the next poll");
@@ -493,7 +499,7 @@ async fn account_loop(
                 Outcome::Stopped => {}
             }
         }
-        progress.with(&account, |s| s.advance(&listed));
+        progress.with(&account, |s| s.advance());
         if let Err(e) = progress.saved() {
             tracing::error!(error = %e, "cannot save the pull state");
         }
@@ -534,6 +540,7 @@ async fn fetch(
             progress.set_inflight(&account, &name, false);
             progress.with(&account, |s| {
                 s.done.insert(name.clone());
+                s.advance();
                 if let Some(t) = end_ms {
                     s.newest_end_ms = Some(s.newest_end_ms.map_or(t, |n| n.max(t)));
                     pstats.newest_end_ms.fetch_max(t.max(0) as u64, Ordering::Relaxed);
@@ -605,17 +612,20 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        let mut s = AccountState::default();
+        let mut s = AccountState {
+            listed,
+            ..AccountState::default()
+        };
         s.done.insert("7_10.log".into());
         s.done.insert("7_12.log".into());
-        s.advance(&listed);
+        s.advance();
         assert_eq!(s.upto, None, "7_9 is pending");
         s.done.insert("7_9.log".into());
-        s.advance(&listed);
+        s.advance();
         assert_eq!(s.upto.as_deref(), Some("7_10.log"), "numeric order, not text order");
         assert_eq!(s.done.iter().collect::<Vec<_>>(), ["7_12.log"]);
         s.gaps.push("7_11.log".into());
-        s.advance(&listed);
+        s.advance();
         assert_eq!(s.upto.as_deref(), Some("7_12.log"));
         assert!(s.done.is_empty());
         assert!(s.is_done("7_3.log") && !s.is_done("7_13.log"));
