@@ -609,3 +609,95 @@ fn run_holds_documents_while_opensearch_is_unreachable_then_delivers_every_one()
         "{summary}"
     );
 }
+
+/// A landing directory as Imperva's SFTP push fills it: files uploaded under a temporary name
+/// are not read until renamed into place; a finished file is moved (or deleted) once every line
+/// of it is acknowledged; a restart reads only what is new.
+#[test]
+fn landing_directory_waits_for_the_rename_and_moves_or_deletes_finished_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let landing = dir.path().join("landing");
+    let done = dir.path().join("done");
+    std::fs::create_dir_all(&landing).expect("mkdir");
+    std::fs::create_dir_all(&done).expect("mkdir");
+    let out = dir.path().join("out.ndjson");
+    let glob = format!("{}/*", landing.display());
+    let cp = dir.path().join("cp.json");
+    let file = |k: usize, n: usize| {
+        support::container(
+            support::cloud_lines(n)
+                .replace("fileId=", &format!("fileId={k}0"))
+                .as_bytes(),
+            support::Comp::Zlib,
+            None,
+            None,
+        )
+    };
+    let args = |action: &'static str| -> Vec<String> {
+        let mut a: Vec<String> = ["--file", &glob, "--file-poll-ms", "100", "--file-done", action]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(["--checkpoint".to_string(), cp.display().to_string()]);
+        if action == "move" {
+            a.extend(["--file-done-dir".to_string(), done.display().to_string()]);
+        }
+        a
+    };
+    let a = args("move");
+    let r = start(&out, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    // Uploaded slowly under a temporary name, across many polls: nothing is read.
+    let one = file(1, 6);
+    let part = landing.join("5678_1.log.part");
+    for chunk in one.chunks(one.len() / 4 + 1) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&part)
+            .expect("open");
+        f.write_all(chunk).expect("write");
+        drop(f);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // A second upload that never finishes stays untouched.
+    let two = file(2, 4);
+    std::fs::write(landing.join("5678_2.log.part"), &two[..two.len() / 2]).expect("write");
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(
+        std::fs::read_to_string(&out).unwrap_or_default().is_empty(),
+        "read before the rename"
+    );
+    std::fs::rename(&part, landing.join("5678_1.log")).expect("rename into place");
+    let docs = wait_for_lines(&out, 6);
+    assert_eq!(docs.len(), 6);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done.join("5678_1.log").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(done.join("5678_1.log").exists(), "moved once acknowledged");
+    assert!(!landing.join("5678_1.log").exists());
+    assert!(
+        landing.join("5678_2.log.part").exists(),
+        "the partial upload is left alone"
+    );
+    stop(r);
+
+    // Restart deleting finished files: only the new file is read, then deleted.
+    let a = args("delete");
+    let r = start(&out, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    std::fs::write(landing.join("5678_3.log"), file(3, 5)).expect("write");
+    let docs = wait_for_lines(&out, 11);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while landing.join("5678_3.log").exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!landing.join("5678_3.log").exists(), "deleted once acknowledged");
+    stop(r);
+    let docs = if docs.len() < 11 {
+        wait_for_lines(&out, 11)
+    } else {
+        docs
+    };
+    assert_eq!(docs.len(), 11, "each line once across the restart");
+    assert!(docs.iter().all(|d| d["event"]["kind"] != "pipeline_error"), "{docs:?}");
+}

@@ -138,6 +138,14 @@ pub fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// What becomes of a finished whole file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileDone {
+    Keep,
+    Delete,
+    Move,
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -197,6 +205,31 @@ pub struct ListenArgs {
     /// files are read to their end, truncated files from the start.
     #[arg(long = "file", value_name = "GLOB", env = "WAFSTREAM_FILES", value_delimiter = ',')]
     pub files: Vec<String>,
+    /// Files not to read, matched against the file name or the whole path (repeatable): files
+    /// still being uploaded under a temporary name, renamed into place when complete (the
+    /// defaults cover hidden `.name` files and the `.tmp`, `.part` and `.filepart` suffixes of
+    /// SFTP clients and servers). `--file-exclude ''` matches nothing.
+    #[arg(
+        long = "file-exclude",
+        value_name = "GLOB",
+        env = "WAFSTREAM_FILE_EXCLUDES",
+        value_delimiter = ',',
+        default_values_t = [".*".to_string(), "*.tmp".to_string(), "*.part".to_string(), "*.filepart".to_string()]
+    )]
+    pub file_excludes: Vec<String>,
+    /// What becomes of a whole file (Imperva log file, gzip file) once every line of it is
+    /// acknowledged downstream: `keep` (remembered as done in the checkpoint), `delete`, or
+    /// `move` into `--file-done-dir`. Line files are followed, never finished.
+    #[arg(
+        long = "file-done",
+        default_value = "keep",
+        value_name = "ACTION",
+        env = "WAFSTREAM_FILE_DONE"
+    )]
+    pub file_done: FileDone,
+    /// Where `--file-done move` puts finished files (it must exist, outside the `--file` globs).
+    #[arg(long = "file-done-dir", value_name = "DIR", env = "WAFSTREAM_FILE_DONE_DIR")]
+    pub file_done_dir: Option<std::path::PathBuf>,
     /// Where file progress is kept across restarts (JSON, written atomically).
     #[arg(long, value_name = "FILE", env = "WAFSTREAM_CHECKPOINT")]
     pub checkpoint: Option<std::path::PathBuf>,

@@ -99,6 +99,19 @@ fn listen_config(l: &ListenArgs, p: &super::PullArgs, drain_timeout_ms: u64) -> 
             Some((a, acceptor, Duration::from_millis(l.tls_handshake_timeout_ms.max(1))))
         }
     };
+    let exclude = l
+        .file_excludes
+        .iter()
+        .filter(|g| !g.is_empty())
+        .map(|g| glob::Pattern::new(g).with_context(|| format!("--file-exclude {g:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let done = match (l.file_done, &l.file_done_dir) {
+        (super::FileDone::Keep, _) => crate::ingress::files::DoneAction::Keep,
+        (super::FileDone::Delete, _) => crate::ingress::files::DoneAction::Delete,
+        (super::FileDone::Move, Some(d)) if d.is_dir() => crate::ingress::files::DoneAction::Move(d.clone()),
+        (super::FileDone::Move, Some(d)) => anyhow::bail!("--file-done-dir {}: no such directory", d.display()),
+        (super::FileDone::Move, None) => anyhow::bail!("--file-done move needs --file-done-dir"),
+    };
     let files = (!l.files.is_empty()).then(|| crate::ingress::files::Config {
         globs: l.files.clone(),
         checkpoint: l.checkpoint.clone(),
@@ -106,6 +119,8 @@ fn listen_config(l: &ListenArgs, p: &super::PullArgs, drain_timeout_ms: u64) -> 
         max_message_bytes: l.max_message_bytes,
         keys_dir: l.keys_dir.clone(),
         max_decompressed_bytes: l.max_decompressed_bytes,
+        exclude,
+        done,
     });
     let cfg = Config {
         tcp: addr(&l.listen_tcp, "tcp")?,

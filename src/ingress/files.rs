@@ -45,6 +45,29 @@ pub struct Config {
     pub keys_dir: Option<PathBuf>,
     /// Largest body a compressed file may inflate to.
     pub max_decompressed_bytes: usize,
+    /// Files whose name (or path) matches one of these are not read: files still being
+    /// uploaded under a temporary name, renamed into place when complete.
+    pub exclude: Vec<glob::Pattern>,
+    /// What becomes of a whole file once every line of it is acknowledged.
+    pub done: DoneAction,
+}
+
+/// What becomes of a whole file once every line of it is acknowledged (landing directories).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DoneAction {
+    /// Left where it is (remembered as done in the checkpoint).
+    #[default]
+    Keep,
+    Delete,
+    /// Moved into this directory.
+    Move(PathBuf),
+}
+
+impl Config {
+    fn excluded(&self, path: &Path) -> bool {
+        let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        self.exclude.iter().any(|p| p.matches(&name) || p.matches_path(path))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +196,8 @@ struct Tracked {
     kind: Kind,
     path: Arc<str>,
     lane: Arc<Lane>,
+    /// The done action was carried out (or failed and was logged).
+    finished: bool,
     unseen_polls: u32,
 }
 
@@ -230,6 +255,11 @@ pub fn run(cfg: Config, cps: Checkpoints, bus: Sender, stats: Arc<Stats>, stop: 
                 break;
             }
         }
+        if cfg.done != DoneAction::Keep {
+            for t in tracked.values_mut() {
+                finish(t, &cfg.done);
+            }
+        }
         tracked.retain(|_, t| t.unseen_polls <= KEEP_UNMATCHED_POLLS);
         if let Some(p) = &cfg.checkpoint {
             if let Err(e) = save(p, &snapshot(&tracked)) {
@@ -247,6 +277,27 @@ pub fn run(cfg: Config, cps: Checkpoints, bus: Sender, stats: Arc<Stats>, stop: 
             std::thread::sleep(Duration::from_millis(20));
             slept += Duration::from_millis(20);
         }
+    }
+}
+
+/// Delete or move a whole file whose every line is acknowledged.
+fn finish(t: &mut Tracked, action: &DoneAction) {
+    if t.finished || !matches!(t.kind, Kind::Whole { .. }) || !t.entry().done {
+        return;
+    }
+    t.finished = true;
+    let path = Path::new(&*t.path);
+    let r = match action {
+        DoneAction::Keep => return,
+        DoneAction::Delete => std::fs::remove_file(path),
+        DoneAction::Move(dir) => {
+            let to = dir.join(path.file_name().unwrap_or_default());
+            std::fs::rename(path, &to).or_else(|_| std::fs::copy(path, &to).and_then(|_| std::fs::remove_file(path)))
+        }
+    };
+    match r {
+        Ok(()) => tracing::info!(file = %t.path, action = ?action, "whole file done: every line acknowledged"),
+        Err(e) => tracing::warn!(file = %t.path, error = %e, "whole file done, but it could not be removed or moved"),
     }
 }
 
@@ -283,6 +334,9 @@ fn discover(cfg: &Config, tracked: &mut HashMap<String, Tracked>, cps: &Checkpoi
             continue;
         };
         for path in paths.flatten() {
+            if cfg.excluded(&path) {
+                continue;
+            }
             let Ok(md) = std::fs::metadata(&path) else { continue };
             if !md.is_file() {
                 continue;
@@ -339,6 +393,7 @@ fn discover(cfg: &Config, tracked: &mut HashMap<String, Tracked>, cps: &Checkpoi
                     kind,
                     path: shown,
                     lane,
+                    finished: false,
                     unseen_polls: 0,
                 },
             );
