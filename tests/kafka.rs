@@ -911,3 +911,95 @@ fn worker_waits_out_an_elasticsearch_outage_without_leaving_its_group() {
     let committed: i64 = b.committed(&group, &t.raw).values().sum();
     assert_eq!(committed, n as i64, "every offset committed");
 }
+
+/// Cloud WAF collection end to end: the ingress pulls files from a server playing Imperva's
+/// log API (encrypted, compressed, plain, W3C) → raw topic → worker → output topic, every line
+/// once (by id); a file is done only once the broker holds all its lines.
+#[test]
+fn cloud_waf_files_pulled_by_the_ingress_reach_the_output_topic_once() {
+    use support::{Comp, cloud_lines, container};
+    let Some(b) = services::kafka() else { return };
+    let t = topics(&b, "pull", 2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = support::rsa_key(8);
+    support::write_key(&dir.path().join("keys"), support::KEY_ID, &key);
+    let public = rsa::RsaPublicKey::from(&key);
+    let s = support::imperva_api::server("2398", "k3y");
+    let cloud = |k: usize, n: usize| cloud_lines(n).replace("fileId=", &format!("fileId={k}0"));
+    s.add(
+        "77_1.log",
+        container(cloud(1, 5).as_bytes(), Comp::Zlib, Some((&public, 32)), None),
+    );
+    s.add("77_2.log", container(cloud(2, 4).as_bytes(), Comp::Gzip, None, None));
+    s.add("77_3.log", container(cloud(3, 3).as_bytes(), Comp::None, None, None));
+    let mut w3c = b"format:W3C\n|==|\n".to_vec();
+    w3c.extend(support::inputs::W3C.as_bytes());
+    s.add("77_4.log", w3c);
+    let total = 5 + 4 + 3 + 3;
+    let state = dir.path().join("pull.json");
+    let keys = dir.path().join("keys");
+    let (mut ingress, irx) = wafstream(
+        "ingress",
+        &b,
+        &t,
+        &[
+            "--listen-tcp",
+            "off",
+            "--listen-udp",
+            "off",
+            "--pull-url",
+            &s.url,
+            "--pull-api-id",
+            "2398",
+            "--pull-api-key",
+            "k3y",
+            "--pull-interval-ms",
+            "200",
+            "--pull-state",
+            state.to_str().expect("path"),
+            "--keys-dir",
+            keys.to_str().expect("path"),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    let metrics = support::listening(&irx, &["metrics"])
+        .remove("metrics")
+        .unwrap_or_default();
+    let scrape = support::scrape_until(&metrics, "wafstream_pull_files_done_total", 4.0);
+    assert_eq!(
+        support::sample(&scrape, "wafstream_pull_files_done_total"),
+        Some(4.0),
+        "{scrape}"
+    );
+    assert_eq!(
+        support::sample(&scrape, "wafstream_raw_produced_total"),
+        Some(total as f64),
+        "{scrape}"
+    );
+    sigterm(&mut ingress);
+    let group = unique("g-pull");
+    let (mut w, _wrx) = wafstream("worker", &b, &t, &["--group", &group, "--exit-when-idle-ms", "3000"]);
+    assert!(w.0.wait().expect("exit").success());
+    let got = read_all(&b, &[&t.cloud, &t.dlq], total, 30);
+    assert_eq!(got.len(), total, "{got:?}");
+    assert!(
+        got.iter().all(|(topic, _)| *topic == t.cloud),
+        "no dead letter: {got:?}"
+    );
+    let ids: HashSet<String> = got
+        .iter()
+        .map(|(_, d)| {
+            format!(
+                "{}@{}",
+                d["log"]["file"]["path"].as_str().unwrap_or(""),
+                d["log"]["offset"]
+            )
+        })
+        .collect();
+    assert_eq!(ids.len(), total, "every line once");
+    for name in ["77_1.log", "77_2.log", "77_3.log", "77_4.log"] {
+        assert_eq!(s.gets(name), 1, "{name}");
+    }
+    s.rt.shutdown_background();
+}

@@ -2,6 +2,7 @@
 //! here), CEF lines. Shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod imperva_api;
 pub mod inputs;
 
 use std::io::Write;
