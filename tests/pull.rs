@@ -242,3 +242,29 @@ fn a_file_whose_key_is_missing_stays_not_done_until_the_key_is_there() {
     assert_eq!(state["accounts"][&s.url]["upto"], "5678_2.log", "{state}");
     s.rt.shutdown_background();
 }
+
+#[test]
+fn requests_go_through_the_configured_proxy() {
+    // The repository server stands in for the proxy: a request for another host that reaches it
+    // can only have come through `--pull-proxy`.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = server("2398", "k");
+    s.add("5678_1.log", container(cloud(1, 2).as_bytes(), Comp::None, None, None));
+    let proxy = s.url.split("/api/").next().expect("origin").to_string();
+    let r = run(
+        "http://logs.invalid:9/api/logs/2398_5678",
+        "k",
+        dir.path(),
+        &["--pull-proxy", &proxy],
+    );
+    let got = wait_docs(dir.path(), 2);
+    let (code, log) = stop(r);
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(got.len(), 2, "{log}");
+    let r = s.repo.lock().unwrap();
+    assert!(
+        r.gets.keys().any(|p| p.starts_with("http://logs.invalid:9/")),
+        "absolute-form requests, as to a proxy: {:?}",
+        r.gets.keys()
+    );
+}
