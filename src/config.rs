@@ -114,7 +114,26 @@ pub const KEYS: &[(&str, &str)] = &[
     ("telemetry.metrics_addr", "WAFSTREAM_METRICS_ADDR"),
     ("telemetry.log_format", "WAFSTREAM_LOG_FORMAT"),
     ("telemetry.log_level", "WAFSTREAM_LOG_LEVEL"),
+    ("processors", "WAFSTREAM_PROCESSORS"),
 ];
+
+/// Processors from `--processors`: a file (YAML, JSON, or TOML by its `.toml` name) or the
+/// list inline (JSON or YAML), compiled.
+pub fn processors(arg: &str) -> Result<crate::ecs::processors::Processors, Vec<String>> {
+    use crate::ecs::processors::Processors;
+    let t = arg.trim_start();
+    if t.starts_with('[') || t.starts_with('{') {
+        return Processors::from_text(arg);
+    }
+    let text = std::fs::read_to_string(arg).map_err(|e| vec![format!("{arg}: {e}")])?;
+    if arg.ends_with(".toml") {
+        let v: toml::Value = toml::from_str(&text).map_err(|e| vec![format!("{arg}: {e}")])?;
+        let json = serde_json::to_value(v).map_err(|e| vec![format!("{arg}: {e}")])?;
+        let list = json.get("processors").cloned().unwrap_or(json);
+        return Processors::parse(&list);
+    }
+    Processors::from_text(&text)
+}
 
 /// The variable a file key sets.
 fn env_of(key: &str) -> Option<&'static str> {
@@ -211,6 +230,19 @@ pub fn load_text(text: &str, cmd: &clap::Command) -> Result<Loaded, String> {
     let mut out = Loaded::default();
     let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
     for (section, v) in &root {
+        if section == "processors" {
+            // `[[processors]]`: checked whole here, handed on as JSON.
+            match serde_json::to_value(v) {
+                Ok(json) => match crate::ecs::processors::Processors::parse(&json) {
+                    Ok(_) => {
+                        values.insert("WAFSTREAM_PROCESSORS", json.to_string());
+                    }
+                    Err(problems) => out.problems.extend(problems),
+                },
+                Err(e) => out.problems.push(format!("processors: {e}")),
+            }
+            continue;
+        }
         let Some(table) = v.as_table() else {
             out.problems.push(format!(
                 "{section}: keys belong in a table such as [{}]",
@@ -477,6 +509,12 @@ pub fn reference(cmd: &clap::Command) -> String {
     let mut out = String::new();
     let mut section = "";
     for (key, env) in KEYS {
+        if *key == "processors" {
+            out.push_str(
+                "\n# Processors applied to each document, in order (see README \"Processors\"):\n#   --processors, WAFSTREAM_PROCESSORS; parse, run, worker\n# [[processors]]\n# drop_event = { when = { equals = { \"event.action\" = \"REQ_PASSED\" } } }\n",
+            );
+            continue;
+        }
         let (sec, name) = key.split_once('.').unwrap_or(("", key));
         if sec != section {
             if !section.is_empty() {

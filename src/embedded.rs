@@ -255,12 +255,22 @@ pub async fn signal() {
     }
 }
 
+/// `", N dropped by processors"` when any were.
+pub fn dropped(n: u64) -> String {
+    if n > 0 {
+        format!(", {n} dropped by processors")
+    } else {
+        String::new()
+    }
+}
+
 /// One line for the operator at exit.
 pub fn report(summary: &Summary, stats: &Stats) -> String {
     format!(
-        "wafstream: {} documents, {} dead-lettered; {} frames ({} cut at the size limit), {} UDP datagrams dropped on a full queue, {} TCP/TLS connections ({} closed at the limit to admit a new one, {} refused, {} still open at the end of the drain), {} framing errors ({} messages cut short by the sender), {} TLS handshake failures, {} whole files read ({} with a checksum mismatch)",
+        "wafstream: {} documents, {} dead-lettered{}; {} frames ({} cut at the size limit), {} UDP datagrams dropped on a full queue, {} TCP/TLS connections ({} closed at the limit to admit a new one, {} refused, {} still open at the end of the drain), {} framing errors ({} messages cut short by the sender), {} TLS handshake failures, {} whole files read ({} with a checksum mismatch)",
         summary.documents,
         summary.dead_letters,
+        dropped(summary.dropped),
         stats.frames.load(Ordering::Relaxed),
         stats.truncated.load(Ordering::Relaxed),
         stats.udp_dropped.load(Ordering::Relaxed),

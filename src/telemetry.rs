@@ -41,6 +41,17 @@ impl Metrics {
         self.0.extend(gauge(name, help, v));
     }
 
+    /// One counter family with several labels: `(label values in `labels` order, value)`.
+    pub fn counter_labels(&mut self, name: &str, help: &str, labels: &[&str], values: &[(Vec<String>, u64)]) {
+        if let Ok(c) = IntCounterVec::new(Opts::new(name, help), labels) {
+            for (l, v) in values {
+                let l: Vec<&str> = l.iter().map(String::as_str).collect();
+                c.with_label_values(&l).inc_by(*v);
+            }
+            self.0.extend(c.collect());
+        }
+    }
+
     /// One counter family with one label.
     pub fn counter_vec(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
         self.0.extend(counter_vec(name, help, label, values));

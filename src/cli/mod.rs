@@ -658,9 +658,34 @@ pub struct MappingArgs {
     /// Write each document's deterministic `_id` into it (as `_id`).
     #[arg(long, env = "WAFSTREAM_EMIT_ID")]
     pub emit_id: bool,
+    /// Beats-style processors applied to each document, in order, before it is written: a YAML,
+    /// JSON or TOML file (a list, or a `processors:` list), or the list inline as JSON. In the
+    /// configuration file: `[[processors]]` tables. See README "Processors".
+    #[arg(long, value_name = "FILE|JSON", env = "WAFSTREAM_PROCESSORS")]
+    pub processors: Option<String>,
 }
 
 impl MappingArgs {
+    /// The processors, compiled (every problem listed at once).
+    pub fn processors(&self) -> anyhow::Result<Option<std::sync::Arc<crate::ecs::processors::Processors>>> {
+        let Some(arg) = &self.processors else {
+            return Ok(None);
+        };
+        let p = crate::config::processors(arg).map_err(|problems| {
+            anyhow::anyhow!(
+                "--processors: {} problem(s):\n  {}",
+                problems.len(),
+                problems.join("\n  ")
+            )
+        })?;
+        if p.is_empty() {
+            return Ok(None);
+        }
+        let p = std::sync::Arc::new(p);
+        crate::telemetry::global().register("processors", p.stats());
+        Ok(Some(p))
+    }
+
     /// Validate into mapping options.
     pub fn options(&self) -> anyhow::Result<Options> {
         let zone = match &self.tz {
@@ -677,6 +702,7 @@ impl MappingArgs {
             namespace: self.namespace.clone(),
             syslog_fields: self.syslog_fields,
             emit_id: self.emit_id,
+            processors: self.processors()?,
         })
     }
 }

@@ -73,21 +73,26 @@ pub(super) fn run(args: ParseArgs) -> anyhow::Result<ExitCode> {
             })?
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let procs = opts.processors.clone();
     let summary = rt.block_on(pipeline::run(rx, opts, settings, &sink));
     let read = reader.join().map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
     let summary = summary?;
     read?;
     let mismatches = mismatches.load(Ordering::Relaxed);
     eprintln!(
-        "wafstream: {} documents, {} dead-lettered{}",
+        "wafstream: {} documents, {} dead-lettered{}{}",
         summary.documents,
         summary.dead_letters,
+        crate::embedded::dropped(summary.dropped),
         if mismatches > 0 {
             format!(", {mismatches} file(s) with a checksum mismatch")
         } else {
             String::new()
         }
     );
+    for line in procs.iter().flat_map(|p| p.report()) {
+        eprintln!("wafstream: {line}");
+    }
     Ok(if summary.dead_letters > 0 {
         ExitCode::from(1)
     } else {

@@ -162,6 +162,7 @@ fn metrics(args: &super::TelemetryArgs, rt: &tokio::runtime::Runtime) -> anyhow:
 
 pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = args.mapping.options()?;
+    let procs = opts.processors.clone();
     let cfg = listen_config(&args.listen, &args.pull, args.drain.drain_timeout_ms)?;
     let docs: Box<dyn Write + Send> = if args.output == "-" {
         Box::new(BufWriter::with_capacity(1 << 16, io::stdout()))
@@ -221,6 +222,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         r?
     };
     tracing::info!("{}", embedded::report(&summary, &stats));
+    report_processors(procs.as_deref());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -275,6 +277,7 @@ pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
 /// `wafstream worker`: raw topic → ECS topics / DLQ topic.
 pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let opts = args.mapping.options()?;
+    let procs = opts.processors.clone();
     let settings = ClientSettings::new(&args.kafka.brokers, &args.kafka.properties)?;
     let cfg = kafka::worker::Config {
         settings,
@@ -307,10 +310,11 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     }
     let s = rt.block_on(kafka::worker::run(cfg, opts, es, embedded::signal()))?;
     tracing::info!(
-        "wafstream: worker consumed {}, {} documents, {} dead-lettered, {} offsets stored ({} settled on partition revocation){}",
+        "wafstream: worker consumed {}, {} documents, {} dead-lettered{}, {} offsets stored ({} settled on partition revocation){}",
         s.consumed,
         s.documents,
         s.dead_letters,
+        crate::embedded::dropped(s.dropped),
         s.offsets_stored,
         s.drained_on_revoke,
         // A rate over less than a second of records says nothing.
@@ -324,7 +328,15 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             String::new()
         }
     );
+    report_processors(procs.as_deref());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The processors' counters, one log line each, at exit.
+fn report_processors(p: Option<&crate::ecs::processors::Processors>) {
+    for line in p.iter().flat_map(|p| p.report()) {
+        tracing::info!("wafstream: {line}");
+    }
 }
 
 fn es_auth(a: &super::EsArgs) -> crate::sink::elasticsearch::Auth {

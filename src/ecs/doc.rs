@@ -78,6 +78,9 @@ pub struct Doc<'a> {
     /// One bit per entry of `vals` that owns heap memory: only those are dropped one by one
     /// when the storage is emptied.
     owning: [u64; WORDS],
+    /// One bit per slot removed after it had a value: its cell in `vals` is reused when the
+    /// slot is set again, so `vals` never outgrows one cell per slot.
+    stale: [u64; WORDS],
     /// Emptied string lists, handed out by [`Doc::list`] (a list value's memory is kept when
     /// the document is written).
     lists: Vec<Vec<Cow<'a, str>>>,
@@ -126,6 +129,7 @@ impl<'a> Doc<'a> {
             dynamic: Vec::new(),
             bound: 0,
             owning: [0; WORDS],
+            stale: [0; WORDS],
             lists: Vec::new(),
         }
     }
@@ -171,7 +175,11 @@ impl<'a> Doc<'a> {
     fn put_with(&mut self, p: P, bound: usize, owns: bool, make: impl FnOnce() -> Val<'a>) {
         let (w, bit) = Self::bit(p);
         self.bound += bound;
-        let i = if self.present[w] & bit == 0 {
+        let i = if self.present[w] & bit == 0 && self.stale[w] & bit != 0 {
+            self.present[w] |= bit;
+            self.stale[w] &= !bit;
+            self.slot_val[p.0 as usize] as usize
+        } else if self.present[w] & bit == 0 {
             self.present[w] |= bit;
             let i = self.vals.len();
             self.slot_val[p.0 as usize] = i as u16;
@@ -292,7 +300,10 @@ impl<'a> Doc<'a> {
 
     pub fn remove(&mut self, p: P) {
         let (w, bit) = Self::bit(p);
-        self.present[w] &= !bit;
+        if self.present[w] & bit != 0 {
+            self.present[w] &= !bit;
+            self.stale[w] |= bit;
+        }
     }
 
     pub fn get(&self, p: P) -> Option<&Val<'a>> {
@@ -306,6 +317,110 @@ impl<'a> Doc<'a> {
     pub fn has(&self, p: P) -> bool {
         let (w, bit) = Self::bit(p);
         self.present[w] & bit != 0
+    }
+
+    /// The value at a dotted path, static or set at run time.
+    pub fn get_path(&self, path: &str) -> Option<&Val<'a>> {
+        match super::paths::lookup(path) {
+            Some(p) => self.get(p),
+            None => self.dynamic.iter().find(|(k, _, _)| k == path).map(|(_, _, v)| v),
+        }
+    }
+
+    /// Set the value at a dotted path: a static path, or a key under an object of the static
+    /// paths or of [`EXTRA_OBJECTS`]. `Err` names why not.
+    pub fn put_path(&mut self, path: &str, v: Val<'a>) -> Result<(), String> {
+        if let Some(p) = super::paths::lookup(path) {
+            self.put(p, v);
+            return Ok(());
+        }
+        let (object, key) = path.rsplit_once('.').unwrap_or(("", path));
+        if !Self::is_object(object) {
+            return Err(format!("{path}: {object:?} is not an object of the documents"));
+        }
+        if Self::is_object(path) {
+            return Err(format!("{path} is an object, not a field"));
+        }
+        self.put_dynamic(object, key, v);
+        Ok(())
+    }
+
+    /// Whether `path` is an object of the documents (or `""`, the document itself).
+    pub fn is_object(path: &str) -> bool {
+        tree().node_by_path.contains_key(path)
+    }
+
+    /// Whether documents can have a field (or object) at `path` to read or remove: a static
+    /// path, an object, or any key under an object whose keys come from the input (the
+    /// vendor extensions) or from processors (`labels`, `fields`).
+    pub fn readable_path(path: &str) -> bool {
+        super::paths::lookup(path).is_some()
+            || Self::is_object(path)
+            || EXTRA_OBJECTS
+                .iter()
+                .any(|o| path.len() > o.len() && path.starts_with(o) && path.as_bytes()[o.len()] == b'.')
+    }
+
+    /// Whether a field can be set at `path`: a readable path, or a new key right under an
+    /// object (or at the top of the document).
+    pub fn writable_path(path: &str) -> bool {
+        Self::readable_path(path)
+            || match path.rsplit_once('.') {
+                Some((o, k)) => Self::is_object(o) && !k.is_empty(),
+                None => !path.is_empty(),
+            }
+    }
+
+    /// Remove the field at `path`, or every field under it when it is an object. Returns
+    /// whether anything was there.
+    pub fn remove_path(&mut self, path: &str) -> bool {
+        if let Some(p) = super::paths::lookup(path) {
+            let had = self.has(p);
+            self.remove(p);
+            return had;
+        }
+        let prefix = format!("{path}.");
+        let mut had = false;
+        for (i, full) in PATHS.iter().enumerate() {
+            if full.starts_with(&prefix) {
+                let p = P(i as u16);
+                had |= self.has(p);
+                self.remove(p);
+            }
+        }
+        let before = self.dynamic.len();
+        self.dynamic.retain(|(k, _, _)| k != path && !k.starts_with(&prefix));
+        had || self.dynamic.len() != before
+    }
+
+    /// Forget the document without writing it (processors dropped it); hands back the storage.
+    pub fn discard(mut self) -> Storage<'a> {
+        self.clear_vals();
+        Storage {
+            vals: self.vals,
+            lists: self.lists,
+        }
+    }
+
+    /// Whether any field under the object `object` is set.
+    pub fn has_under(&self, object: &str) -> bool {
+        let prefix = format!("{object}.");
+        PATHS
+            .iter()
+            .enumerate()
+            .any(|(i, full)| full.starts_with(&prefix) && self.has(P(i as u16)))
+            || self.dynamic.iter().any(|(k, _, _)| k.starts_with(&prefix))
+    }
+
+    /// Keep only the fields for which `keep(path)` holds.
+    pub fn retain_paths(&mut self, keep: impl Fn(&str) -> bool) {
+        for (i, full) in PATHS.iter().enumerate() {
+            let p = P(i as u16);
+            if self.has(p) && !keep(full) {
+                self.remove(p);
+            }
+        }
+        self.dynamic.retain(|(k, _, _)| keep(k));
     }
 
     pub fn len(&self) -> usize {
@@ -581,7 +696,12 @@ pub fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
 }
 
 /// Objects that only run-time keys live in (no static path below them).
-pub const EXTRA_OBJECTS: &[&str] = &["imperva.securesphere.extensions", "imperva_cloud_waf.event.extensions"];
+pub const EXTRA_OBJECTS: &[&str] = &[
+    "fields",
+    "imperva.securesphere.extensions",
+    "imperva_cloud_waf.event.extensions",
+    "labels",
+];
 
 const MAX_DEPTH: usize = 8;
 
@@ -836,7 +956,7 @@ fn write_list<'s>(out: &mut Vec<u8>, items: impl Iterator<Item = &'s str>) {
     out.push(b']');
 }
 
-fn write_val(out: &mut Vec<u8>, v: &Val<'_>) {
+pub(crate) fn write_val(out: &mut Vec<u8>, v: &Val<'_>) {
     match v {
         Val::Str(s) => write_str(out, s),
         Val::Shared(s) => write_str(out, s),

@@ -12,6 +12,7 @@ pub mod domain;
 mod elastic;
 pub mod json;
 pub mod paths;
+pub mod processors;
 mod sekoia;
 pub mod user_agent;
 
@@ -101,6 +102,8 @@ pub struct Options {
     pub syslog_fields: bool,
     /// Write `_id` as the document's first key (NDJSON for humans and scripts).
     pub emit_id: bool,
+    /// Processors applied to each document before it is written.
+    pub processors: Option<std::sync::Arc<processors::Processors>>,
 }
 
 impl Default for Options {
@@ -115,6 +118,7 @@ impl Default for Options {
             namespace: "default".into(),
             syslog_fields: false,
             emit_id: false,
+            processors: None,
         }
     }
 }
@@ -149,6 +153,8 @@ pub struct Mapped {
     pub id: DocId,
     /// Why the frame went to the dead-letter output.
     pub error: Option<String>,
+    /// A processor dropped the document: nothing was written, the frame is done.
+    pub dropped: bool,
 }
 
 impl Mapped {
@@ -341,14 +347,22 @@ impl Mapper {
                 Val::Str(base64::engine::general_purpose::STANDARD.encode(frame).into()),
             );
         }
-        stats().document(dataset);
         let id = document_id(dataset, &ctx, frame, meta);
         if self.opts.emit_id {
             d.string(p!("_id"), Cow::Borrowed(id.as_str()));
         }
-        let storage = match self.shapes.try_borrow_mut() {
-            Ok(mut shapes) => d.write_shaped(out, &mut shapes),
-            Err(_) => d.write(out),
+        let dropped = match &self.opts.processors {
+            Some(p) => p.apply(&mut d) == processors::Verdict::Drop,
+            None => false,
+        };
+        let storage = if dropped {
+            d.discard()
+        } else {
+            stats().document(dataset);
+            match self.shapes.try_borrow_mut() {
+                Ok(mut shapes) => d.write_shaped(out, &mut shapes),
+                Err(_) => d.write(out),
+            }
         };
         drop(ctx);
         if let Ok(mut s) = self.scratch.try_borrow_mut() {
@@ -359,6 +373,7 @@ impl Mapper {
             dataset: Some(dataset),
             id,
             error: None,
+            dropped,
         }
     }
 
@@ -402,6 +417,7 @@ impl Mapper {
             dataset: None,
             id,
             error: Some(reason.to_string()),
+            dropped: false,
         }
     }
 }

@@ -286,6 +286,14 @@ pub const fn slot(path: &str) -> P {
     panic!("field path missing from ecs::paths::PATHS")
 }
 
+/// Slot of `path` at run time (processors' paths), if it is one of [`PATHS`].
+pub fn lookup(path: &str) -> Option<P> {
+    PATHS
+        .binary_search_by(|p| p.as_bytes().cmp(path.as_bytes()))
+        .ok()
+        .map(|i| P(i as u16))
+}
+
 /// The slot of a static field path, resolved at compile time.
 #[macro_export]
 macro_rules! p {

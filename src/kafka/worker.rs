@@ -54,6 +54,8 @@ pub struct Summary {
     pub consumed: u64,
     pub documents: u64,
     pub dead_letters: u64,
+    /// Documents processors dropped (their offsets stored like any other).
+    pub dropped: u64,
     pub offsets_stored: u64,
     /// Outputs settled while a revocation waited, before partitions were handed over.
     pub drained_on_revoke: u64,
@@ -302,6 +304,7 @@ async fn run_with<S: Sink>(
         consumed,
         documents: done.documents,
         dead_letters: done.dead_letters,
+        dropped: done.dropped,
         offsets_stored: stored,
         drained_on_revoke: counts.drained.load(Ordering::Relaxed),
         active_secs,

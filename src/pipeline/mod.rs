@@ -55,6 +55,8 @@ pub struct Summary {
     pub frames: u64,
     pub documents: u64,
     pub dead_letters: u64,
+    /// Documents a processor dropped (done, not sent).
+    pub dropped: u64,
     /// Frames whose acknowledgement was settled.
     pub settled: u64,
 }
@@ -82,6 +84,7 @@ impl PipelineError {
 /// One mapped frame in a batch's output buffer.
 struct Item {
     dataset: Option<Dataset>,
+    dropped: bool,
     id: DocId,
     end: usize,
     error: Option<String>,
@@ -119,6 +122,7 @@ fn map_batch(mapper: &Mapper, batch: Vec<RawFrame>, m: &mut Mapped) {
         let r = map_frame(mapper, &f, &mut m.out);
         m.items.push(Item {
             dataset: r.dataset,
+            dropped: r.dropped,
             id: r.id,
             end: m.out.len(),
             error: r.error,
@@ -351,6 +355,19 @@ async fn deliver<S: Sink>(
     for item in m.items.drain(..) {
         let body = &m.out[start..item.end];
         start = item.end;
+        if item.dropped {
+            // Nothing to send: the frame is done, in its turn.
+            s.dropped += 1;
+            if waiting.is_empty() {
+                ready.push(item.token);
+            } else {
+                waiting.push_back(Waiting {
+                    token: item.token,
+                    ack: Ack::ready(Ok(Delivery::Accepted)),
+                });
+            }
+            continue;
+        }
         if item.dataset.is_some() {
             s.documents += 1;
         } else {
