@@ -1003,3 +1003,48 @@ fn cloud_waf_files_pulled_by_the_ingress_reach_the_output_topic_once() {
     }
     s.rt.shutdown_background();
 }
+
+/// Processors in the worker: dropped documents are counted and their offsets committed like
+/// any other; nothing else is lost.
+#[test]
+fn documents_a_processor_drops_have_their_offsets_committed() {
+    let Some(b) = services::kafka() else { return };
+    let t = topics(&b, "drop", 2);
+    let n = 300;
+    produce_raw(&b.addr, &t.raw, &numbered(n));
+    // Drop the documents whose site id ends in 0, 3, 6 or 9.
+    let want: HashSet<String> = (0..n)
+        .map(|i| i.to_string())
+        .filter(|s| !matches!(s.as_bytes().last(), Some(b'0' | b'3' | b'6' | b'9')))
+        .collect();
+    let dropped = n - want.len();
+    let group = unique("g-drop");
+    let (mut w, wrx) = wafstream(
+        "worker",
+        &b,
+        &t,
+        &[
+            "--group",
+            &group,
+            "--exit-when-idle-ms",
+            "3000",
+            "--processors",
+            r#"[{"drop_event": {"when": {"regexp": {"imperva_cloud_waf.event.extensions.site.id": "[0369]$"}}}}]"#,
+        ],
+    );
+    assert!(w.0.wait().expect("exit").success());
+    let log: Vec<String> = wrx.try_iter().collect();
+    let got = read_all(&b, &[&t.cloud, &t.dlq], want.len(), 30);
+    assert_eq!(got.len(), want.len(), "{}", log.join("\n"));
+    assert_eq!(ids(&got), want);
+    let committed: i64 = b.committed(&group, &t.raw).values().sum();
+    assert_eq!(committed, n as i64, "every offset committed, dropped ones too");
+    assert!(
+        log.iter().any(|l| l.contains(&format!(
+            "consumed {n}, {} documents, 0 dead-lettered, {dropped} dropped by processors",
+            want.len()
+        ))),
+        "{}",
+        log.join("\n")
+    );
+}

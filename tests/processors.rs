@@ -345,3 +345,81 @@ fn rate_limit_lets_the_configured_rate_through_a_burst() {
     let keys: std::collections::HashSet<&str> = out.iter().filter_map(|d| d["event"]["action"].as_str()).collect();
     assert_eq!(out.len(), 10 * keys.len(), "10 per action");
 }
+
+/// `run` with a whole Imperva file and a checkpoint: dropped documents are counted, not
+/// dead-lettered, and the file is done (its checkpoint advanced over them).
+#[test]
+fn dropped_documents_advance_the_checkpoint_in_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = lines("cloud-waf", 100);
+    let passed = input.lines().filter(|l| l.contains("act=REQ_PASSED")).count();
+    assert!(passed > 0);
+    std::fs::write(
+        dir.path().join("f.log"),
+        support::container(input.as_bytes(), support::Comp::Zlib, None, None),
+    )
+    .expect("write");
+    let out = dir.path().join("out.ndjson");
+    let cp = dir.path().join("cp.json");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wafstream"));
+    cmd.args([
+        "run",
+        "--listen-tcp",
+        "off",
+        "--listen-udp",
+        "off",
+        "--file-poll-ms",
+        "100",
+    ])
+    .arg("--file")
+    .arg(dir.path().join("*.log"))
+    .arg("--checkpoint")
+    .arg(&cp)
+    .arg("--output")
+    .arg(&out)
+    .args(["--metrics-addr", "127.0.0.1:0"])
+    .args([
+        "--processors",
+        r#"[{"drop_event": {"when": {"equals": {"event.action": "req-passed"}}}}]"#,
+    ]);
+    let (mut child, rx) = support::spawn_with_stderr(cmd);
+    let metrics = support::listening(&rx, &["metrics"])
+        .remove("metrics")
+        .unwrap_or_default();
+    let series = "wafstream_processor_events_total{name=\"drop_event\",outcome=\"dropped\",processor=\"0\"}";
+    let scrape = support::scrape_until(&metrics, series, passed as f64);
+    assert_eq!(support::sample(&scrape, series), Some(passed as f64), "{scrape}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let done = loop {
+        let v: Value = std::fs::read(&cp)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        let done = v["files"]
+            .as_object()
+            .is_some_and(|f| f.values().any(|e| e["done"] == true));
+        if done || std::time::Instant::now() > deadline {
+            break done;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(done, "the checkpoint marks the file done");
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().expect("wait").success());
+    let log: Vec<String> = rx.try_iter().collect();
+    let log = log.join("\n");
+    let docs = std::fs::read_to_string(&out).expect("out");
+    assert_eq!(docs.lines().count(), 100 - passed, "{log}");
+    assert!(docs.lines().all(|l| !l.contains("pipeline_error")));
+    assert!(
+        log.contains(&format!(
+            "{} documents, 0 dead-lettered, {passed} dropped by processors",
+            100 - passed
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("processor 0 (drop_event): {passed} dropped")),
+        "{log}"
+    );
+}
