@@ -10,6 +10,69 @@ use super::json;
 pub use super::json::write_str;
 use super::paths::{P, PATHS};
 
+/// A dotted path resolved once (processors): its slot, its object's slots, or the object node
+/// of a key known only at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    Static(P),
+    /// An object: the slots under it (contiguous, the paths being sorted) and the prefix
+    /// (`"a.b."`) of the run-time keys under it.
+    Object {
+        prefix: String,
+        slots: std::ops::Range<u16>,
+    },
+    /// A key only known at run time, under the object `node`.
+    Dynamic {
+        node: u16,
+        path: String,
+    },
+}
+
+impl Field {
+    /// Resolve `path`: `None` when documents cannot have it (see [`Doc::writable_path`]).
+    pub fn resolve(path: &str) -> Option<Field> {
+        if let Some(p) = super::paths::lookup(path) {
+            return Some(Field::Static(p));
+        }
+        if Doc::is_object(path) && !path.is_empty() {
+            let prefix = format!("{path}.");
+            let start = PATHS.partition_point(|p| p.as_bytes() < prefix.as_bytes());
+            let end = start + PATHS[start..].iter().take_while(|p| p.starts_with(&prefix)).count();
+            return Some(Field::Object {
+                prefix,
+                slots: start as u16..end as u16,
+            });
+        }
+        // The nearest enclosing object holds the key (keys under a vendor-extension object may
+        // themselves contain dots: they are matched whole).
+        let t = tree();
+        let mut object = path;
+        while let Some((o, _)) = object.rsplit_once('.') {
+            if let Some(&node) = t.node_by_path.get(o) {
+                return Some(Field::Dynamic {
+                    node,
+                    path: path.to_string(),
+                });
+            }
+            object = o;
+        }
+        (!path.is_empty()).then(|| Field::Dynamic {
+            node: 0,
+            path: path.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Static(p) => f.write_str(p.path()),
+            Field::Object { prefix, .. } => f.write_str(prefix.trim_end_matches('.')),
+            Field::Dynamic { path, .. } => f.write_str(path),
+        }
+    }
+}
+
 /// A field value.
 #[derive(Debug, Clone)]
 pub enum Val<'a> {
@@ -317,6 +380,74 @@ impl<'a> Doc<'a> {
     pub fn has(&self, p: P) -> bool {
         let (w, bit) = Self::bit(p);
         self.present[w] & bit != 0
+    }
+
+    /// The value of a resolved field.
+    #[inline]
+    pub fn get_field(&self, f: &Field) -> Option<&Val<'a>> {
+        match f {
+            Field::Static(p) => self.get(*p),
+            Field::Dynamic { path, .. } => self.dynamic.iter().find(|(k, _, _)| k == path).map(|(_, _, v)| v),
+            Field::Object { .. } => None,
+        }
+    }
+
+    /// Whether a resolved field (or any field under a resolved object) is set.
+    pub fn has_field(&self, f: &Field) -> bool {
+        match f {
+            Field::Object { prefix, slots } => {
+                slots.clone().any(|i| self.has(P(i)))
+                    || self.dynamic.iter().any(|(k, _, _)| k.starts_with(prefix.as_str()))
+            }
+            other => self.get_field(other).is_some(),
+        }
+    }
+
+    /// Set a resolved field (not an object).
+    pub fn put_field(&mut self, f: &Field, v: Val<'a>) -> Result<(), String> {
+        match f {
+            Field::Static(p) => {
+                self.put(*p, v);
+                Ok(())
+            }
+            Field::Dynamic { node, path } => {
+                self.bound += json::str_bound(path.len()) + 1 + val_bound(&v);
+                if let Some(e) = self.dynamic.iter_mut().find(|(p, _, _)| p == path) {
+                    e.2 = v;
+                } else {
+                    self.dynamic.push((path.clone(), *node, v));
+                }
+                Ok(())
+            }
+            Field::Object { prefix, .. } => Err(format!("{} is an object, not a field", prefix.trim_end_matches('.'))),
+        }
+    }
+
+    /// Remove a resolved field, or every field under a resolved object. Returns whether
+    /// anything was there.
+    pub fn remove_field(&mut self, f: &Field) -> bool {
+        match f {
+            Field::Static(p) => {
+                let had = self.has(*p);
+                self.remove(*p);
+                had
+            }
+            Field::Dynamic { path, .. } => {
+                let before = self.dynamic.len();
+                self.dynamic.retain(|(k, _, _)| k != path);
+                self.dynamic.len() != before
+            }
+            Field::Object { prefix, slots } => {
+                let mut had = false;
+                for i in slots.clone() {
+                    had |= self.has(P(i));
+                    self.remove(P(i));
+                }
+                let before = self.dynamic.len();
+                self.dynamic.retain(|(k, _, _)| !k.starts_with(prefix.as_str()));
+                had || self.dynamic.len() != before
+            }
+        }
     }
 
     /// The value at a dotted path, static or set at run time.

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::doc::{Doc, Val};
+use super::doc::{Doc, Field, Val};
 
 /// What a document's processors decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,31 +45,32 @@ struct Processor {
 enum Action {
     Drop,
     DropFields {
-        fields: Vec<String>,
+        fields: Vec<(String, Field)>,
         ignore_missing: bool,
     },
     IncludeFields {
         fields: Vec<String>,
     },
+    /// Values made once; setting one clones an `Arc` at most.
     AddFields {
-        fields: Vec<(String, Value)>,
+        fields: Vec<(Field, Val<'static>)>,
     },
     AddTags {
-        target: String,
+        target: Field,
         tags: Vec<String>,
     },
     Rename {
-        pairs: Vec<(String, String)>,
+        pairs: Vec<(String, Field, Field)>,
         ignore_missing: bool,
         fail_on_error: bool,
     },
     Copy {
-        pairs: Vec<(String, String)>,
+        pairs: Vec<(String, Field, Field)>,
         ignore_missing: bool,
         fail_on_error: bool,
     },
     Truncate {
-        fields: Vec<String>,
+        fields: Vec<(String, Field)>,
         max: usize,
         chars: bool,
         ignore_missing: bool,
@@ -80,12 +81,12 @@ enum Action {
 
 #[derive(Debug)]
 enum Cond {
-    Equals(Vec<(String, Value)>),
-    Contains(Vec<(String, String)>),
-    Regexp(Vec<(String, regex::Regex)>),
-    Range(Vec<(String, Bounds)>),
-    Network(Vec<(String, Vec<Net>)>),
-    HasFields(Vec<String>),
+    Equals(Vec<(Field, Value)>),
+    Contains(Vec<(Field, String)>),
+    Regexp(Vec<(Field, regex::Regex)>),
+    Range(Vec<(Field, Bounds)>),
+    Network(Vec<(Field, Vec<Net>)>),
+    HasFields(Vec<Field>),
     Or(Vec<Cond>),
     And(Vec<Cond>),
     Not(Box<Cond>),
@@ -115,7 +116,7 @@ enum Net {
 struct RateLimit {
     per_sec: f64,
     burst: f64,
-    fields: Vec<String>,
+    fields: Vec<Field>,
     buckets: Mutex<HashMap<String, (f64, Instant)>>,
 }
 
@@ -187,6 +188,14 @@ impl Problems<'_> {
     }
 }
 
+/// A path resolved once (checked by [`check_path`] or [`check_target`]).
+fn field(path: &str) -> Field {
+    Field::resolve(path).unwrap_or(Field::Dynamic {
+        node: 0,
+        path: path.to_string(),
+    })
+}
+
 /// A path read (conditions, fields dropped, renamed or truncated): one the documents have.
 fn check_path(path: &str, p: &mut Problems<'_>) {
     if path.is_empty() || !Doc::readable_path(path) {
@@ -239,7 +248,7 @@ fn flag(params: &serde_json::Map<String, Value>, key: &str, default: bool, p: &m
 }
 
 /// `from`/`to` pairs of `rename` and `copy_fields`.
-fn pairs(v: Option<&Value>, p: &mut Problems<'_>) -> Vec<(String, String)> {
+fn pairs(v: Option<&Value>, p: &mut Problems<'_>) -> Vec<(String, Field, Field)> {
     let Some(Value::Array(items)) = v else {
         p.push("fields: expected a list of {from, to}");
         return Vec::new();
@@ -253,7 +262,10 @@ fn pairs(v: Option<&Value>, p: &mut Problems<'_>) -> Vec<(String, String)> {
             (Some(f), Some(t)) => {
                 check_path(f, p);
                 check_target(t, p);
-                out.push((f.to_string(), t.to_string()));
+                if matches!(field(t), Field::Object { .. }) {
+                    p.push(format!("{t:?} is an object, not a field"));
+                }
+                out.push((f.to_string(), field(f), field(t)));
             }
             _ => p.push(format!("fields: {it} needs string from and to")),
         }
@@ -340,7 +352,7 @@ fn cond(v: &Value, p: &mut Problems<'_>) -> Option<Cond> {
         }
     };
     Some(match kind.as_str() {
-        "equals" => Cond::Equals(fields(p)),
+        "equals" => Cond::Equals(fields(p).into_iter().map(|(k, v)| (field(&k), v)).collect()),
         "contains" => Cond::Contains(
             fields(p)
                 .into_iter()
@@ -351,6 +363,7 @@ fn cond(v: &Value, p: &mut Problems<'_>) -> Option<Cond> {
                         None
                     }
                 })
+                .map(|(k, x)| (field(&k), x))
                 .collect(),
         ),
         "regexp" => Cond::Regexp(
@@ -367,6 +380,7 @@ fn cond(v: &Value, p: &mut Problems<'_>) -> Option<Cond> {
                         None
                     }
                 })
+                .map(|(k, x)| (field(&k), x))
                 .collect(),
         ),
         "range" => Cond::Range(
@@ -391,7 +405,7 @@ fn cond(v: &Value, p: &mut Problems<'_>) -> Option<Cond> {
                             other => p.push(format!("range.{k}: unknown operator {other:?} (gt, gte, lt, lte)")),
                         }
                     }
-                    Some((k, bounds))
+                    Some((field(&k), bounds))
                 })
                 .collect(),
         ),
@@ -417,7 +431,7 @@ fn cond(v: &Value, p: &mut Problems<'_>) -> Option<Cond> {
                             r
                         })
                         .collect();
-                    (k, nets)
+                    (field(&k), nets)
                 })
                 .collect(),
         ),
@@ -426,7 +440,7 @@ fn cond(v: &Value, p: &mut Problems<'_>) -> Option<Cond> {
             for x in &f {
                 check_path(x, p);
             }
-            Cond::HasFields(f)
+            Cond::HasFields(f.iter().map(|x| field(x)).collect())
         }
         "or" | "and" => {
             let Value::Array(items) = arg else {
@@ -501,7 +515,7 @@ impl Processors {
                         check_path(f, &mut p);
                     }
                     Some(Action::DropFields {
-                        fields,
+                        fields: fields.into_iter().map(|f| (f.clone(), field(&f))).collect(),
                         ignore_missing: flag(params, "ignore_missing", false, &mut p),
                     })
                 }
@@ -543,7 +557,9 @@ impl Processors {
                             p.push(format!("{path}: labels are flat (one level under labels)"));
                         }
                     }
-                    Some(Action::AddFields { fields })
+                    Some(Action::AddFields {
+                        fields: fields.iter().map(|(path, v)| (field(path), json_val(v))).collect(),
+                    })
                 }
                 "add_tags" => {
                     let target = params
@@ -553,7 +569,7 @@ impl Processors {
                         .to_string();
                     check_target(&target, &mut p);
                     Some(Action::AddTags {
-                        target,
+                        target: field(&target),
                         tags: strings(params.get("tags"), "tags", &mut p),
                     })
                 }
@@ -589,7 +605,7 @@ impl Processors {
                         p.push("one of max_bytes or max_characters (a positive integer) is required");
                     }
                     Some(Action::Truncate {
-                        fields,
+                        fields: fields.into_iter().map(|f| (f.clone(), field(&f))).collect(),
                         max: max.unwrap_or(0) as usize,
                         chars,
                         ignore_missing: flag(params, "ignore_missing", false, &mut p),
@@ -611,6 +627,7 @@ impl Processors {
                     for f in &fields {
                         check_path(f, &mut p);
                     }
+                    let fields: Vec<Field> = fields.iter().map(|f| field(f)).collect();
                     let per_sec = per_sec.unwrap_or(1.0);
                     Some(Action::RateLimit(RateLimit {
                         per_sec,
@@ -692,7 +709,7 @@ impl Processors {
                 Err(e) => {
                     counts[2].fetch_add(1, Ordering::Relaxed);
                     // As Beats does: the error is recorded in the event, which goes on.
-                    let msg = match d.get_path("error.message").and_then(text) {
+                    let msg = match d.get(crate::p!("error.message")).and_then(text) {
                         Some(m) => format!("{m}; processor {i} ({}): {e}", p.name),
                         None => format!("processor {i} ({}): {e}", p.name),
                     };
@@ -748,9 +765,20 @@ fn num(v: &Val<'_>) -> Option<f64> {
     }
 }
 
+/// Whether the value, or one item of a list, passes `f` as text (no copy for strings).
+fn any_text(v: &Val<'_>, f: impl Fn(&str) -> bool) -> bool {
+    match v {
+        Val::Str(s) => f(s),
+        Val::Shared(s) => f(s),
+        Val::Strs(l) => l.iter().any(|s| f(s)),
+        Val::StaticStrs(l) => l.iter().any(|s| f(s)),
+        other => text(other).is_some_and(|t| f(&t)),
+    }
+}
+
 fn equals(v: &Val<'_>, want: &Value) -> bool {
     match want {
-        Value::String(s) => each(v).iter().any(|x| x == s),
+        Value::String(s) => any_text(v, |x| x == s),
         Value::Number(n) => num(v).zip(n.as_f64()).is_some_and(|(a, b)| a == b),
         Value::Bool(b) => matches!(v, Val::Bool(x) if x == b) || text(v).is_some_and(|t| t == b.to_string()),
         _ => false,
@@ -788,16 +816,17 @@ fn in_net(ip: IpAddr, n: &Net) -> bool {
 impl Cond {
     fn eval(&self, d: &Doc<'_>) -> bool {
         match self {
-            Cond::Equals(f) => f.iter().all(|(k, want)| d.get_path(k).is_some_and(|v| equals(v, want))),
-            Cond::Contains(f) => f.iter().all(|(k, s)| {
-                d.get_path(k)
-                    .is_some_and(|v| each(v).iter().any(|x| x.contains(s.as_str())))
-            }),
+            Cond::Equals(f) => f
+                .iter()
+                .all(|(k, want)| d.get_field(k).is_some_and(|v| equals(v, want))),
+            Cond::Contains(f) => f
+                .iter()
+                .all(|(k, s)| d.get_field(k).is_some_and(|v| any_text(v, |x| x.contains(s.as_str())))),
             Cond::Regexp(f) => f
                 .iter()
-                .all(|(k, r)| d.get_path(k).is_some_and(|v| each(v).iter().any(|x| r.is_match(x)))),
+                .all(|(k, r)| d.get_field(k).is_some_and(|v| any_text(v, |x| r.is_match(x)))),
             Cond::Range(f) => f.iter().all(|(k, b)| {
-                d.get_path(k).and_then(num).is_some_and(|n| {
+                d.get_field(k).and_then(num).is_some_and(|n| {
                     b.gt.is_none_or(|x| n > x)
                         && b.gte.is_none_or(|x| n >= x)
                         && b.lt.is_none_or(|x| n < x)
@@ -805,14 +834,13 @@ impl Cond {
                 })
             }),
             Cond::Network(f) => f.iter().all(|(k, nets)| {
-                d.get_path(k).is_some_and(|v| {
-                    each(v)
-                        .iter()
-                        .filter_map(|s| s.parse::<IpAddr>().ok())
-                        .any(|ip| nets.iter().any(|n| in_net(ip, n)))
+                d.get_field(k).is_some_and(|v| {
+                    any_text(v, |s| {
+                        s.parse::<IpAddr>().is_ok_and(|ip| nets.iter().any(|n| in_net(ip, n)))
+                    })
                 })
             }),
-            Cond::HasFields(f) => f.iter().all(|k| d.get_path(k).is_some() || has_under(d, k)),
+            Cond::HasFields(f) => f.iter().all(|k| d.has_field(k)),
             Cond::Or(c) => c.iter().any(|c| c.eval(d)),
             Cond::And(c) => c.iter().all(|c| c.eval(d)),
             Cond::Not(c) => !c.eval(d),
@@ -820,14 +848,9 @@ impl Cond {
     }
 }
 
-/// Whether an object has any field under it.
-fn has_under(d: &Doc<'_>, object: &str) -> bool {
-    Doc::is_object(object) && d.has_under(object)
-}
-
 fn json_val(v: &Value) -> Val<'static> {
     match v {
-        Value::String(s) => Val::Str(Cow::Owned(s.clone())),
+        Value::String(s) => Val::Shared(Arc::from(s.as_str())),
         Value::Bool(b) => Val::Bool(*b),
         Value::Number(n) => match (n.as_i64(), n.as_u64()) {
             (Some(i), _) => Val::Int(i),
@@ -867,11 +890,11 @@ impl Action {
             Action::DropFields { fields, ignore_missing } => {
                 let mut changed = false;
                 let mut missing = Vec::new();
-                for f in fields {
-                    if d.remove_path(f) {
+                for (name, f) in fields {
+                    if d.remove_field(f) {
                         changed = true;
                     } else if !ignore_missing {
-                        missing.push(f.as_str());
+                        missing.push(name.as_str());
                     }
                 }
                 if !missing.is_empty() {
@@ -896,14 +919,14 @@ impl Action {
                 })
             }
             Action::AddFields { fields } => {
-                for (path, v) in fields {
-                    d.put_path(path, json_val(v))?;
+                for (f, v) in fields {
+                    d.put_field(f, v.clone())?;
                 }
                 Ok(Effect::Changed)
             }
             Action::AddTags { target, tags } => {
                 let mut list: Vec<Cow<'_, str>> = d
-                    .get_path(target)
+                    .get_field(target)
                     .map(|v| each(v).into_iter().map(|s| Cow::Owned(s.into_owned())).collect())
                     .unwrap_or_default();
                 for t in tags {
@@ -911,7 +934,7 @@ impl Action {
                         list.push(Cow::Owned(t.clone()));
                     }
                 }
-                d.put_path(target, Val::Strs(list))?;
+                d.put_field(target, Val::Strs(list))?;
                 Ok(Effect::Changed)
             }
             Action::Rename {
@@ -926,23 +949,23 @@ impl Action {
             } => {
                 let rename = matches!(self, Action::Rename { .. });
                 let mut changed = false;
-                for (from, to) in pairs {
-                    let Some(v) = d.get_path(from).map(owned) else {
+                for (_, from, to) in pairs {
+                    let Some(v) = d.get_field(from).map(owned) else {
                         if *ignore_missing || !fail_on_error {
                             continue;
                         }
                         return Err(format!("{from} not found"));
                     };
-                    if d.get_path(to).is_some() {
+                    if d.has_field(to) {
                         if *fail_on_error {
                             return Err(format!("{to} already exists"));
                         }
                         continue;
                     }
                     if rename {
-                        d.remove_path(from);
+                        d.remove_field(from);
                     }
-                    d.put_path(to, v)?;
+                    d.put_field(to, v)?;
                     changed = true;
                 }
                 Ok(if changed { Effect::Changed } else { Effect::None })
@@ -955,8 +978,8 @@ impl Action {
                 fail_on_error,
             } => {
                 let mut changed = false;
-                for f in fields {
-                    let Some(v) = d.get_path(f) else {
+                for (_, f) in fields {
+                    let Some(v) = d.get_field(f) else {
                         if *ignore_missing || !fail_on_error {
                             continue;
                         }
@@ -982,7 +1005,7 @@ impl Action {
                     };
                     if let Some(at) = cut {
                         let short = t[..at].to_string();
-                        d.put_path(f, Val::Str(Cow::Owned(short)))?;
+                        d.put_field(f, Val::Str(Cow::Owned(short)))?;
                         changed = true;
                     }
                 }
@@ -992,7 +1015,12 @@ impl Action {
                 let key: String = r
                     .fields
                     .iter()
-                    .map(|f| d.get_path(f).and_then(text).map(|t| t.into_owned()).unwrap_or_default())
+                    .map(|f| {
+                        d.get_field(f)
+                            .and_then(text)
+                            .map(|t| t.into_owned())
+                            .unwrap_or_default()
+                    })
                     .collect::<Vec<_>>()
                     .join("\u{1}");
                 let now = Instant::now();
