@@ -451,14 +451,16 @@ fn validate_config_prints_every_key_and_its_help_lists_them() {
     );
 }
 
-/// The README's configuration example validates as written.
+/// The README's configuration examples (Configuration, Processors) validate as written.
 #[test]
 fn the_readme_configuration_example_is_valid() {
+    readme_example_is_valid("Configuration");
+    readme_example_is_valid("Processors");
+}
+
+fn readme_example_is_valid(heading: &str) {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
-    let section = readme
-        .split("\n## Configuration")
-        .nth(1)
-        .expect("a Configuration section");
+    let section = readme.split(&format!("\n## {heading}")).nth(1).expect("the section");
     let example = section
         .split("```toml\n")
         .nth(1)
