@@ -222,8 +222,8 @@ fn each_action_and_condition_on_mapped_documents() {
     assert!(err.contains("200 errors"), "{err}");
 }
 
-/// Elastic's documentation's drop-fields and drop-event examples for the Imperva integration's
-/// Processors box, ported from YAML as written there, applied to SecureSphere documents.
+/// A list in the YAML layout Beats documents (`processors:`, one action per item, `when`
+/// conditions and parameters beside each other), applied to SecureSphere documents as written.
 #[test]
 fn a_beats_list_from_the_docs_ports_as_written() {
     let dir = tempfile::tempdir().expect("tempdir");
