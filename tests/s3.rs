@@ -53,10 +53,14 @@ impl Setup {
     }
 
     fn command(&self, secret: &str, extra: &[&str]) -> Command {
+        self.command_at(&self.s3.endpoint, secret, extra)
+    }
+
+    fn command_at(&self, endpoint: &str, secret: &str, extra: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wafstream"));
         cmd.args(["run", "--listen-tcp", "off", "--listen-udp", "off", "--s3-bucket"])
             .arg(&self.bucket)
-            .args(["--s3-endpoint", &self.s3.endpoint])
+            .args(["--s3-endpoint", endpoint])
             .args([
                 "--s3-access-key-id",
                 self.s3.access_key,
@@ -320,8 +324,11 @@ fn an_object_whose_key_is_missing_stays_pending_until_the_key_is_there() {
         r.wait_metric("wafstream_s3_key_errors_total", 2.0) >= 2.0,
         "read again at each poll"
     );
+    assert_eq!(r.wait_metric("wafstream_s3_objects_done_total", 1.0), 1.0);
+    // Listed after the plain object was done: only the encrypted one is pending.
+    let listed = r.metric("wafstream_s3_objects_listed_total");
+    r.wait_metric("wafstream_s3_objects_listed_total", listed + 4.0);
     assert_eq!(r.metric("wafstream_s3_pending_objects"), 1.0);
-    assert_eq!(r.metric("wafstream_s3_objects_done_total"), 1.0);
     assert_eq!(t.docs().len(), 2, "nothing from the encrypted object");
     assert_eq!(state_keys(&state), ["logs/300_2.log"], "not marked done");
     // The key arrives: read at the next poll.
@@ -382,4 +389,53 @@ fn wrong_credentials_or_a_missing_bucket_stop_the_process_with_exit_2() {
     let (code, log) = run_to_exit(cmd);
     assert_eq!(code, Some(2), "{log}");
     assert!(log.contains("no such bucket"), "{log}");
+}
+
+#[test]
+fn a_store_unreachable_at_start_is_retried_until_it_answers() {
+    let Some(s3) = services::s3() else { return };
+    let Some(bin) = std::env::var_os("WAFSTREAM_S3S_FS") else {
+        return;
+    };
+    // A server of this test's own, started late on a port chosen now; its bucket is a folder.
+    let t = Setup::new(s3);
+    let root = t.dir.path().join("late-root");
+    let objects = root.join(&t.bucket).join("logs");
+    std::fs::create_dir_all(&objects).expect("bucket dir");
+    std::fs::write(
+        objects.join("500_1.log"),
+        container(lines(0, 3).as_bytes(), Comp::Gzip, None, None),
+    )
+    .expect("object");
+    let port = services::free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let cmd = t.command_at(&endpoint, s3.secret_key, &["--metrics-addr", "127.0.0.1:0"]);
+    let (child, rx) = support::spawn_with_stderr(cmd);
+    let metrics = support::listening(&rx, &["metrics"])
+        .remove("metrics")
+        .expect("metrics");
+    let r = Running {
+        child,
+        metrics,
+        stderr: rx,
+    };
+    assert!(
+        r.wait_metric("wafstream_s3_retries_total", 2.0) >= 2.0,
+        "connection refused is retried"
+    );
+    assert!(t.docs().is_empty());
+    let mut server = Command::new(bin);
+    server
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", s3.access_key, "--secret-key", s3.secret_key])
+        .arg(&root);
+    let (mut server, _server_log) = support::spawn_with_stderr(server);
+    // Backoff: the next listing comes within 4 s.
+    let docs = t.wait_docs(3);
+    assert_eq!(r.wait_metric("wafstream_s3_objects_done_total", 1.0), 1.0);
+    let log = r.stop();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(docs.len(), 3, "{log}");
+    assert!(log.contains("S3 listing failed; retrying"), "{log}");
 }

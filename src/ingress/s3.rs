@@ -33,9 +33,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential};
 use object_store::path::Path as Key;
-use object_store::{
-    BackoffConfig, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig, StaticCredentialProvider,
-};
+use object_store::{BackoffConfig, ObjectMeta, ObjectStore, ObjectStoreExt, RetryConfig, StaticCredentialProvider};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -201,15 +199,29 @@ impl super::Saver for Progress {
 
 /// The client for `cfg` (no request is made yet).
 fn store(cfg: &Config) -> anyhow::Result<AmazonS3> {
-    let mut b = AmazonS3Builder::from_env().with_bucket_name(&cfg.bucket);
+    use object_store::ClientConfigKey as C;
+    use object_store::aws::AmazonS3ConfigKey as K;
+    // A few quick retries inside the client (a connection reset mid-body); longer outages are
+    // retried here, counted and logged.
+    let retry = RetryConfig {
+        backoff: BackoffConfig::default(),
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(30),
+    };
+    // Client settings go through `with_config`, which keeps those from the environment.
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(&cfg.bucket)
+        .with_retry(retry)
+        .with_config(K::Client(C::Timeout), format!("{}ms", cfg.request_timeout.as_millis()))
+        .with_config(K::Client(C::ConnectTimeout), "10s");
     if let Some(r) = &cfg.region {
         b = b.with_region(r);
     }
     if let Some(e) = &cfg.endpoint {
         b = b
             .with_endpoint(e)
-            .with_allow_http(e.starts_with("http://"))
-            .with_virtual_hosted_style_request(false);
+            .with_virtual_hosted_style_request(false)
+            .with_config(K::Client(C::AllowHttp), e.starts_with("http://").to_string());
     }
     if let Some((id, secret)) = &cfg.credentials {
         // Given keys replace the whole chain (an `AWS_SESSION_TOKEN` would not match them).
@@ -219,21 +231,7 @@ fn store(cfg: &Config) -> anyhow::Result<AmazonS3> {
             token: None,
         })));
     }
-    // A few quick retries inside the client (a connection reset mid-body); longer outages are
-    // retried here, counted and logged.
-    let retry = RetryConfig {
-        backoff: BackoffConfig::default(),
-        max_retries: 2,
-        retry_timeout: Duration::from_secs(30),
-    };
-    b.with_client_options(
-        ClientOptions::new()
-            .with_timeout(cfg.request_timeout)
-            .with_connect_timeout(Duration::from_secs(10)),
-    )
-    .with_retry(retry)
-    .build()
-    .with_context(|| format!("S3 bucket {:?}", cfg.bucket))
+    b.build().with_context(|| format!("S3 bucket {:?}", cfg.bucket))
 }
 
 /// Everything a listing and its downloads share.
@@ -332,15 +330,18 @@ fn classify(e: &object_store::Error, bucket: &str, listing: bool) -> Failure {
 s3:GetObject). {text}"
         ))
     };
-    match e {
-        E::NotFound { .. } if listing => Failure::Fatal(format!(
+    let no_bucket = || {
+        Failure::Fatal(format!(
             "S3 bucket {bucket}: no such bucket{code}: check --s3-bucket, --s3-region and --s3-endpoint. {text}"
-        )),
+        ))
+    };
+    match e {
+        E::NotFound { .. } if listing => no_bucket(),
         E::NotFound { .. } => Failure::Gone,
         E::PermissionDenied { .. } | E::Unauthenticated { .. } => denied(),
         _ => match status_in(&text) {
             Some(401 | 403) => denied(),
-            Some(404) if listing => Failure::Fatal(format!("S3 bucket {bucket}: not found{code}. {text}")),
+            Some(404) if listing => no_bucket(),
             Some(404) => Failure::Gone,
             Some(s) if (400..500).contains(&s) && s != 408 && s != 429 => {
                 if matches!(
@@ -355,7 +356,9 @@ s3:GetObject). {text}"
                 ) {
                     denied()
                 } else {
-                    Failure::Fatal(format!("S3 bucket {bucket}: request refused (HTTP {s}{code}). {text}"))
+                    Failure::Fatal(format!(
+                        "S3 bucket {bucket}: request refused with HTTP {s}{code}. {text}"
+                    ))
                 }
             }
             _ if text.contains("incorrectly configured region") => Failure::Fatal(format!(

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install s3s-fs 0.14.1 (an S3 API server over a folder: objects are plain files, SigV4 signatures
 # are verified) from crates.io for the S3 tests; prints the path of its binary. The first install
-# builds it (~11 min on 2 cores; 0.17 needs a newer rustc); later runs only check the cached binary.
+# builds it (2–11 min on 2 cores, by load; 0.17 needs a newer rustc); later runs only check the cached binary.
 set -euo pipefail
 root="${WAFSTREAM_CACHE:-$HOME/.cache/wafstream}/s3s-fs-0.14.1"
 bin="$root/bin/s3s-fs"
