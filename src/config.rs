@@ -77,6 +77,16 @@ pub const KEYS: &[(&str, &str)] = &[
     ("pull.proxy", "WAFSTREAM_PULL_PROXY"),
     ("pull.ca", "WAFSTREAM_PULL_CA"),
     ("pull.request_timeout_ms", "WAFSTREAM_PULL_REQUEST_TIMEOUT_MS"),
+    ("s3.bucket", "WAFSTREAM_S3_BUCKET"),
+    ("s3.prefix", "WAFSTREAM_S3_PREFIX"),
+    ("s3.region", "WAFSTREAM_S3_REGION"),
+    ("s3.endpoint", "WAFSTREAM_S3_ENDPOINT"),
+    ("s3.access_key_id", "WAFSTREAM_S3_ACCESS_KEY_ID"),
+    ("s3.secret_access_key", "WAFSTREAM_S3_SECRET_ACCESS_KEY"),
+    ("s3.state", "WAFSTREAM_S3_STATE"),
+    ("s3.interval_ms", "WAFSTREAM_S3_INTERVAL_MS"),
+    ("s3.parallel", "WAFSTREAM_S3_PARALLEL"),
+    ("s3.request_timeout_ms", "WAFSTREAM_S3_REQUEST_TIMEOUT_MS"),
     ("output.path", "WAFSTREAM_OUTPUT"),
     ("output.dlq", "WAFSTREAM_DLQ"),
     ("pipeline.threads", "WAFSTREAM_THREADS"),
@@ -430,6 +440,7 @@ fn cross_checks(v: &BTreeMap<&'static str, String>) -> Vec<String> {
     // Folders that must already exist: a missing one would fail only later, in a loop.
     for (key, env) in [
         ("listen.checkpoint", "WAFSTREAM_CHECKPOINT"),
+        ("s3.state", "WAFSTREAM_S3_STATE"),
         ("output.path", "WAFSTREAM_OUTPUT"),
         ("output.dlq", "WAFSTREAM_DLQ"),
     ] {
@@ -473,6 +484,9 @@ fn cross_checks(v: &BTreeMap<&'static str, String>) -> Vec<String> {
                 }
             }
         }
+    }
+    if get("WAFSTREAM_S3_ACCESS_KEY_ID").is_some() != get("WAFSTREAM_S3_SECRET_ACCESS_KEY").is_some() {
+        p.push("s3.access_key_id and s3.secret_access_key go together".into());
     }
     if get("WAFSTREAM_BROKERS").is_some_and(|b| b.trim().is_empty()) {
         p.push("kafka.brokers is empty".into());

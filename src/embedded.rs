@@ -29,6 +29,8 @@ pub struct Config {
     pub files: Option<ingress::files::Config>,
     /// Cloud WAF log API accounts to collect from.
     pub pull: Option<ingress::pull::Config>,
+    /// S3 bucket (Imperva's push to a bucket) to collect from.
+    pub s3: Option<ingress::s3::Config>,
     pub limits: Limits,
     pub bus_capacity: usize,
 }
@@ -157,6 +159,11 @@ pub async fn start(cfg: Config, on_listen: impl Fn(&str, SocketAddr)) -> anyhow:
     let mut savers: Vec<Arc<dyn ingress::Saver>> = Vec::new();
     if let Some(pc) = cfg.pull.clone() {
         let (progress, t) = ingress::pull::start(pc, tx.clone(), stats.clone(), stop_rx.clone(), fatal.clone())?;
+        savers.push(progress);
+        tasks.extend(t);
+    }
+    if let Some(sc) = cfg.s3.clone() {
+        let (progress, t) = ingress::s3::start(sc, tx.clone(), stats.clone(), stop_rx.clone(), fatal.clone())?;
         savers.push(progress);
         tasks.extend(t);
     }

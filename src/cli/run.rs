@@ -88,7 +88,52 @@ fn pull_config(p: &super::PullArgs, l: &ListenArgs) -> anyhow::Result<Option<cra
     }))
 }
 
-fn listen_config(l: &ListenArgs, p: &super::PullArgs, drain_timeout_ms: u64) -> anyhow::Result<Config> {
+/// The S3 input's settings, when `--s3-bucket` is given.
+fn s3_config(a: &super::S3Args, l: &ListenArgs) -> anyhow::Result<Option<crate::ingress::s3::Config>> {
+    let Some(bucket) = a.s3_bucket.clone().filter(|b| !b.is_empty()) else {
+        let set = [
+            &a.s3_endpoint,
+            &a.s3_access_key_id,
+            &a.s3_secret_access_key,
+            &a.s3_region,
+        ]
+        .iter()
+        .any(|o| o.is_some())
+            || a.s3_state.is_some()
+            || !a.s3_prefix.is_empty();
+        if set {
+            anyhow::bail!("--s3-* settings are given without --s3-bucket");
+        }
+        return Ok(None);
+    };
+    let credentials = match (&a.s3_access_key_id, &a.s3_secret_access_key) {
+        (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+        (None, None) => None,
+        _ => anyhow::bail!("--s3-access-key-id and --s3-secret-access-key go together"),
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(Some(crate::ingress::s3::Config {
+        bucket,
+        prefix: a.s3_prefix.clone(),
+        region: a.s3_region.clone(),
+        endpoint: a.s3_endpoint.clone(),
+        credentials,
+        state: a.s3_state.clone(),
+        interval: Duration::from_millis(a.s3_interval_ms.max(10)),
+        parallel: a.s3_parallel.max(1),
+        request_timeout: Duration::from_millis(a.s3_request_timeout_ms.max(1)),
+        keys_dir: l.keys_dir.clone(),
+        max_decompressed_bytes: l.max_decompressed_bytes,
+        max_message_bytes: l.max_message_bytes,
+    }))
+}
+
+fn listen_config(
+    l: &ListenArgs,
+    p: &super::PullArgs,
+    s3: &super::S3Args,
+    drain_timeout_ms: u64,
+) -> anyhow::Result<Config> {
     let tls = match addr(&l.listen_tls, "tls")? {
         None => None,
         Some(a) => {
@@ -128,6 +173,7 @@ fn listen_config(l: &ListenArgs, p: &super::PullArgs, drain_timeout_ms: u64) -> 
         tls,
         files,
         pull: pull_config(p, l)?,
+        s3: s3_config(s3, l)?,
         limits: Limits {
             max_message_bytes: l.max_message_bytes,
             max_connections: l.max_connections,
@@ -136,9 +182,15 @@ fn listen_config(l: &ListenArgs, p: &super::PullArgs, drain_timeout_ms: u64) -> 
         },
         bus_capacity: l.bus_capacity,
     };
-    if cfg.tcp.is_none() && cfg.udp.is_none() && cfg.tls.is_none() && cfg.files.is_none() && cfg.pull.is_none() {
+    if cfg.tcp.is_none()
+        && cfg.udp.is_none()
+        && cfg.tls.is_none()
+        && cfg.files.is_none()
+        && cfg.pull.is_none()
+        && cfg.s3.is_none()
+    {
         anyhow::bail!(
-            "nothing to read: --listen-tcp, --listen-udp and --listen-tls are off and no --file or --pull-url is given"
+            "nothing to read: --listen-tcp, --listen-udp and --listen-tls are off and no --file, --pull-url or --s3-bucket is given"
         );
     }
     Ok(cfg)
@@ -163,7 +215,7 @@ fn metrics(args: &super::TelemetryArgs, rt: &tokio::runtime::Runtime) -> anyhow:
 pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = args.mapping.options()?;
     let procs = opts.processors.clone();
-    let cfg = listen_config(&args.listen, &args.pull, args.drain.drain_timeout_ms)?;
+    let cfg = listen_config(&args.listen, &args.pull, &args.s3, args.drain.drain_timeout_ms)?;
     let docs: Box<dyn Write + Send> = if args.output == "-" {
         Box::new(BufWriter::with_capacity(1 << 16, io::stdout()))
     } else {
@@ -229,7 +281,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// `wafstream ingress`: sources → raw topic (no mapping). File checkpoints advance only over
 /// frames the broker acknowledged.
 pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
-    let cfg = listen_config(&args.listen, &args.pull, args.drain.drain_timeout_ms)?;
+    let cfg = listen_config(&args.listen, &args.pull, &args.s3, args.drain.drain_timeout_ms)?;
     if let Some(tz) = &args.tz {
         if crate::parse::time::Zone::parse(tz).is_none() {
             anyhow::bail!("--tz {tz:?}: not an IANA zone or ±HHMM offset");

@@ -11,6 +11,7 @@ pub mod framing;
 pub mod imperva_file;
 pub mod lines;
 pub mod pull;
+pub mod s3;
 pub mod tls;
 
 use std::net::SocketAddr;

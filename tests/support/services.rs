@@ -575,3 +575,102 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+/// The S3 API server of this test binary: s3s-fs (`tests/services/s3s-fs.sh`), installed by
+/// `tests/services/install-s3s-fs.sh`, path in `WAFSTREAM_S3S_FS`. It verifies SigV4 signatures
+/// against one access key; buckets are the folders of [`S3::root`], so a test makes its own
+/// with [`S3::bucket`] and puts objects through the S3 API with [`S3::put`].
+pub struct S3 {
+    /// `http://127.0.0.1:<port>`
+    pub endpoint: String,
+    pub access_key: &'static str,
+    pub secret_key: &'static str,
+    svc: Service,
+}
+
+static S3_SERVER: OnceLock<Option<S3>> = OnceLock::new();
+
+/// The S3 server, shared with the other tests of this binary (started on first use).
+pub fn s3() -> Option<&'static S3> {
+    let bin = installed("WAFSTREAM_S3S_FS", "s3s-fs")?;
+    S3_SERVER
+        .get_or_init(|| {
+            let port = free_port();
+            let s = S3 {
+                endpoint: format!("http://127.0.0.1:{port}"),
+                access_key: "wafstream-test",
+                secret_key: "wafstream-test-secret",
+                svc: Service {
+                    name: "s3s-fs",
+                    script: "s3s-fs.sh",
+                    env: ("WAFSTREAM_S3S_FS", bin),
+                    dir: data_dir("s3"),
+                    ports: (port, 0),
+                    ready_file: "stdout.log",
+                    ready: "server is running",
+                    child: Mutex::new(None),
+                },
+            };
+            s.svc.start();
+            Some(s)
+        })
+        .as_ref()
+}
+
+impl S3 {
+    /// The folder whose subfolders are the buckets.
+    pub fn root(&self) -> PathBuf {
+        self.svc.dir.join("root")
+    }
+
+    /// A new empty bucket of its own (`<prefix>-<pid>-<n>`).
+    pub fn bucket(&self, prefix: &str) -> String {
+        let name = unique(prefix);
+        std::fs::create_dir_all(self.root().join(&name)).expect("bucket dir");
+        name
+    }
+
+    /// A client for `bucket` with the server's credentials.
+    pub fn client(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        // reqwest is built without a TLS provider of its own here.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(&self.endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id(self.access_key)
+            .with_secret_access_key(self.secret_key)
+            .build()
+            .expect("s3 client")
+    }
+
+    /// PUT one object through the S3 API.
+    pub fn put(&self, bucket: &str, key: &str, body: Vec<u8>) {
+        use object_store::ObjectStoreExt;
+        let c = self.client(bucket);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(c.put(&object_store::path::Path::from(key), body.into()))
+            .unwrap_or_else(|e| panic!("put {bucket}/{key}: {e}"));
+    }
+
+    /// DELETE one object through the S3 API.
+    pub fn delete(&self, bucket: &str, key: &str) {
+        use object_store::ObjectStoreExt;
+        let c = self.client(bucket);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(c.delete(&object_store::path::Path::from(key)))
+            .unwrap_or_else(|e| panic!("delete {bucket}/{key}: {e}"));
+    }
+
+    /// Lines s3s-fs logged so far (its requests with `RUST_LOG=debug`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.svc.dir.join("stdout.log")).unwrap_or_default()
+    }
+}
