@@ -125,24 +125,29 @@ pub const KEYS: &[(&str, &str)] = &[
     ("telemetry.log_format", "WAFSTREAM_LOG_FORMAT"),
     ("telemetry.log_level", "WAFSTREAM_LOG_LEVEL"),
     ("processors", "WAFSTREAM_PROCESSORS"),
+    ("input_processors", "WAFSTREAM_INPUT_PROCESSORS"),
 ];
 
-/// Processors from `--processors`: a file (YAML, JSON, or TOML by its `.toml` name) or the
-/// list inline (JSON or YAML), compiled.
-pub fn processors(arg: &str) -> Result<crate::ecs::processors::Processors, Vec<String>> {
-    use crate::ecs::processors::Processors;
+/// The processor lists of `--processors` / `--input-processors`: a file (YAML, JSON, or TOML
+/// by its `.toml` name) or the value inline (JSON or YAML). A top-level `key` (`processors`,
+/// `input_processors`) is unwrapped.
+pub fn processors_value(arg: &str, key: &str) -> Result<serde_json::Value, Vec<String>> {
     let t = arg.trim_start();
-    if t.starts_with('[') || t.starts_with('{') {
-        return Processors::from_text(arg);
-    }
-    let text = std::fs::read_to_string(arg).map_err(|e| vec![format!("{arg}: {e}")])?;
-    if arg.ends_with(".toml") {
-        let v: toml::Value = toml::from_str(&text).map_err(|e| vec![format!("{arg}: {e}")])?;
-        let json = serde_json::to_value(v).map_err(|e| vec![format!("{arg}: {e}")])?;
-        let list = json.get("processors").cloned().unwrap_or(json);
-        return Processors::parse(&list);
-    }
-    Processors::from_text(&text)
+    let v: serde_json::Value = if t.starts_with('[') || t.starts_with('{') {
+        serde_yaml::from_str(arg).map_err(|e| vec![format!("{key}: {e}")])?
+    } else {
+        let text = std::fs::read_to_string(arg).map_err(|e| vec![format!("{arg}: {e}")])?;
+        if arg.ends_with(".toml") {
+            let v: toml::Value = toml::from_str(&text).map_err(|e| vec![format!("{arg}: {e}")])?;
+            serde_json::to_value(v).map_err(|e| vec![format!("{arg}: {e}")])?
+        } else {
+            serde_yaml::from_str(&text).map_err(|e| vec![format!("{arg}: {e}")])?
+        }
+    };
+    Ok(match v {
+        serde_json::Value::Object(mut m) if m.contains_key(key) => m.remove(key).unwrap_or_default(),
+        other => other,
+    })
 }
 
 /// The variable a file key sets.
@@ -240,16 +245,29 @@ pub fn load_text(text: &str, cmd: &clap::Command) -> Result<Loaded, String> {
     let mut out = Loaded::default();
     let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
     for (section, v) in &root {
-        if section == "processors" {
-            // `[[processors]]`: checked whole here, handed on as JSON.
+        if section == "processors" || section == "input_processors" {
+            // `[[processors]]`, `[[input_processors.<input>]]`: checked whole here, handed on
+            // as JSON.
+            let (env, all) = if section == "processors" {
+                ("WAFSTREAM_PROCESSORS", true)
+            } else {
+                ("WAFSTREAM_INPUT_PROCESSORS", false)
+            };
             match serde_json::to_value(v) {
-                Ok(json) => match crate::ecs::processors::Processors::parse(&json) {
-                    Ok(_) => {
-                        values.insert("WAFSTREAM_PROCESSORS", json.to_string());
+                Ok(json) => {
+                    let checked = if all {
+                        crate::ecs::processors::ProcessorSet::parse(Some(&json), None)
+                    } else {
+                        crate::ecs::processors::ProcessorSet::parse(None, Some(&json))
+                    };
+                    match checked {
+                        Ok(_) => {
+                            values.insert(env, json.to_string());
+                        }
+                        Err(problems) => out.problems.extend(problems),
                     }
-                    Err(problems) => out.problems.extend(problems),
-                },
-                Err(e) => out.problems.push(format!("processors: {e}")),
+                }
+                Err(e) => out.problems.push(format!("{section}: {e}")),
             }
             continue;
         }
@@ -523,6 +541,12 @@ pub fn reference(cmd: &clap::Command) -> String {
     let mut out = String::new();
     let mut section = "";
     for (key, env) in KEYS {
+        if *key == "input_processors" {
+            out.push_str(
+                "# Processors for the documents of one input kind only (tcp, udp, tls, file, stdin, pull, s3),\n# after the list above:\n#   --input-processors, WAFSTREAM_INPUT_PROCESSORS; parse, run, worker\n# [[input_processors.tcp]]\n# add_labels = { labels = { source = \"securesphere-gateways\" } }\n",
+            );
+            continue;
+        }
         if *key == "processors" {
             out.push_str(
                 "\n# Processors applied to each document, in order (see README \"Processors\"):\n#   --processors, WAFSTREAM_PROCESSORS; parse, run, worker\n# [[processors]]\n# drop_event = { when = { equals = { \"event.action\" = \"REQ_PASSED\" } } }\n",

@@ -423,3 +423,73 @@ fn dropped_documents_advance_the_checkpoint_in_run() {
         "{log}"
     );
 }
+
+/// Per-input lists apply after the common list, to the documents of their input only.
+#[test]
+fn input_lists_apply_to_their_input_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = lines("cloud-waf", 20);
+    let inp = dir.path().join("in.log");
+    std::fs::write(&inp, &input).expect("write");
+    let lists = r#"{"file": [{"add_labels": {"labels": {"via": "file"}}}], "stdin": [{"add_labels": {"labels": {"via": "stdin"}}}, {"drop_event": {"when": {"equals": {"event.action": "req-passed"}}}}]}"#;
+    let common = r#"[{"add_tags": {"tags": ["all"]}}]"#;
+    let run = |args: &[&str], stdin: Option<&str>| -> (Vec<Value>, String) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wafstream"));
+        cmd.args(["parse", "--processors", common, "--input-processors", lists])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn");
+        if let Some(text) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(text.as_bytes())
+                .expect("write");
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().expect("wait");
+        let docs = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        (docs, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (from_file, err) = run(&[inp.to_str().unwrap()], None);
+    assert_eq!(from_file.len(), 20, "{err}");
+    assert!(
+        from_file
+            .iter()
+            .all(|d| d["labels"]["via"] == "file" && d["tags"] == json!(["all"]))
+    );
+    let (from_stdin, err) = run(&["-"], Some(&input));
+    let passed = input.lines().filter(|l| l.contains("act=REQ_PASSED")).count();
+    assert_eq!(from_stdin.len(), 20 - passed, "{err}");
+    assert!(
+        from_stdin
+            .iter()
+            .all(|d| d["labels"]["via"] == "stdin" && d["tags"] == json!(["all"]))
+    );
+    assert!(err.contains("processor stdin/1 (drop_event)"), "{err}");
+    // An unknown input and a broken per-input list are reported with their place.
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[[input_processors.tpc]]\ndrop_event = {}\n\n[[input_processors.udp]]\ndrop_fields = { fields = [\"nope.nope\"] }\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_wafstream"))
+        .args(["validate-config", cfg.to_str().unwrap()])
+        .output()
+        .expect("validate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("input_processors.tpc: unknown input"), "{err}");
+    assert!(
+        err.contains("input_processors.udp[0] drop_fields: \"nope.nope\""),
+        "{err}"
+    );
+}

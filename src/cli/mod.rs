@@ -747,27 +747,52 @@ pub struct MappingArgs {
     /// configuration file: `[[processors]]` tables. See README "Processors".
     #[arg(long, value_name = "FILE|JSON", env = "WAFSTREAM_PROCESSORS")]
     pub processors: Option<String>,
+    /// Processors for the documents of one input kind, after `--processors`: a file or inline
+    /// JSON mapping an input (`tcp`, `udp`, `tls`, `file`, `stdin`, `pull`, `s3`) to its list.
+    /// In the configuration file: `[[input_processors.<input>]]` tables.
+    #[arg(long, value_name = "FILE|JSON", env = "WAFSTREAM_INPUT_PROCESSORS")]
+    pub input_processors: Option<String>,
 }
 
 impl MappingArgs {
-    /// The processors, compiled (every problem listed at once).
-    pub fn processors(&self) -> anyhow::Result<Option<std::sync::Arc<crate::ecs::processors::Processors>>> {
-        let Some(arg) = &self.processors else {
-            return Ok(None);
-        };
-        let p = crate::config::processors(arg).map_err(|problems| {
-            anyhow::anyhow!(
-                "--processors: {} problem(s):\n  {}",
-                problems.len(),
-                problems.join("\n  ")
-            )
-        })?;
-        if p.is_empty() {
+    /// The processors, compiled (every problem of every list at once).
+    pub fn processors(&self) -> anyhow::Result<Option<std::sync::Arc<crate::ecs::processors::ProcessorSet>>> {
+        if self.processors.is_none() && self.input_processors.is_none() {
             return Ok(None);
         }
-        let p = std::sync::Arc::new(p);
-        crate::telemetry::global().register("processors", p.stats());
-        Ok(Some(p))
+        let mut problems = Vec::new();
+        let mut value = |arg: &Option<String>, key: &str| match arg {
+            Some(a) => match crate::config::processors_value(a, key) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    problems.extend(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let all = value(&self.processors, "processors");
+        let by_input = value(&self.input_processors, "input_processors");
+        let set = if problems.is_empty() {
+            crate::ecs::processors::ProcessorSet::parse(all.as_ref(), by_input.as_ref())
+                .map_err(|e| problems.extend(e))
+                .ok()
+        } else {
+            None
+        };
+        let Some(set) = set else {
+            anyhow::bail!(
+                "processors: {} problem(s):\n  {}",
+                problems.len(),
+                problems.join("\n  ")
+            );
+        };
+        if set.is_empty() {
+            return Ok(None);
+        }
+        let set = std::sync::Arc::new(set);
+        crate::telemetry::global().register("processors", set.clone());
+        Ok(Some(set))
     }
 
     /// Validate into mapping options.

@@ -385,7 +385,7 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The processors' counters, one log line each, at exit.
-fn report_processors(p: Option<&crate::ecs::processors::Processors>) {
+fn report_processors(p: Option<&crate::ecs::processors::ProcessorSet>) {
     for line in p.iter().flat_map(|p| p.report()) {
         tracing::info!("wafstream: {line}");
     }

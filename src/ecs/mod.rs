@@ -103,7 +103,7 @@ pub struct Options {
     /// Write `_id` as the document's first key (NDJSON for humans and scripts).
     pub emit_id: bool,
     /// Processors applied to each document before it is written.
-    pub processors: Option<std::sync::Arc<processors::Processors>>,
+    pub processors: Option<std::sync::Arc<processors::ProcessorSet>>,
 }
 
 impl Default for Options {
@@ -352,7 +352,7 @@ impl Mapper {
             d.string(p!("_id"), Cow::Borrowed(id.as_str()));
         }
         let dropped = match &self.opts.processors {
-            Some(p) => p.apply(&mut d) == processors::Verdict::Drop,
+            Some(p) => p.apply(&mut d, meta.input) == processors::Verdict::Drop,
             None => false,
         };
         let storage = if dropped {

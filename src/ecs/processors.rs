@@ -123,11 +123,22 @@ struct RateLimit {
 /// Per processor: documents it dropped, changed, or failed on.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// `""` for the list every document goes through, else the input kind of a per-input list.
+    scope: String,
     names: Vec<String>,
     counts: Vec<[AtomicU64; 3]>,
 }
 
 impl Stats {
+    /// How processor `i` is named in metrics and reports: `3`, or `tcp/3` in a per-input list.
+    fn label(&self, i: usize) -> String {
+        if self.scope.is_empty() {
+            i.to_string()
+        } else {
+            format!("{}/{i}", self.scope)
+        }
+    }
+
     /// `(index, name, dropped, changed, errors)` per processor.
     pub fn rows(&self) -> Vec<(usize, &str, u64, u64, u64)> {
         self.counts
@@ -143,23 +154,6 @@ impl Stats {
                 )
             })
             .collect()
-    }
-}
-
-impl crate::telemetry::Source for Stats {
-    fn collect(&self, out: &mut crate::telemetry::Metrics) {
-        let mut rows = Vec::new();
-        for (i, name, d, c, e) in self.rows() {
-            for (outcome, v) in [("dropped", d), ("changed", c), ("error", e)] {
-                rows.push((vec![i.to_string(), name.to_string(), outcome.to_string()], v));
-            }
-        }
-        out.counter_labels(
-            "wafstream_processor_events_total",
-            "Documents each processor dropped, changed or failed on.",
-            &["processor", "name", "outcome"],
-            &rows,
-        );
     }
 }
 
@@ -477,20 +471,31 @@ impl Processors {
     /// Compile a list given as Beats writes it (`[{action: {params, when}}]`), from TOML, YAML
     /// or JSON. `Err` lists every problem, each with its processor's index.
     pub fn parse(list: &Value) -> Result<Processors, Vec<String>> {
+        Processors::parse_scoped(list, "")
+    }
+
+    /// [`Processors::parse`] for the list of one input kind (`scope`), named after it in
+    /// problems, metrics and reports.
+    pub fn parse_scoped(list: &Value, scope: &str) -> Result<Processors, Vec<String>> {
+        let at = if scope.is_empty() {
+            "processors".to_string()
+        } else {
+            format!("input_processors.{scope}")
+        };
         let mut problems = Vec::new();
         let Value::Array(items) = list else {
-            return Err(vec!["processors: expected a list".into()]);
+            return Err(vec![format!("{at}: expected a list")]);
         };
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let Some((action, params)) = item.as_object().filter(|m| m.len() == 1).and_then(|m| m.iter().next()) else {
                 problems.push(format!(
-                    "processors[{i}]: expected one action, e.g. {{drop_event = {{...}}}}, not {item}"
+                    "{at}[{i}]: expected one action, e.g. {{drop_event = {{...}}}}, not {item}"
                 ));
                 continue;
             };
             let mut p = Problems {
-                at: format!("processors[{i}] {action}"),
+                at: format!("{at}[{i}] {action}"),
                 list: &mut problems,
             };
             let Some(name) = ACTIONS.iter().find(|a| **a == action) else {
@@ -655,6 +660,7 @@ impl Processors {
             return Err(problems);
         }
         let stats = Arc::new(Stats {
+            scope: scope.to_string(),
             names: out.iter().map(|p| p.name.to_string()).collect(),
             counts: out.iter().map(|_| Default::default()).collect(),
         });
@@ -684,7 +690,12 @@ impl Processors {
         self.stats
             .rows()
             .into_iter()
-            .map(|(i, name, d, c, e)| format!("processor {i} ({name}): {d} dropped, {c} changed, {e} errors"))
+            .map(|(i, name, d, c, e)| {
+                format!(
+                    "processor {} ({name}): {d} dropped, {c} changed, {e} errors",
+                    self.stats.label(i)
+                )
+            })
             .collect()
     }
 
@@ -718,6 +729,100 @@ impl Processors {
             }
         }
         Verdict::Keep
+    }
+}
+
+/// Input kinds a per-input list can name (the `input.type` of the documents).
+pub const INPUTS: &[&str] = &["tcp", "udp", "tls", "file", "stdin", "pull", "s3"];
+
+/// The processors of a process: one list for every document, then one per input kind.
+#[derive(Debug, Default)]
+pub struct ProcessorSet {
+    pub all: Option<Processors>,
+    pub by_input: Vec<(&'static str, Processors)>,
+}
+
+impl ProcessorSet {
+    /// Compile the lists: `all` a list, `by_input` a map from input kind to a list. Every
+    /// problem of every list at once.
+    pub fn parse(all: Option<&Value>, by_input: Option<&Value>) -> Result<ProcessorSet, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut set = ProcessorSet::default();
+        if let Some(list) = all {
+            match Processors::parse(list) {
+                Ok(p) => set.all = (!p.is_empty()).then_some(p),
+                Err(e) => problems.extend(e),
+            }
+        }
+        match by_input {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(m)) => {
+                for (input, list) in m {
+                    let Some(kind) = INPUTS.iter().find(|k| **k == input) else {
+                        problems.push(format!(
+                            "input_processors.{input}: unknown input (one of {})",
+                            INPUTS.join(", ")
+                        ));
+                        continue;
+                    };
+                    match Processors::parse_scoped(list, kind) {
+                        Ok(p) if !p.is_empty() => set.by_input.push((kind, p)),
+                        Ok(_) => {}
+                        Err(e) => problems.extend(e),
+                    }
+                }
+            }
+            Some(other) => problems.push(format!(
+                "input_processors: expected a table of lists by input kind, not {other}"
+            )),
+        }
+        if problems.is_empty() { Ok(set) } else { Err(problems) }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.all.is_none() && self.by_input.is_empty()
+    }
+
+    /// The list every document goes through, then the one of the document's input.
+    #[inline]
+    pub fn apply(&self, d: &mut Doc<'_>, input: &str) -> Verdict {
+        if let Some(all) = &self.all {
+            if all.apply(d) == Verdict::Drop {
+                return Verdict::Drop;
+            }
+        }
+        match self.by_input.iter().find(|(k, _)| *k == input) {
+            Some((_, p)) => p.apply(d),
+            None => Verdict::Keep,
+        }
+    }
+
+    /// One line per processor for the exit report.
+    pub fn report(&self) -> Vec<String> {
+        self.all
+            .iter()
+            .chain(self.by_input.iter().map(|(_, p)| p))
+            .flat_map(Processors::report)
+            .collect()
+    }
+}
+
+impl crate::telemetry::Source for ProcessorSet {
+    fn collect(&self, out: &mut crate::telemetry::Metrics) {
+        let mut rows = Vec::new();
+        for p in self.all.iter().chain(self.by_input.iter().map(|(_, p)| p)) {
+            for (i, name, d, c, e) in p.stats.rows() {
+                for (outcome, v) in [("dropped", d), ("changed", c), ("error", e)] {
+                    rows.push((vec![p.stats.label(i), name.to_string(), outcome.to_string()], v));
+                }
+            }
+        }
+        out.counter_labels(
+            "wafstream_processor_events_total",
+            "Documents each processor dropped, changed or failed on (per-input lists: <input>/<index>).",
+            &["processor", "name", "outcome"],
+            &rows,
+        );
     }
 }
 
