@@ -617,19 +617,21 @@ impl<'a> Doc<'a> {
     /// bytes are worked out once per set of fields and then copied in blocks. Same output as
     /// [`Doc::write`]; documents with run-time keys are written by it.
     pub fn write_shaped(self, out: &mut Vec<u8>, shapes: &mut Shapes) -> Storage<'a> {
-        if !self.dynamic.is_empty() {
-            return self.write(out);
-        }
         let mut me = self;
-        let shape = shapes.get(&me.present);
+        if !me.dynamic.is_empty() {
+            me.dynamic.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        }
+        let shape = shapes.get(&me.present, &me.dynamic);
         // Room for the values, and for the fixed bytes with the padding block the last copy
         // may run into (each copy runs at most one block past what it keeps).
         out.reserve(me.bound + shape.fixed.len());
         let src = shape.fixed.as_ptr();
         let mut start = 0usize;
         let mut ends = shape.ends.iter();
-        for slot in set_bits(&me.present) {
-            // One end per present slot: the shape was built from this very bit set.
+        // Static and run-time fields merged in path order, as the shape was built.
+        let mut dyn_at = 0;
+        let mut put = |out: &mut Vec<u8>, v: &Val<'_>| {
+            // One end per field: the shape was built from this very set of fields.
             let end = ends.next().map_or(start, |&e| e as usize);
             // SAFETY: `start..end` lies in `fixed`, which has a whole block of padding
             // after its last byte, so the rounded-up read stays inside it; the room
@@ -638,7 +640,21 @@ impl<'a> Doc<'a> {
             unsafe { json::put_blocks(out, src.add(start), end - start) };
             start = end;
             // SAFETY: the value's bound is part of `bound`, reserved above.
-            unsafe { write_val_unchecked(out, &me.vals[me.slot_val[slot] as usize]) };
+            unsafe { write_val_unchecked(out, v) };
+        };
+        for slot in set_bits(&me.present) {
+            while me
+                .dynamic
+                .get(dyn_at)
+                .is_some_and(|(dp, _, _)| dp.as_bytes() < PATHS[slot].as_bytes())
+            {
+                put(out, &me.dynamic[dyn_at].2);
+                dyn_at += 1;
+            }
+            put(out, &me.vals[me.slot_val[slot] as usize]);
+        }
+        for (_, _, v) in &me.dynamic[dyn_at..] {
+            put(out, v);
         }
         // SAFETY: as above; the tail (closing braces) ends where the padding starts.
         unsafe { json::put_blocks(out, src.add(start), shape.end - start) };
@@ -703,10 +719,13 @@ impl Default for Shapes {
 }
 
 impl Shapes {
-    fn get(&mut self, present: &[u64; WORDS]) -> &Shape {
+    fn get(&mut self, present: &[u64; WORDS], dynamic: &[(String, u16, Val<'_>)]) -> &Shape {
         let mut h = present
             .iter()
             .fold(0u64, |h, &w| (h.rotate_left(5) ^ w).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        for (path, _, _) in dynamic {
+            h = (h.rotate_left(5) ^ xxhash_rust::xxh3::xxh3_64(path.as_bytes())).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
         // MurmurHash3's finaliser: every input bit reaches both halves used as indexes.
         h ^= h >> 33;
         h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
@@ -716,13 +735,13 @@ impl Shapes {
         self.clock += 1;
         // Two places a set can live; a new set replaces the one used less recently.
         let (a, b) = (h as usize % SHAPE_SETS, (h >> 32) as usize % SHAPE_SETS);
-        let i = if self.sets[a].holds(present) {
+        let i = if self.sets[a].holds(present, dynamic) {
             a
-        } else if self.sets[b].holds(present) {
+        } else if self.sets[b].holds(present, dynamic) {
             b
         } else {
             let i = if self.sets[a].used <= self.sets[b].used { a } else { b };
-            self.sets[i].build(present);
+            self.sets[i].build(present, dynamic);
             i
         };
         let s = &mut self.sets[i];
@@ -734,6 +753,8 @@ impl Shapes {
 #[derive(Default)]
 struct Shape {
     present: [u64; WORDS],
+    /// The run-time keys (path, object node), sorted, merged with the static ones by path.
+    dynamic: Vec<(String, u16)>,
     /// `{`, then per field what precedes its value, then the closing braces, then one block
     /// of padding.
     fixed: Vec<u8>,
@@ -746,18 +767,28 @@ struct Shape {
 }
 
 impl Shape {
-    fn holds(&self, present: &[u64; WORDS]) -> bool {
-        self.used != 0 && self.present == *present
+    fn holds(&self, present: &[u64; WORDS], dynamic: &[(String, u16, Val<'_>)]) -> bool {
+        self.used != 0
+            && self.present == *present
+            && self.dynamic.len() == dynamic.len()
+            && self
+                .dynamic
+                .iter()
+                .zip(dynamic)
+                .all(|((p, n), (dp, dn, _))| n == dn && p == dp)
     }
 
-    fn build(&mut self, present: &[u64; WORDS]) {
+    fn build(&mut self, present: &[u64; WORDS], dynamic: &[(String, u16, Val<'_>)]) {
         let t = tree();
-        let n: usize = present.iter().map(|w| w.count_ones() as usize).sum();
+        let n: usize = present.iter().map(|w| w.count_ones() as usize).sum::<usize>() + dynamic.len();
+        let dyn_keys: usize = dynamic.iter().map(|(p, _, _)| json::str_bound(p.len())).sum();
         self.present = *present;
+        self.dynamic.clear();
+        self.dynamic.extend(dynamic.iter().map(|(p, n, _)| (p.clone(), *n)));
         self.fixed.clear();
         self.ends.clear();
         self.fixed
-            .reserve(1 + n * (t.transition_bound + 1 + t.longest_key) + MAX_DEPTH + 1 + json::BLOCK);
+            .reserve(1 + n * (t.transition_bound + 1 + t.longest_key) + dyn_keys + MAX_DEPTH + 1 + json::BLOCK);
         let mut w = Writer {
             t,
             cur: 0,
@@ -766,9 +797,24 @@ impl Shape {
         // SAFETY (this write and `prefix` below): reserved just above, per field at most a
         // transition, a comma and the padded key.
         unsafe { json::byte_unchecked(&mut self.fixed, b'{') };
+        let mut dyn_at = 0;
         for slot in set_bits(present) {
+            while let Some((dp, node, _)) = dynamic
+                .get(dyn_at)
+                .filter(|(dp, _, _)| dp.as_bytes() < PATHS[slot].as_bytes())
+            {
+                let key = &dp[dp.len() - leaf_len(dp, *node, t)..];
+                w.prefix(&mut self.fixed, *node, Key::Dynamic(key));
+                self.ends.push(self.fixed.len() as u32);
+                dyn_at += 1;
+            }
             let info = &t.slots[slot];
             w.prefix(&mut self.fixed, info.parent, Key::Static(&info.key, info.len));
+            self.ends.push(self.fixed.len() as u32);
+        }
+        for (dp, node, _) in &dynamic[dyn_at..] {
+            let key = &dp[dp.len() - leaf_len(dp, *node, t)..];
+            w.prefix(&mut self.fixed, *node, Key::Dynamic(key));
             self.ends.push(self.fixed.len() as u32);
         }
         w.close_to(&mut self.fixed, 0);
