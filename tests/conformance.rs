@@ -7,7 +7,9 @@
 //! Without it the tests say SKIPPED; under CI (`CI=true`) or with `WAFSTREAM_REQUIRE_CONFORMANCE=1`
 //! they fail instead.
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 
 use serde_json::{Map, Value};
 use wafstream::container::{self, KeyStore, Limits};
@@ -15,25 +17,6 @@ use wafstream::ecs::{FrameMeta, Mapper, Options, Profile};
 use wafstream::parse;
 
 const NOW_MS: i64 = 1_700_000_000_000;
-
-fn corpus_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("WAFSTREAM_CONFORMANCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance"));
-    if dir.join("cases.jsonl").is_file() {
-        return Some(dir);
-    }
-    let required = std::env::var("WAFSTREAM_REQUIRE_CONFORMANCE").as_deref() == Ok("1")
-        || std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-    if required {
-        panic!("conformance corpus required but not found at {}", dir.display());
-    }
-    eprintln!(
-        "SKIPPED: conformance corpus not found at {} (set WAFSTREAM_CONFORMANCE_DIR)",
-        dir.display()
-    );
-    None
-}
 
 fn cases(dir: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(dir.join("cases.jsonl")).expect("read cases.jsonl");
@@ -253,7 +236,7 @@ fn check_expected(case: &Value, line: &str, rebuilt: bool) -> Vec<String> {
 
 #[test]
 fn peer_expected_documents_match_field_for_field() {
-    let Some(dir) = corpus_dir() else { return };
+    let Some(dir) = support::corpus_dir() else { return };
     let mut compared = 0;
     let mut failures = vec![];
     for case in cases(&dir) {
@@ -305,7 +288,7 @@ fn leaves(v: &Value, out: &mut Vec<String>) {
 
 #[test]
 fn raw_only_lines_parse_without_error_and_keep_every_pair() {
-    let Some(dir) = corpus_dir() else { return };
+    let Some(dir) = support::corpus_dir() else { return };
     let mut checked = 0;
     for case in cases(&dir) {
         let suite = case["suite"].as_str().unwrap_or("");
@@ -359,7 +342,7 @@ fn custom_by_label<'a>(doc: &'a Value, label: &str) -> Option<&'a Value> {
 /// Apache Metron's and ParCEFone's assertions, in their own names, against our documents.
 #[test]
 fn other_parsers_assertions_hold() {
-    let Some(dir) = corpus_dir() else { return };
+    let Some(dir) = support::corpus_dir() else { return };
     let names: Map<String, Value> = serde_json::from_value(serde_json::json!({
         "deviceAction": "event.action",
         "deviceEventCategory": "imperva.securesphere.device.event.category",
@@ -439,7 +422,7 @@ fn other_parsers_assertions_hold() {
 /// same document as its expected output; its bogus checksum is reported, the event kept.
 #[test]
 fn elastic_cloud_waf_file_through_container() {
-    let Some(dir) = corpus_dir() else { return };
+    let Some(dir) = support::corpus_dir() else { return };
     let path = dir.join("elastic/imperva_cloud_waf/_dev/deploy/tf/files/test-events.log");
     let bytes = std::fs::read(&path).expect("test-events.log");
     assert!(container::looks_like_container(&bytes));
@@ -484,7 +467,7 @@ fn diff_reports_every_kind_of_difference() {
 /// `object` JSON fields are `flattened` here).
 #[test]
 fn template_types_match_elastics_cloud_waf_field_table() {
-    let Some(dir) = corpus_dir() else { return };
+    let Some(dir) = support::corpus_dir() else { return };
     let table = std::fs::read_to_string(dir.join("elastic/imperva_cloud_waf/docs/README.fields-excerpt.md"))
         .expect("field table");
     let mut checked = 0;

@@ -493,3 +493,172 @@ fn input_lists_apply_to_their_input_only() {
         "{err}"
     );
 }
+
+/// The peers' own lines (every raw line of the conformance corpus: SecureSphere and Cloud WAF,
+/// elastic profile): each condition drops exactly the documents a predicate written here picks,
+/// and a list of field actions turns each document into the one computed here from the
+/// unprocessed document. Documents are compared whole, so nothing else may change.
+#[test]
+fn conditions_and_actions_on_the_conformance_corpus() {
+    let Some(corpus) = support::corpus_dir() else { return };
+    let text = std::fs::read_to_string(corpus.join("cases.jsonl")).expect("read cases.jsonl");
+    let input: String = text
+        .lines()
+        .filter_map(|l| {
+            let case: Value = serde_json::from_str(l).expect("case");
+            case["raw"].as_str().map(|r| format!("{}\n", r.trim_end()))
+        })
+        .collect();
+    let n = input.lines().count();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A line without a device time is stamped with the time it was read, which differs between
+    // two runs: documents are compared without `@timestamp`, once each is known to carry one.
+    let timeless = |docs: Vec<Value>| -> Vec<Value> {
+        docs.into_iter()
+            .map(|mut d| {
+                let ts = d.as_object_mut().and_then(|o| o.remove("@timestamp"));
+                assert!(ts.as_ref().is_some_and(Value::is_string), "@timestamp in {d}");
+                d
+            })
+            .collect()
+    };
+    let (base, err) = parse(dir.path(), &input, None);
+    let base = timeless(base);
+    assert_eq!(base.len(), n, "every raw line maps: {err}");
+
+    let ip = |d: &Value| {
+        at(d, "source.ip")
+            .as_str()
+            .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+    };
+    let action = |d: &Value| at(d, "event.action").as_str().unwrap_or("").to_owned();
+    let status = |d: &Value| at(d, "http.response.status_code").as_i64();
+    let cases: Vec<(&str, Check)> = vec![
+        (
+            "equals: {event.dataset: imperva.securesphere}",
+            Box::new(|d: &Value| at(d, "event.dataset") == "imperva.securesphere"),
+        ),
+        (
+            "equals: {http.response.status_code: 200}",
+            Box::new(move |d: &Value| status(d) == Some(200)),
+        ),
+        (
+            "contains: {url.path: '.css'}",
+            Box::new(|d: &Value| at(d, "url.path").as_str().is_some_and(|p| p.contains(".css"))),
+        ),
+        (
+            "regexp: {event.action: '^req-(blocked|bad)-'}",
+            Box::new(move |d: &Value| action(d).starts_with("req-blocked-") || action(d).starts_with("req-bad-")),
+        ),
+        (
+            "range: {http.response.status_code: {gte: 200, lt: 300}}",
+            Box::new(move |d: &Value| status(d).is_some_and(|s| (200..300).contains(&s))),
+        ),
+        (
+            "network: {source.ip: private}",
+            Box::new(move |d: &Value| matches!(ip(d), Some(std::net::IpAddr::V4(a)) if a.is_private())),
+        ),
+        (
+            "network: {source.ip: [loopback, '172.105.147.0/25']}",
+            Box::new(
+                move |d: &Value| matches!(ip(d), Some(std::net::IpAddr::V4(a)) if a.is_loopback() || (a.octets()[..3] == [172, 105, 147] && a.octets()[3] < 128)),
+            ),
+        ),
+        (
+            "has_fields: [http.response.status_code, url.path]",
+            Box::new(move |d: &Value| status(d).is_some() && !at(d, "url.path").is_null()),
+        ),
+        (
+            "not: {has_fields: [event.action]}",
+            Box::new(|d: &Value| at(d, "event.action").is_null()),
+        ),
+        (
+            "or: [{equals: {event.action: block}}, {and: [{equals: {event.dataset: imperva_cloud_waf.event}}, {not: {range: {http.response.status_code: {lt: 300}}}}]}]",
+            Box::new(move |d: &Value| {
+                action(d) == "block"
+                    || (at(d, "event.dataset") == "imperva_cloud_waf.event" && !status(d).is_some_and(|s| s < 300))
+            }),
+        ),
+    ];
+    for (cond, picks) in cases {
+        let yaml = format!("- drop_event:\n    when:\n      {cond}\n");
+        let (out, err) = parse(dir.path(), &input, Some(&yaml));
+        let out = timeless(out);
+        let kept: Vec<&Value> = base.iter().filter(|d| !picks(d)).collect();
+        assert!(
+            !kept.is_empty() && kept.len() < n,
+            "{cond}: the corpus has documents on both sides ({} kept)",
+            kept.len()
+        );
+        assert_eq!(out.iter().collect::<Vec<_>>(), kept, "{cond}\n{err}");
+        assert!(
+            err.contains(&format!("{} dropped by processors", n - kept.len())),
+            "{cond}: {err}"
+        );
+    }
+
+    // Field actions, in order, each result computed from the unprocessed document.
+    let yaml = r#"
+- drop_fields:
+    fields: [related, observer.version]
+    ignore_missing: true
+- add_fields:
+    target: labels
+    fields: {environment: prod}
+- add_tags:
+    tags: [corpus]
+- rename:
+    fields: [{from: event.action, to: event.reason}]
+    ignore_missing: true
+- copy_fields:
+    fields: [{from: source.ip, to: labels.client}]
+    ignore_missing: true
+- truncate_fields:
+    fields: [message]
+    max_characters: 12
+    ignore_missing: true
+"#;
+    let (out, err) = parse(dir.path(), &input, Some(yaml));
+    let out = timeless(out);
+    assert_eq!(out.len(), n, "{err}");
+    fn take(d: &mut Value, path: &str) -> Option<Value> {
+        let (parent, leaf) = path.rsplit_once('.').map_or(("", path), |(p, l)| (p, l));
+        let obj = if parent.is_empty() {
+            Some(&mut *d)
+        } else {
+            d.pointer_mut(&format!("/{}", parent.replace('.', "/")))
+        };
+        obj?.as_object_mut()?.remove(leaf)
+    }
+    fn put(d: &mut Value, path: &str, v: Value) {
+        let mut cur = d;
+        let mut parts = path.split('.').peekable();
+        while let Some(k) = parts.next() {
+            let obj = cur.as_object_mut().expect("object on the way");
+            if parts.peek().is_none() {
+                obj.insert(k.to_owned(), v);
+                return;
+            }
+            cur = obj.entry(k).or_insert_with(|| json!({}));
+        }
+    }
+    for (got, b) in out.iter().zip(&base) {
+        let mut want = b.clone();
+        take(&mut want, "related");
+        take(&mut want, "observer.version");
+        put(&mut want, "labels.environment", json!("prod"));
+        let mut tags = want["tags"].as_array().cloned().unwrap_or_default();
+        tags.push(json!("corpus"));
+        put(&mut want, "tags", Value::Array(tags));
+        if let Some(a) = take(&mut want, "event.action") {
+            put(&mut want, "event.reason", a);
+        }
+        if let Some(ip) = b["source"]["ip"].as_str() {
+            put(&mut want, "labels.client", json!(ip));
+        }
+        if let Some(m) = b["message"].as_str() {
+            put(&mut want, "message", json!(m.chars().take(12).collect::<String>()));
+        }
+        assert_eq!(*got, want, "from {b}");
+    }
+}

@@ -518,3 +518,24 @@ pub fn scrape_until(addr: &str, series: &str, want: f64) -> String {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// `../shared/conformance` (or `WAFSTREAM_CONFORMANCE_DIR`); `None` (the test says SKIPPED)
+/// when it is missing, a panic when CI or `WAFSTREAM_REQUIRE_CONFORMANCE=1` requires it.
+pub fn corpus_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("WAFSTREAM_CONFORMANCE_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance"));
+    if dir.join("cases.jsonl").is_file() {
+        return Some(dir);
+    }
+    let required = std::env::var("WAFSTREAM_REQUIRE_CONFORMANCE").as_deref() == Ok("1")
+        || std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    if required {
+        panic!("conformance corpus required but not found at {}", dir.display());
+    }
+    eprintln!(
+        "SKIPPED: conformance corpus not found at {} (set WAFSTREAM_CONFORMANCE_DIR)",
+        dir.display()
+    );
+    None
+}
