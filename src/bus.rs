@@ -41,6 +41,10 @@ pub struct RawFrame {
     /// Set when the source already knows the frame cannot be mapped (e.g. an Imperva file
     /// that does not open): the frame goes to the dead-letter output with this reason.
     pub refused: Option<Arc<str>>,
+    /// The sender's name for the kind of event (HEC `sourcetype`).
+    pub sourcetype: Option<Arc<str>>,
+    /// The event's time as its sender stated it (HEC `time`), epoch ms.
+    pub time_ms: Option<i64>,
     /// Settled by the core once the frame's output is accepted downstream.
     pub token: Token,
 }
@@ -60,6 +64,8 @@ impl Default for RawFrame {
             w3c: None,
             occurrence: None,
             refused: None,
+            sourcetype: None,
+            time_ms: None,
             token: Token::none(),
         }
     }

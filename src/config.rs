@@ -77,6 +77,14 @@ pub const KEYS: &[(&str, &str)] = &[
     ("pull.proxy", "WAFSTREAM_PULL_PROXY"),
     ("pull.ca", "WAFSTREAM_PULL_CA"),
     ("pull.request_timeout_ms", "WAFSTREAM_PULL_REQUEST_TIMEOUT_MS"),
+    ("hec.listen", "WAFSTREAM_LISTEN_HEC"),
+    ("hec.tls", "WAFSTREAM_HEC_TLS"),
+    ("hec.tokens", "WAFSTREAM_HEC_TOKENS"),
+    ("hec.token_files", "WAFSTREAM_HEC_TOKEN_FILES"),
+    ("hec.max_body_bytes", "WAFSTREAM_HEC_MAX_BODY_BYTES"),
+    ("hec.max_events", "WAFSTREAM_HEC_MAX_EVENTS"),
+    ("hec.max_requests", "WAFSTREAM_HEC_MAX_REQUESTS"),
+    ("hec.ack_timeout_ms", "WAFSTREAM_HEC_ACK_TIMEOUT_MS"),
     ("s3.bucket", "WAFSTREAM_S3_BUCKET"),
     ("s3.prefix", "WAFSTREAM_S3_PREFIX"),
     ("s3.region", "WAFSTREAM_S3_REGION"),
@@ -99,6 +107,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("worker.group", "WAFSTREAM_GROUP"),
     ("worker.topic_securesphere", "WAFSTREAM_TOPIC_SECURESPHERE"),
     ("worker.topic_cloud_waf", "WAFSTREAM_TOPIC_CLOUD_WAF"),
+    ("worker.topic_siem", "WAFSTREAM_TOPIC_SIEM"),
     ("worker.dlq_topic", "WAFSTREAM_DLQ_TOPIC"),
     ("worker.max_inflight", "WAFSTREAM_MAX_INFLIGHT"),
     ("worker.exit_when_idle_ms", "WAFSTREAM_EXIT_WHEN_IDLE_MS"),
@@ -431,6 +440,22 @@ fn cross_checks(v: &BTreeMap<&'static str, String>) -> Vec<String> {
     let tls_on = get("WAFSTREAM_LISTEN_TLS").is_some_and(|t| !t.is_empty() && !t.eq_ignore_ascii_case("off"));
     if tls_on && (get("WAFSTREAM_TLS_CERT").is_none() || get("WAFSTREAM_TLS_KEY").is_none()) {
         p.push("listen.tls is set: listen.tls_cert and listen.tls_key are required".into());
+    }
+    let hec_on = get("WAFSTREAM_LISTEN_HEC").is_some_and(|t| !t.is_empty() && !t.eq_ignore_ascii_case("off"));
+    if hec_on && get("WAFSTREAM_HEC_TOKENS").is_none() && get("WAFSTREAM_HEC_TOKEN_FILES").is_none() {
+        p.push("hec.listen is set: at least one of hec.tokens or hec.token_files is required".into());
+    }
+    if get("WAFSTREAM_HEC_TLS").is_some_and(|t| t == "true")
+        && (get("WAFSTREAM_TLS_CERT").is_none() || get("WAFSTREAM_TLS_KEY").is_none())
+    {
+        p.push("hec.tls is set: listen.tls_cert and listen.tls_key are required".into());
+    }
+    if let Some(files) = get("WAFSTREAM_HEC_TOKEN_FILES") {
+        for f in files.split(',').filter(|f| !f.is_empty()) {
+            if !Path::new(f).is_file() {
+                p.push(format!("hec.token_files: {f:?}: no such file"));
+            }
+        }
     }
     for (key, env) in [
         ("listen.tls_cert", "WAFSTREAM_TLS_CERT"),

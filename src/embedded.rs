@@ -31,6 +31,8 @@ pub struct Config {
     pub pull: Option<ingress::pull::Config>,
     /// S3 bucket (Imperva's push to a bucket) to collect from.
     pub s3: Option<ingress::s3::Config>,
+    /// The Splunk-HEC-compatible push receiver.
+    pub hec: Option<ingress::hec::Config>,
     pub limits: Limits,
     pub bus_capacity: usize,
 }
@@ -138,6 +140,22 @@ pub async fn start(cfg: Config, on_listen: impl Fn(&str, SocketAddr)) -> anyhow:
             s,
             queue,
             cfg.limits.clone(),
+            stats.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(hc) = cfg.hec.clone() {
+        let l = TcpListener::bind(hc.addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("binding hec {}: {e}", hc.addr))?;
+        on_listen("hec", l.local_addr()?);
+        let hec_stats = Arc::new(ingress::hec::Stats::default());
+        crate::telemetry::global().register("hec", hec_stats.clone());
+        tasks.push(tokio::spawn(ingress::hec::serve(
+            l,
+            hc,
+            tx.clone(),
+            hec_stats,
             stats.clone(),
             stop_rx.clone(),
         )));

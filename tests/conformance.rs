@@ -36,6 +36,7 @@ fn map_line(line: &str, opts: Options) -> Value {
         offset: None,
         tz: None,
         occurrence: None,
+        ..FrameMeta::default()
     };
     let mut out = Vec::new();
     let m = mapper.map(line.as_bytes(), &meta, None, &mut out);

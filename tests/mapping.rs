@@ -14,6 +14,7 @@ fn meta() -> FrameMeta<'static> {
         offset: None,
         tz: None,
         occurrence: None,
+        ..FrameMeta::default()
     }
 }
 

@@ -432,6 +432,58 @@ pub struct S3Args {
     pub s3_request_timeout_ms: u64,
 }
 
+/// The Splunk-HEC-compatible push receiver (`run`, `ingress`): Imperva's SIEM log
+/// configuration with destination type Splunk, and any other HEC sender.
+#[derive(Debug, Clone, Args)]
+pub struct HecArgs {
+    /// HEC listen address (`POST /services/collector/event`, `/raw`, `/ack`, `GET .../health`);
+    /// off unless set. Needs at least one `--hec-token`.
+    #[arg(long = "listen-hec", default_value = "off", value_name = "IP:PORT|off", env = "WAFSTREAM_LISTEN_HEC", value_parser = addr_or_off)]
+    pub listen_hec: String,
+    /// Serve HEC over HTTPS with `--tls-cert`/`--tls-key` (and `--tls-client-ca` to require
+    /// client certificates), as the syslog TLS listener.
+    #[arg(long = "hec-tls", env = "WAFSTREAM_HEC_TLS")]
+    pub hec_tls: bool,
+    /// An accepted token, `name=token` (the name labels metrics and logs; the token is never
+    /// shown) or a bare token; repeat (or comma-separate) for several.
+    #[arg(
+        long = "hec-token",
+        value_name = "NAME=TOKEN",
+        env = "WAFSTREAM_HEC_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub hec_tokens: Vec<String>,
+    /// Files holding one token each (`name=token` or a bare token; named after the file when
+    /// bare), e.g. Kubernetes secrets mounted as files; repeatable.
+    #[arg(
+        long = "hec-token-file",
+        value_name = "FILE",
+        env = "WAFSTREAM_HEC_TOKEN_FILES",
+        value_delimiter = ','
+    )]
+    pub hec_token_files: Vec<std::path::PathBuf>,
+    /// Largest request body, before and after gzip decoding (413 above it).
+    #[arg(long = "hec-max-body-bytes", default_value_t = 16 * 1024 * 1024, value_name = "BYTES", env = "WAFSTREAM_HEC_MAX_BODY_BYTES", value_parser = at_least_one)]
+    pub hec_max_body_bytes: usize,
+    /// Most events in one request (413 above it).
+    #[arg(long = "hec-max-events", default_value_t = 100_000, value_name = "N", env = "WAFSTREAM_HEC_MAX_EVENTS", value_parser = at_least_one)]
+    pub hec_max_events: usize,
+    /// Requests handled at once; more are answered `503 Server is busy` (code 9).
+    #[arg(long = "hec-max-requests", default_value_t = 64, value_name = "N", env = "WAFSTREAM_HEC_MAX_REQUESTS", value_parser = at_least_one)]
+    pub hec_max_requests: usize,
+    /// How long a request without a channel waits for every event to be accepted downstream
+    /// before it is answered `503` (the events may still arrive: the sender's retry can
+    /// duplicate them, never lose them).
+    #[arg(
+        long = "hec-ack-timeout-ms",
+        default_value_t = 30_000,
+        value_name = "MS",
+        env = "WAFSTREAM_HEC_ACK_TIMEOUT_MS"
+    )]
+    pub hec_ack_timeout_ms: u64,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -442,6 +494,8 @@ pub struct RunArgs {
     pub pull: PullArgs,
     #[command(flatten)]
     pub s3: S3Args,
+    #[command(flatten)]
+    pub hec: HecArgs,
     /// Documents go here (`-` = stdout). A file is appended to, never truncated (a last line
     /// cut short by a crash is removed first).
     #[arg(long, default_value = "-", value_name = "FILE", env = "WAFSTREAM_OUTPUT")]
@@ -647,6 +701,8 @@ pub struct IngressArgs {
     pub pull: PullArgs,
     #[command(flatten)]
     pub s3: S3Args,
+    #[command(flatten)]
+    pub hec: HecArgs,
     /// Time zone of the senders' device clocks (IANA name or `±HHMM`), carried in each raw
     /// record's headers so workers read zone-less times correctly.
     #[arg(long = "tz", value_name = "ZONE", env = "WAFSTREAM_TZ", value_parser = zone)]
@@ -678,6 +734,9 @@ pub struct WorkerArgs {
     /// Output topic for `imperva_cloud_waf.event` documents.
     #[arg(long, default_value = "imperva.ecs.cloud_waf", env = "WAFSTREAM_TOPIC_CLOUD_WAF")]
     pub topic_cloud_waf: String,
+    /// Output topic for `imperva.siem` documents (JSON events of producers with no mapping yet).
+    #[arg(long, default_value = "imperva.ecs.siem", env = "WAFSTREAM_TOPIC_SIEM")]
+    pub topic_siem: String,
     /// Dead-letter topic.
     #[arg(long, default_value = "imperva.dlq", env = "WAFSTREAM_DLQ_TOPIC")]
     pub dlq_topic: String,

@@ -128,10 +128,69 @@ fn s3_config(a: &super::S3Args, l: &ListenArgs) -> anyhow::Result<Option<crate::
     }))
 }
 
+/// The HEC receiver's settings, with its tokens read from flags, variables and files.
+fn hec_config(
+    h: &super::HecArgs,
+    l: &ListenArgs,
+    drain: Duration,
+) -> anyhow::Result<Option<crate::ingress::hec::Config>> {
+    use crate::ingress::hec::HecToken;
+    let Some(a) = addr(&h.listen_hec, "hec")? else {
+        return Ok(None);
+    };
+    let mut tokens = Vec::new();
+    for spec in h.hec_tokens.iter().filter(|s| !s.trim().is_empty()) {
+        tokens.push(HecToken::parse(spec, tokens.len() + 1)?);
+    }
+    for f in &h.hec_token_files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("reading --hec-token-file {}", f.display()))?;
+        let mut t = HecToken::parse(text.trim(), tokens.len() + 1)
+            .with_context(|| format!("--hec-token-file {}", f.display()))?;
+        if !text.contains('=') {
+            t.name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or(t.name);
+        }
+        tokens.push(t);
+    }
+    if tokens.is_empty() {
+        anyhow::bail!("--listen-hec needs at least one --hec-token or --hec-token-file");
+    }
+    let mut names = std::collections::HashSet::new();
+    for t in &tokens {
+        if !names.insert(t.name.as_str()) {
+            anyhow::bail!("HEC token name {:?} is given twice", t.name);
+        }
+    }
+    let tls = if h.hec_tls {
+        let (Some(cert), Some(key)) = (&l.tls_cert, &l.tls_key) else {
+            anyhow::bail!("--hec-tls needs --tls-cert and --tls-key");
+        };
+        let acceptor = crate::ingress::tls::acceptor(cert, key, l.tls_client_ca.as_deref())?;
+        Some((acceptor, Duration::from_millis(l.tls_handshake_timeout_ms.max(1))))
+    } else {
+        None
+    };
+    Ok(Some(crate::ingress::hec::Config {
+        addr: a,
+        tls,
+        tokens,
+        max_body_bytes: h.hec_max_body_bytes,
+        max_events: h.hec_max_events,
+        max_requests: h.hec_max_requests,
+        ack_timeout: Duration::from_millis(h.hec_ack_timeout_ms.max(1)),
+        max_message_bytes: l.max_message_bytes,
+        drain,
+        header_timeout: Duration::from_millis(l.idle_timeout_ms.clamp(1, 60_000)),
+    }))
+}
+
 fn listen_config(
     l: &ListenArgs,
     p: &super::PullArgs,
     s3: &super::S3Args,
+    hec: &super::HecArgs,
     drain_timeout_ms: u64,
 ) -> anyhow::Result<Config> {
     let tls = match addr(&l.listen_tls, "tls")? {
@@ -174,6 +233,7 @@ fn listen_config(
         files,
         pull: pull_config(p, l)?,
         s3: s3_config(s3, l)?,
+        hec: hec_config(hec, l, drain_timeout(drain_timeout_ms).mul_f64(0.6))?,
         limits: Limits {
             max_message_bytes: l.max_message_bytes,
             max_connections: l.max_connections,
@@ -188,9 +248,10 @@ fn listen_config(
         && cfg.files.is_none()
         && cfg.pull.is_none()
         && cfg.s3.is_none()
+        && cfg.hec.is_none()
     {
         anyhow::bail!(
-            "nothing to read: --listen-tcp, --listen-udp and --listen-tls are off and no --file, --pull-url or --s3-bucket is given"
+            "nothing to read: --listen-tcp, --listen-udp, --listen-tls and --listen-hec are off and no --file, --pull-url or --s3-bucket is given"
         );
     }
     Ok(cfg)
@@ -215,7 +276,13 @@ fn metrics(args: &super::TelemetryArgs, rt: &tokio::runtime::Runtime) -> anyhow:
 pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = args.mapping.options()?;
     let procs = opts.processors.clone();
-    let cfg = listen_config(&args.listen, &args.pull, &args.s3, args.drain.drain_timeout_ms)?;
+    let cfg = listen_config(
+        &args.listen,
+        &args.pull,
+        &args.s3,
+        &args.hec,
+        args.drain.drain_timeout_ms,
+    )?;
     let docs: Box<dyn Write + Send> = if args.output == "-" {
         Box::new(BufWriter::with_capacity(1 << 16, io::stdout()))
     } else {
@@ -281,7 +348,13 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 /// `wafstream ingress`: sources → raw topic (no mapping). File checkpoints advance only over
 /// frames the broker acknowledged.
 pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
-    let cfg = listen_config(&args.listen, &args.pull, &args.s3, args.drain.drain_timeout_ms)?;
+    let cfg = listen_config(
+        &args.listen,
+        &args.pull,
+        &args.s3,
+        &args.hec,
+        args.drain.drain_timeout_ms,
+    )?;
     if let Some(tz) = &args.tz {
         if crate::parse::time::Zone::parse(tz).is_none() {
             anyhow::bail!("--tz {tz:?}: not an IANA zone or ±HHMM offset");
@@ -337,6 +410,7 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         raw_topic: args.kafka.raw_topic,
         topic_securesphere: args.topic_securesphere,
         topic_cloud_waf: args.topic_cloud_waf,
+        topic_siem: args.topic_siem,
         dlq_topic: args.dlq_topic,
         max_inflight: args.max_inflight,
         threads: args.threads.unwrap_or_else(crate::pipeline::default_threads).max(1),

@@ -876,6 +876,7 @@ pub fn recycle<T, U>(mut v: Vec<T>) -> Vec<U> {
 pub const EXTRA_OBJECTS: &[&str] = &[
     "fields",
     "imperva.securesphere.extensions",
+    "imperva.siem",
     "imperva_cloud_waf.event.extensions",
     "labels",
 ];

@@ -53,6 +53,8 @@ impl std::str::FromStr for Profile {
 pub enum Dataset {
     SecureSphere,
     CloudWaf,
+    /// JSON events of Imperva producers with no mapping yet (pushed over HEC), kept whole.
+    Siem,
 }
 
 impl Dataset {
@@ -60,6 +62,7 @@ impl Dataset {
         match self {
             Dataset::SecureSphere => "imperva.securesphere",
             Dataset::CloudWaf => "imperva_cloud_waf.event",
+            Dataset::Siem => "imperva.siem",
         }
     }
 
@@ -142,6 +145,10 @@ pub struct FrameMeta<'a> {
     /// Where the occurrence came from when there is no file position (see
     /// [`crate::bus::RawFrame::occurrence`]).
     pub occurrence: Option<u64>,
+    /// The sender's name for the kind of event (HEC `sourcetype`).
+    pub sourcetype: Option<&'a str>,
+    /// The event's time as its sender stated it (HEC `time`), epoch ms.
+    pub time_ms: Option<i64>,
 }
 
 /// Result of mapping one frame.
@@ -177,6 +184,9 @@ pub struct Counters {
 pub struct Stats {
     pub securesphere: AtomicU64,
     pub cloud_waf: AtomicU64,
+    pub siem: AtomicU64,
+    /// `imperva.siem` documents by the sender's `sourcetype` (`""` when it gave none).
+    pub siem_sourcetypes: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
     pub dead_letters: AtomicU64,
     pub invalid_utf8: AtomicU64,
     pub field_errors: AtomicU64,
@@ -187,6 +197,7 @@ impl Stats {
         match d {
             Dataset::SecureSphere => &self.securesphere,
             Dataset::CloudWaf => &self.cloud_waf,
+            Dataset::Siem => &self.siem,
         }
         .fetch_add(1, Relaxed);
     }
@@ -201,8 +212,24 @@ impl crate::telemetry::Source for Stats {
             &[
                 (Dataset::SecureSphere.name(), self.securesphere.load(Relaxed)),
                 (Dataset::CloudWaf.name(), self.cloud_waf.load(Relaxed)),
+                (Dataset::Siem.name(), self.siem.load(Relaxed)),
             ],
         );
+        let by_type: Vec<(Vec<String>, u64)> = self
+            .siem_sourcetypes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (vec![k.clone()], *v))
+            .collect();
+        if !by_type.is_empty() {
+            out.counter_labels(
+                "wafstream_siem_documents_total",
+                "JSON events with no mapping yet, kept whole in imperva.siem documents, by the sender's sourcetype.",
+                &["sourcetype"],
+                &by_type,
+            );
+        }
         out.counters(&[
             (
                 "wafstream_dead_letters_total",
@@ -308,6 +335,13 @@ impl Mapper {
             Ok(mut s) => (std::mem::take(&mut s.fields), std::mem::take(&mut s.storage)),
             Err(_) => (Vec::new(), doc::Storage::default()),
         };
+        if text.trim_start().starts_with('{') {
+            if let Ok(mut s) = self.scratch.try_borrow_mut() {
+                s.fields = doc::recycle(fields);
+                s.storage = storage.recycle();
+            }
+            return self.map_json(&text, frame, meta, out);
+        }
         let rec = match parse_event_into(&text, w3c, doc::recycle(fields)) {
             Ok(r) => r,
             Err(e) => return self.dead_letter(frame, meta, &e.to_string(), out),
@@ -333,6 +367,8 @@ impl Mapper {
             Profile::Elastic => match dataset {
                 Dataset::SecureSphere => elastic::securesphere(&mut ctx, &mut d),
                 Dataset::CloudWaf => elastic::cloud_waf(&mut ctx, &mut d),
+                // Only JSON events are `imperva.siem`; they do not come this way.
+                Dataset::Siem => {}
             },
             Profile::Sekoia => sekoia::map(&mut ctx, &mut d, dataset),
         }
@@ -368,6 +404,95 @@ impl Mapper {
         if let Ok(mut s) = self.scratch.try_borrow_mut() {
             s.storage = storage.recycle();
             s.fields = doc::recycle(rec.fields);
+        }
+        Mapped {
+            dataset: Some(dataset),
+            id,
+            error: None,
+            dropped,
+        }
+    }
+
+    /// A JSON object event (a producer with no mapping yet, pushed over HEC): an
+    /// `imperva.siem` document with the object's members under `imperva.siem.*` as they came,
+    /// the sender's `sourcetype` as `event.provider` and its `time` (else the receive time) as
+    /// `@timestamp`. Text that starts like an object but is not one is a dead letter.
+    fn map_json(&self, text: &str, frame: &[u8], meta: &FrameMeta<'_>, out: &mut Vec<u8>) -> Mapped {
+        let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text.trim()) {
+            Ok(o) => o,
+            Err(e) => return self.dead_letter(frame, meta, &format!("invalid JSON object: {e}"), out),
+        };
+        let dataset = Dataset::Siem;
+        let o = &self.opts;
+        let mut d = Doc::with_capacity(24);
+        d.put(
+            p!("@timestamp"),
+            Val::Ts(meta.time_ms.unwrap_or(meta.received_ms), TsStyle::Millis),
+        );
+        d.str(p!("ecs.version"), "8.17.0");
+        d.str(p!("data_stream.type"), "logs");
+        d.str(p!("data_stream.dataset"), dataset.name());
+        d.str(p!("data_stream.namespace"), o.namespace.as_str());
+        d.str(p!("event.dataset"), dataset.name());
+        d.str(p!("event.module"), "imperva");
+        d.str(p!("event.kind"), "event");
+        if let Some(st) = meta.sourcetype {
+            d.str(p!("event.provider"), st);
+        }
+        if !meta.input.is_empty() {
+            d.str(p!("input.type"), meta.input);
+        }
+        if let Some(p) = meta.peer {
+            d.str(p!("log.source.address"), p);
+        }
+        if let Some(s) = meta.source {
+            d.str(p!("log.file.path"), s);
+        }
+        if let Some(off) = meta.offset {
+            d.put(p!("log.offset"), Val::UInt(off));
+        }
+        if o.preserve_original_event {
+            d.str(p!("event.original"), text.trim_end_matches(['\r', '\n', '\0']));
+        }
+        if !o.tags.is_empty() {
+            d.strs(p!("tags"), o.tags.iter().map(|t| Cow::Borrowed(t.as_str())).collect());
+        }
+        for (k, v) in &obj {
+            // A member name is one key of `imperva.siem`, whatever it contains.
+            let key = if k.is_empty() || k.contains('.') {
+                Cow::Owned(if k.is_empty() {
+                    "_".to_string()
+                } else {
+                    k.replace('.', "_")
+                })
+            } else {
+                Cow::Borrowed(k.as_str())
+            };
+            let val = match v {
+                serde_json::Value::String(s) => Val::Str(Cow::Borrowed(s.as_str())),
+                other => Val::Json(Cow::Owned(other.to_string())),
+            };
+            d.put_dynamic("imperva.siem", &key, val);
+        }
+        let id = hex128(xxhash_rust::xxh3::xxh3_128(frame) ^ source_hash(meta) ^ 2);
+        if o.emit_id {
+            d.string(p!("_id"), Cow::Borrowed(id.as_str()));
+        }
+        let dropped = match &o.processors {
+            Some(p) => p.apply(&mut d, meta.input) == processors::Verdict::Drop,
+            None => false,
+        };
+        if dropped {
+            d.discard();
+        } else {
+            let s = stats();
+            s.document(dataset);
+            *s.siem_sourcetypes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(meta.sourcetype.unwrap_or("").to_string())
+                .or_insert(0) += 1;
+            d.write(out);
         }
         Mapped {
             dataset: Some(dataset),

@@ -41,6 +41,7 @@ pub const PATHS: &[&str] = &[
     "event.kind",
     "event.module",
     "event.original",
+    "event.provider",
     "event.reason",
     "event.severity",
     "event.start",

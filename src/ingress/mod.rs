@@ -8,6 +8,7 @@
 
 pub mod files;
 pub mod framing;
+pub mod hec;
 pub mod imperva_file;
 pub mod lines;
 pub mod pull;

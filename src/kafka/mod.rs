@@ -2,7 +2,7 @@
 //!
 //! Raw topic record = the frame's bytes exactly as received; headers carry what parsing needs
 //! and cannot be recovered later (`wafstream.received_ms`, `.peer`, `.input`, `.source`, `.offset`,
-//! `.truncated_from`, `.tz`, `.w3c_fields`);
+//! `.truncated_from`, `.tz`, `.w3c_fields`, and for HEC events `.sourcetype` and `.time_ms`);
 //! records have no key, so the producer spreads them over every partition however few
 //! connections carry them. Nothing downstream needs their order: each record is mapped alone
 //! (a W3C line carries its columns in a header, a file line its file and line number), and the
@@ -28,6 +28,10 @@ pub const H_OFFSET: &str = "wafstream.offset";
 pub const H_TZ: &str = "wafstream.tz";
 /// The W3C columns of the frame's file (`#Fields:` names, space-separated).
 pub const H_W3C: &str = "wafstream.w3c_fields";
+/// The sender's name for the kind of event (HEC `sourcetype`).
+pub const H_SOURCETYPE: &str = "wafstream.sourcetype";
+/// The event's time as its sender stated it (HEC `time`), epoch ms.
+pub const H_TIME: &str = "wafstream.time_ms";
 pub const H_DATASET: &str = "wafstream.dataset";
 pub const H_ID: &str = "wafstream.id";
 pub const H_ERROR: &str = "wafstream.error";
@@ -115,6 +119,19 @@ pub fn raw_headers(f: &RawFrame, tz: Option<&str>) -> OwnedHeaders {
         h = h.insert(Header {
             key: H_W3C,
             value: Some(names.as_bytes()),
+        });
+    }
+    if let Some(st) = &f.sourcetype {
+        h = h.insert(Header {
+            key: H_SOURCETYPE,
+            value: Some(st.as_bytes()),
+        });
+    }
+    if let Some(t) = f.time_ms {
+        let t = t.to_string();
+        h = h.insert(Header {
+            key: H_TIME,
+            value: Some(t.as_bytes()),
         });
     }
     if let Some(t) = f.truncated_from {

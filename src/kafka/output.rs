@@ -19,6 +19,7 @@ use crate::sink::{Ack, Delivery, Output, Sink, SinkError};
 pub struct Topics {
     pub securesphere: String,
     pub cloud_waf: String,
+    pub siem: String,
     pub dlq: String,
 }
 
@@ -78,6 +79,7 @@ impl Sink for KafkaSink {
         let topic = match out.dataset {
             Some(Dataset::SecureSphere) => self.topics.securesphere.clone(),
             Some(Dataset::CloudWaf) => self.topics.cloud_waf.clone(),
+            Some(Dataset::Siem) => self.topics.siem.clone(),
             None => self.topics.dlq.clone(),
         };
         let mut headers = OwnedHeaders::new().insert(Header {

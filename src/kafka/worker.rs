@@ -19,7 +19,10 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 
 use super::output::{KafkaSink, Topics};
-use super::{ClientSettings, H_INPUT, H_OFFSET, H_PEER, H_RECEIVED, H_SOURCE, H_TRUNCATED, H_TZ, H_W3C, header};
+use super::{
+    ClientSettings, H_INPUT, H_OFFSET, H_PEER, H_RECEIVED, H_SOURCE, H_SOURCETYPE, H_TIME, H_TRUNCATED, H_TZ, H_W3C,
+    header,
+};
 use crate::bus::{self, Progress, RawFrame, Token};
 use crate::ecs::Options;
 use crate::parse::W3cFields;
@@ -34,6 +37,7 @@ pub struct Config {
     pub raw_topic: String,
     pub topic_securesphere: String,
     pub topic_cloud_waf: String,
+    pub topic_siem: String,
     pub dlq_topic: String,
     /// Outputs in flight before the worker waits for acknowledgements.
     pub max_inflight: usize,
@@ -216,6 +220,7 @@ pub async fn run(
         Topics {
             securesphere: cfg.topic_securesphere.clone(),
             cloud_waf: cfg.topic_cloud_waf.clone(),
+            siem: cfg.topic_siem.clone(),
             dlq: cfg.dlq_topic.clone(),
         },
         cfg.give_up_after,
@@ -317,6 +322,7 @@ struct Recent {
     peer: Option<Arc<str>>,
     source: Option<Arc<str>>,
     tz: Option<Arc<str>>,
+    sourcetype: Option<Arc<str>>,
     w3c: Option<(String, Arc<W3cFields>)>,
 }
 
@@ -377,6 +383,8 @@ fn frame(m: &BorrowedMessage<'_>, recent: &mut Recent, token: Token) -> RawFrame
         occurrence,
         tz: shared(&mut recent.tz, header(h, H_TZ)),
         w3c,
+        sourcetype: shared(&mut recent.sourcetype, header(h, H_SOURCETYPE)),
+        time_ms: header(h, H_TIME).and_then(|v| v.parse().ok()),
         token,
         ..RawFrame::default()
     }

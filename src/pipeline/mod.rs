@@ -107,6 +107,8 @@ pub fn map_frame(mapper: &Mapper, f: &RawFrame, out: &mut Vec<u8>) -> crate::ecs
         offset: f.offset,
         tz: f.tz.as_deref(),
         occurrence: f.occurrence,
+        sourcetype: f.sourcetype.as_deref(),
+        time_ms: f.time_ms,
     };
     match f.refusal() {
         Some(reason) => mapper.dead_letter(&f.bytes, &meta, &reason, out),
