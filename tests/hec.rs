@@ -71,39 +71,7 @@ fn stop(mut h: Hec) -> String {
     all
 }
 
-/// One HTTP/1.1 request on its own connection: (status, JSON body or the text as a string).
-fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).expect("write head");
-    // A body the server refuses by its length is answered before it is sent.
-    let _ = s.write_all(body);
-    response(s)
-}
-
-fn response(mut s: TcpStream) -> (u16, Value) {
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let text = String::from_utf8_lossy(&resp);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    (
-        status,
-        serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_string())),
-    )
-}
+use support::http_request as request;
 
 fn splunk() -> String {
     format!("Splunk {TOKEN}")

@@ -1050,24 +1050,6 @@ fn documents_a_processor_drops_have_their_offsets_committed() {
     );
 }
 
-/// One HTTP/1.1 POST to the HEC listener on its own connection: (status, JSON body).
-fn hec_post(addr: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
-    use std::io::Read;
-    let mut s = TcpStream::connect(addr).expect("connect hec");
-    s.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Splunk {token}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("write");
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
-}
-
 /// HEC into `ingress`: a 200 only once the broker has every event (acks=all); with the broker
 /// down, requests are answered 503 (first when their acknowledgement times out, then at once
 /// when the bus is full) and a sender that retries them after the broker is back loses
@@ -1117,17 +1099,17 @@ fn hec_through_ingress_answers_after_the_broker_and_waits_out_an_outage() {
             .collect()
     };
     let path = "/services/collector/event";
-    let (s, body) = hec_post(&hec, path, token, &request(0, 100));
+    let (s, body) = support::hec_post(&hec, path, token, &request(0, 100));
     assert_eq!((s, &body), (200, &serde_json::json!({"text": "Success", "code": 0})));
     let abp = serde_json::json!({"event": {"kind": "ABP", "score": 3}, "sourcetype": "imperva:abp"}).to_string();
-    assert_eq!(hec_post(&hec, path, token, &abp).0, 200);
+    assert_eq!(support::hec_post(&hec, path, token, &abp).0, 200);
 
     b.stop();
     let mut next = 100;
     let mut refused: Vec<(usize, usize)> = Vec::new();
     let busy_at = Instant::now();
     loop {
-        let (s, body) = hec_post(&hec, path, token, &request(next, 200));
+        let (s, body) = support::hec_post(&hec, path, token, &request(next, 200));
         assert_ne!(s, 200, "a 200 while the broker is down: {body}");
         assert_eq!((s, body["code"].as_u64()), (503, Some(9)), "{body}");
         refused.push((next, 200));
@@ -1160,7 +1142,7 @@ fn hec_through_ingress_answers_after_the_broker_and_waits_out_an_outage() {
     let deadline = Instant::now() + Duration::from_secs(120);
     for (from, n) in &refused {
         loop {
-            let (s, body) = hec_post(&hec, path, token, &request(*from, *n));
+            let (s, body) = support::hec_post(&hec, path, token, &request(*from, *n));
             if s == 200 {
                 break;
             }

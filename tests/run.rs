@@ -17,6 +17,7 @@ struct Running {
     udp: String,
     tls: String,
     metrics: String,
+    hec: String,
     stderr: std::sync::mpsc::Receiver<String>,
 }
 
@@ -40,15 +41,19 @@ fn start(out: &std::path::Path, extra: &[&str]) -> Running {
     if extra.contains(&"--metrics-addr") {
         want.push("metrics");
     }
+    if extra.contains(&"--listen-hec") {
+        want.push("hec");
+    }
     let mut at = support::listening(&rx, &want);
     let mut take = |k: &str| at.remove(k).unwrap_or_default();
-    let (tcp, udp, tls, metrics) = (take("tcp"), take("udp"), take("tls"), take("metrics"));
+    let (tcp, udp, tls, metrics, hec) = (take("tcp"), take("udp"), take("tls"), take("metrics"), take("hec"));
     Running {
         child,
         tcp,
         udp,
         tls,
         metrics,
+        hec,
         stderr: rx,
     }
 }
@@ -458,6 +463,57 @@ fn run_installs_templates_at_start_and_writes_to_opensearch() {
     let summary = stop(r);
     assert!(summary.contains("1 written"), "{summary}");
     assert_eq!(os.count(&format!("logs-imperva.securesphere-{ns}")), 1);
+}
+
+/// HEC into `run` with the search engine as the sink: a 200 once OpenSearch has the documents;
+/// JSON events of producers with no mapping land in `logs-imperva.siem-*`, whose template maps
+/// their members as one flat object, so two producers' clashing shapes both index.
+#[test]
+fn hec_events_reach_opensearch_json_ones_in_the_siem_data_stream() {
+    let Some(os) = support::services::opensearch() else {
+        return;
+    };
+    let ns = support::services::unique_namespace();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.ndjson");
+    let r = start(
+        &out,
+        &[
+            "--es-url",
+            &os.url,
+            "--es-setup",
+            "--namespace",
+            &ns,
+            "--es-flush-interval-ms",
+            "20",
+            "--listen-hec",
+            "127.0.0.1:0",
+            "--hec-token",
+            "imperva=run-hec-token",
+        ],
+    );
+    let body = [
+        serde_json::json!({"event": format!("<14>{SS}"), "sourcetype": "imperva:securesphere"}),
+        serde_json::json!({"event": {"client": {"ip": "198.51.100.7"}, "score": 12}, "sourcetype": "imperva:abp"}),
+        // The same member with another shape (a string where the other had an object).
+        serde_json::json!({"event": {"client": "mobile-app", "score": "high"}, "sourcetype": "imperva:ato"}),
+    ]
+    .iter()
+    .map(|e| e.to_string())
+    .collect::<String>();
+    let (s, b) = support::hec_post(&r.hec, "/services/collector/event", "run-hec-token", &body);
+    assert_eq!((s, &b), (200, &serde_json::json!({"text": "Success", "code": 0})));
+    // Acknowledged means written: no waiting needed before counting.
+    assert_eq!(os.count(&format!("logs-imperva.securesphere-{ns}")), 1);
+    let siem = os.docs(&format!("logs-imperva.siem-{ns}"));
+    let summary = stop(r);
+    assert_eq!(siem.len(), 2, "{summary}");
+    let mut providers: Vec<&str> = siem.iter().filter_map(|d| d["event"]["provider"].as_str()).collect();
+    providers.sort();
+    assert_eq!(providers, ["imperva:abp", "imperva:ato"]);
+    let (_, mapping) = os.request("GET", &format!("/logs-imperva.siem-{ns}/_mapping"), None);
+    let text = mapping.to_string();
+    assert!(text.contains(r#""siem":{"type":"flat_object"}"#), "{text}");
 }
 
 /// `--es-setup` as Elasticsearch 8 takes it (noida-db; `flattened` is Elasticsearch's only).

@@ -1,5 +1,6 @@
 //! `wafstream es-setup`: the component and index templates that give the data streams
-//! `logs-imperva.securesphere-*`, `logs-imperva_cloud_waf.event-*` and the dead letters' stream
+//! `logs-imperva.securesphere-*`, `logs-imperva_cloud_waf.event-*`, `logs-imperva.siem-*` (JSON
+//! events pushed over HEC, kept whole as one flattened field) and the dead letters' stream
 //! their ECS field types (ip, date, long, geo_point, boolean, wildcard, flattened JSON), as
 //! Elastic's integrations map the same fields. Generated from the field paths the mappers write
 //! (`ecs::paths`), so a new field cannot be forgotten. Running it again is safe.
@@ -26,6 +27,7 @@ pub const INDEX_TEMPLATES: &[(&str, &str)] = &[
         "wafstream-logs-imperva_cloud_waf.event",
         "logs-imperva_cloud_waf.event-*",
     ),
+    ("wafstream-logs-imperva.siem", "logs-imperva.siem-*"),
     ("wafstream-logs-wafstream.dead_letter", "logs-wafstream.dead_letter-*"),
 ];
 
@@ -146,6 +148,15 @@ pub fn properties() -> Value {
                 .expect("object node");
         }
         cur.insert(segs[segs.len() - 1].to_string(), ty);
+    }
+    // JSON events of producers with no mapping yet: their members, whatever their shapes,
+    // as one flattened field (no mapping explosion, no type conflicts between producers).
+    if let Some(imperva) = root
+        .get_mut("imperva")
+        .and_then(|i| i.get_mut("properties"))
+        .and_then(Value::as_object_mut)
+    {
+        imperva.insert("siem".into(), json!({"type": "flattened"}));
     }
     Value::Object(root)
 }

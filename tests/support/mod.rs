@@ -499,6 +499,56 @@ pub fn http(addr: &str, method: &str, path: &str) -> (String, String) {
     (head.lines().next().unwrap_or("").to_string(), body.to_string())
 }
 
+/// One HTTP/1.1 request on its own connection (`Connection: close`): the status and the body
+/// as JSON (or as a JSON string when it is not JSON). A body the server refuses from its
+/// headers alone may not be sent whole: write errors are ignored, the answer is read.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).expect("write head");
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (
+        status,
+        serde_json::from_str(body).unwrap_or_else(|_| serde_json::Value::String(body.to_string())),
+    )
+}
+
+/// A HEC `POST` with `Authorization: Splunk <token>`.
+pub fn hec_post(addr: &str, path: &str, token: &str, body: &str) -> (u16, serde_json::Value) {
+    http_request(
+        addr,
+        "POST",
+        path,
+        &[("Authorization", &format!("Splunk {token}"))],
+        body.as_bytes(),
+    )
+}
+
 /// The value of one sample line (`name{labels} value`) in a Prometheus text scrape.
 pub fn sample(scrape: &str, series: &str) -> Option<f64> {
     scrape
