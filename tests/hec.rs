@@ -589,3 +589,95 @@ fn https_with_and_without_client_certificates() {
         "{scrape}"
     );
 }
+
+/// `--hec-max-requests 1`: while a request is still sending its body, another is answered
+/// `503 Server is busy` (counted as `too_many_requests`), and served once the first is done.
+/// A token given in a file (`--hec-token-file`) authenticates, named after the file.
+#[test]
+fn request_limit_answers_busy_and_token_files_authenticate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.ndjson");
+    let token_file = dir.path().join("edge");
+    std::fs::write(&token_file, "file-token-0123\n").expect("write");
+    let h = start(
+        &out,
+        &[
+            "--hec-max-requests",
+            "1",
+            "--hec-token-file",
+            token_file.to_str().unwrap(),
+        ],
+    );
+    let a = h.addr.as_str();
+    let file_auth = [("Authorization", "Splunk file-token-0123")];
+    let slow_body = envelope(json!(cloud(0)), json!({}));
+    let mut slow = TcpStream::connect(a).expect("connect");
+    write!(
+        slow,
+        "POST /services/collector/event HTTP/1.1\r\nHost: {a}\r\nConnection: close\r\nAuthorization: Splunk {TOKEN}\r\nContent-Length: {}\r\n\r\n{}",
+        slow_body.len(),
+        &slow_body[..10]
+    )
+    .expect("write");
+    // The slow request holds the only slot once it is counted (the count and the slot are
+    // taken in one step, before its body is read).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let scrape = support::http(&h.metrics, "GET", "/metrics").1;
+        if series(&scrape, "wafstream_hec_requests_total", &[("token", "imperva")]) == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow request was never counted: {scrape}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (s, refused) = request(
+        a,
+        "POST",
+        "/services/collector/event",
+        &file_auth,
+        envelope(json!(cloud(1)), json!({})).as_bytes(),
+    );
+    assert_eq!(s, 503);
+    assert_eq!(refused, json!({"text": "Server is busy", "code": 9}));
+    slow.write_all(&slow_body.as_bytes()[10..]).expect("rest of the body");
+    let mut resp = String::new();
+    slow.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let _ = slow.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let (s, _) = request(
+        a,
+        "POST",
+        "/services/collector/event",
+        &file_auth,
+        envelope(json!(cloud(1)), json!({})).as_bytes(),
+    );
+    assert_eq!(s, 200);
+    let scrape = support::http(&h.metrics, "GET", "/metrics").1;
+    let docs = wait_for_docs(&out, 2);
+    stop(h);
+    assert_eq!(
+        series(
+            &scrape,
+            "wafstream_hec_refused_total",
+            &[("token", "edge"), ("reason", "too_many_requests")]
+        ),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(
+        series(
+            &scrape,
+            "wafstream_hec_events_total",
+            &[("token", "edge"), ("sourcetype", "")]
+        ),
+        Some(1.0),
+        "{scrape}"
+    );
+    let mut ids: Vec<String> = docs.iter().filter_map(file_id).collect();
+    ids.sort();
+    let want: Vec<String> = (0..2).map(|i| (1000 + i).to_string()).collect();
+    assert_eq!(ids, want, "every accepted event once, the refused one not at all");
+}

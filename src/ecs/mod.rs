@@ -487,11 +487,15 @@ impl Mapper {
         } else {
             let s = stats();
             s.document(dataset);
-            *s.siem_sourcetypes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(meta.sourcetype.unwrap_or("").to_string())
-                .or_insert(0) += 1;
+            // Senders choose the sourcetype: past 256 distinct ones, new ones count as `_other`.
+            let mut by_type = s.siem_sourcetypes.lock().unwrap_or_else(|p| p.into_inner());
+            let st = meta.sourcetype.unwrap_or("");
+            let key = if by_type.contains_key(st) || by_type.len() < 256 {
+                st
+            } else {
+                "_other"
+            };
+            *by_type.entry(key.to_string()).or_insert(0) += 1;
             d.write(out);
         }
         Mapped {

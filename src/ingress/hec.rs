@@ -87,6 +87,9 @@ pub struct Config {
     pub header_timeout: Duration,
 }
 
+/// Most (token, sourcetype) pairs counted apart.
+const MAX_SOURCETYPES: usize = 256;
+
 /// Label values and counts of one metric family.
 type Rows = Vec<(Vec<String>, u64)>;
 
@@ -110,6 +113,17 @@ struct Counts {
 impl Stats {
     fn with(&self, f: impl FnOnce(&mut Counts)) {
         f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// `sourcetype` as a label value: senders choose it, so past [`MAX_SOURCETYPES`] distinct
+    /// values new ones are counted as `_other` (the series count stays bounded).
+    fn sourcetype_label(c: &Counts, token: &str, st: &str) -> String {
+        let key = (token.to_string(), st.to_string());
+        if c.events.contains_key(&key) || c.events.len() < MAX_SOURCETYPES {
+            st.to_string()
+        } else {
+            "_other".to_string()
+        }
     }
 
     fn refused(&self, token: &str, reason: &'static str) {
@@ -582,7 +596,12 @@ async fn serve_request(
         }
     }
     let Ok(_permit) = sh.requests.clone().try_acquire_owned() else {
-        return Err(Refusal::busy());
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            9,
+            "Server is busy",
+            "too_many_requests",
+        ));
     };
     let gzip = req
         .headers()
@@ -671,10 +690,8 @@ async fn serve_request(
     sh.ingress.frames.fetch_add(n as u64, Ordering::Relaxed);
     sh.stats.with(|c| {
         for (st, (events, bytes)) in &by_type {
-            let e = c
-                .events
-                .entry((token.to_string(), st.as_deref().unwrap_or("").to_string()))
-                .or_default();
+            let label = Stats::sourcetype_label(c, token, st.as_deref().unwrap_or(""));
+            let e = c.events.entry((token.to_string(), label)).or_default();
             e.0 += events;
             e.1 += bytes;
         }
