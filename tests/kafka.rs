@@ -205,6 +205,13 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
     // What the processes report on /metrics agrees with what arrived.
     let w = support::scrape_until(&wmetrics, "wafstream_worker_offsets_stored_total", total as f64);
     let i = support::scrape_until(imetrics, "wafstream_raw_produced_total", total as f64);
+    // The lag gauge (librdkafka statistics, every 5 s) appears and reads 0 once caught up.
+    let lag = support::scrape_until(&wmetrics, "wafstream_worker_consumer_lag", 0.0);
+    assert_eq!(
+        support::sample(&lag, "wafstream_worker_consumer_lag"),
+        Some(0.0),
+        "{lag}"
+    );
     sigterm(&mut ingress);
     sigterm(&mut worker);
     let v = |scrape: &str, series: &str| {

@@ -95,6 +95,9 @@ struct Counts {
     pauses: AtomicU64,
     /// The drain at shutdown was given up: a revocation (while closing) waits for nothing.
     abandoned: AtomicBool,
+    /// Records of the assigned raw-topic partitions not consumed yet (librdkafka's statistics,
+    /// every `statistics.interval.ms`); -1 until known.
+    lag: AtomicI64,
 }
 
 impl crate::telemetry::Source for Counts {
@@ -121,6 +124,14 @@ impl crate::telemetry::Source for Counts {
                 &self.pauses,
             ),
         ]);
+        let lag = self.lag.load(Ordering::Relaxed);
+        if lag >= 0 {
+            out.gauge(
+                "wafstream_worker_consumer_lag",
+                "Records of this worker's raw-topic partitions not consumed yet (high watermark minus position, from librdkafka's statistics every 5 s).",
+                lag as u64,
+            );
+        }
         out.gauge(
             "wafstream_worker_inflight",
             "Records taken and not yet acknowledged downstream.",
@@ -138,7 +149,20 @@ struct DrainOnRevoke {
     assigned: Arc<AtomicBool>,
 }
 
-impl ClientContext for DrainOnRevoke {}
+impl ClientContext for DrainOnRevoke {
+    /// The consumer lag of the assigned partitions, summed (partitions whose lag librdkafka
+    /// does not know yet count as 0).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag > 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        self.counts.lag.store(lag, Ordering::Relaxed);
+    }
+}
 
 impl ConsumerContext for DrainOnRevoke {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -244,7 +268,10 @@ async fn run_with<S: Sink>(
     sink: &S,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<Summary> {
-    let counts = Arc::new(Counts::default());
+    let counts = Arc::new(Counts {
+        lag: AtomicI64::new(-1),
+        ..Counts::default()
+    });
     crate::telemetry::global().register("worker", counts.clone());
     let assigned = crate::telemetry::global().readiness("partitions assigned");
     let consumer: Consumer_ = cfg
@@ -256,6 +283,8 @@ async fn run_with<S: Sink>(
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
             ("enable.partition.eof", "false"),
+            // For the consumer-lag gauge.
+            ("statistics.interval.ms", "5000"),
         ])
         .create_with_context(DrainOnRevoke {
             counts: counts.clone(),
