@@ -1,0 +1,203 @@
+//! The alert rules and the Grafana dashboard shipped in `helm/wafstream/files/` (and mounted by
+//! `compose/`): promtool checks the rules and runs their unit tests
+//! (`tests/deploy/alerts.test.yaml`), every dashboard query is valid PromQL (checked by promtool
+//! as recording rules), the dashboard type-checks against Grafana's own schema types
+//! (`@grafana/schema` with `tsc --strict`), and every `wafstream_*` series the rules and the
+//! dashboard query is one the binary exports. Tools: `tests/services/install-promtool.sh`
+//! (`WAFSTREAM_PROMTOOL`) and `tests/services/install-grafana-schema.sh`
+//! (`WAFSTREAM_GRAFANA_SCHEMA`), both run by `tests/suite.sh`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+mod support;
+
+fn root(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// The tool a variable names; `None` (SKIPPED) when unset, unless services are required.
+fn tool(var: &str, installer: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(p) => Some(PathBuf::from(p)),
+        None => {
+            assert!(
+                !support::services::required(),
+                "{var} is not set: run tests/suite.sh ({installer})"
+            );
+            eprintln!("SKIPPED: {var} is not set");
+            None
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+fn dashboard() -> Value {
+    let text = std::fs::read_to_string(root("helm/wafstream/files/dashboard.json")).expect("dashboard.json");
+    serde_json::from_str(&text).expect("dashboard JSON")
+}
+
+/// Every query of the dashboard, with Grafana's interval variables given values.
+fn dashboard_queries() -> Vec<String> {
+    let d = dashboard();
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let e = t["expr"].as_str().expect("expr");
+            out.push(e.replace("$__rate_interval", "5m").replace("$__range", "1h"));
+        }
+    }
+    assert!(out.len() >= 20, "the dashboard has its queries: {out:?}");
+    out
+}
+
+fn series_names(text: &str) -> BTreeSet<String> {
+    let re = regex::Regex::new(r"\bwafstream_[a-z0-9_]+").expect("regex");
+    re.find_iter(text).map(|m| m.as_str().to_string()).collect()
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_their_unit_tests() {
+    let Some(promtool) = tool("WAFSTREAM_PROMTOOL", "tests/services/install-promtool.sh") else {
+        return;
+    };
+    let checked = run(Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(root("helm/wafstream/files/alerts.yaml")));
+    assert!(checked.contains("SUCCESS: 12 rules found"), "{checked}");
+    let tested = run(Command::new(&promtool)
+        .args(["test", "rules"])
+        .arg(root("tests/deploy/alerts.test.yaml")));
+    assert!(tested.contains("SUCCESS"), "{tested}");
+}
+
+#[test]
+fn dashboard_queries_are_valid_promql() {
+    let Some(promtool) = tool("WAFSTREAM_PROMTOOL", "tests/services/install-promtool.sh") else {
+        return;
+    };
+    let queries = dashboard_queries();
+    let rules: Vec<Value> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| serde_json::json!({"record": format!("wafstream:dashboard_query_{i}"), "expr": q}))
+        .collect();
+    let file = serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]});
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("dashboard-rules.yaml");
+    // JSON is YAML.
+    std::fs::write(&path, file.to_string()).expect("write");
+    let out = run(Command::new(&promtool).args(["check", "rules"]).arg(&path));
+    assert!(
+        out.contains(&format!("SUCCESS: {} rules found", queries.len())),
+        "{out}"
+    );
+}
+
+/// `tsc --strict` against `@grafana/schema`'s `Dashboard` type: wrong types and unknown keys
+/// in the dashboard and its panels are errors (panel options stay loosely typed there).
+#[test]
+fn dashboard_type_checks_against_grafanas_schema() {
+    let Some(dir) = tool("WAFSTREAM_GRAFANA_SCHEMA", "tests/services/install-grafana-schema.sh") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(dir.join("node_modules"), tmp.path().join("node_modules")).expect("symlink");
+    let check = |d: &Value| {
+        let ts = format!(
+            "import type {{ Dashboard }} from \"@grafana/schema\";\nexport const d: Dashboard = {};\n",
+            serde_json::to_string_pretty(d).expect("json")
+        );
+        std::fs::write(tmp.path().join("d.ts"), ts).expect("write");
+        Command::new(dir.join("node_modules/.bin/tsc"))
+            .args([
+                "--noEmit",
+                "--strict",
+                "--moduleResolution",
+                "node",
+                "--target",
+                "es2020",
+                "d.ts",
+            ])
+            .current_dir(tmp.path())
+            .output()
+            .expect("tsc")
+    };
+    let d = dashboard();
+    let ok = check(&d);
+    assert!(
+        ok.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // The check sees a key the schema does not know.
+    let mut bad = d.clone();
+    bad["panels"][1]["legnd"] = Value::Bool(true);
+    let refused = check(&bad);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("legnd"));
+}
+
+/// The series the binary can export: every `wafstream_*` metric name in its sources (each is
+/// registered where its counters live; see `src/telemetry.rs`), with the `_sum`-style helpers
+/// of tests excluded.
+fn exported() -> BTreeSet<String> {
+    let re = regex::Regex::new(r#""(wafstream_[a-z0-9_]+)""#).expect("regex");
+    let mut names = BTreeSet::new();
+    let mut stack = vec![root("src")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").map(|e| e.expect("entry")) {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&p).expect("read");
+                // Only what is outside the unit tests of the file.
+                let text = text.split("#[cfg(test)]").next().unwrap_or("");
+                names.extend(re.captures_iter(text).map(|c| c[1].to_string()));
+            }
+        }
+    }
+    assert!(names.len() > 50, "{names:?}");
+    names
+}
+
+#[test]
+fn rules_and_dashboard_query_only_metrics_the_binary_exports() {
+    let exported = exported();
+    let alerts = std::fs::read_to_string(root("helm/wafstream/files/alerts.yaml")).expect("alerts");
+    let queried: BTreeSet<String> = series_names(&alerts)
+        .into_iter()
+        .chain(dashboard_queries().iter().flat_map(|q| series_names(q)))
+        .collect();
+    let unknown: Vec<&String> = queried.iter().filter(|n| !exported.contains(*n)).collect();
+    assert!(unknown.is_empty(), "queried but not exported: {unknown:?}");
+    // What the alerts must cover (issue 13): lag, dead letters, Elasticsearch refusals and
+    // retries, UDP drops, collector gaps and lag.
+    for must in [
+        "wafstream_worker_consumer_lag",
+        "wafstream_dead_letters_total",
+        "wafstream_es_rejected_total",
+        "wafstream_es_retried_total",
+        "wafstream_ingress_udp_dropped_total",
+        "wafstream_pull_gaps_total",
+        "wafstream_pull_lag_seconds",
+        "wafstream_s3_lag_seconds",
+    ] {
+        assert!(series_names(&alerts).contains(must), "no alert on {must}");
+    }
+}
