@@ -3,9 +3,12 @@
 //! (`tests/deploy/alerts.test.yaml`), every dashboard query is valid PromQL (checked by promtool
 //! as recording rules), the dashboard type-checks against Grafana's own schema types
 //! (`@grafana/schema` with `tsc --strict`), and every `wafstream_*` series the rules and the
-//! dashboard query is one the binary exports. Tools: `tests/services/install-promtool.sh`
-//! (`WAFSTREAM_PROMTOOL`) and `tests/services/install-grafana-schema.sh`
-//! (`WAFSTREAM_GRAFANA_SCHEMA`), both run by `tests/suite.sh`.
+//! dashboard query is one the binary exports; `compose/`'s stack validates against the Compose
+//! specification and its Prometheus configuration checks. Tools:
+//! `tests/services/install-promtool.sh` (`WAFSTREAM_PROMTOOL`),
+//! `tests/services/install-grafana-schema.sh` (`WAFSTREAM_GRAFANA_SCHEMA`) and
+//! `tests/services/install-check-jsonschema.sh` (`WAFSTREAM_CHECK_JSONSCHEMA`), all run by
+//! `tests/suite.sh`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -200,4 +203,79 @@ fn rules_and_dashboard_query_only_metrics_the_binary_exports() {
     ] {
         assert!(series_names(&alerts).contains(must), "no alert on {must}");
     }
+}
+
+/// `compose/docker-compose.yml` validates against the Compose specification's JSON schema
+/// (check-jsonschema's bundled copy); a service with an unknown key does not.
+#[test]
+fn compose_stack_validates_against_the_compose_specification() {
+    let Some(check) = tool(
+        "WAFSTREAM_CHECK_JSONSCHEMA",
+        "tests/services/install-check-jsonschema.sh",
+    ) else {
+        return;
+    };
+    let compose = root("compose/docker-compose.yml");
+    let out = run(Command::new(&check)
+        .args(["--builtin-schema", "vendor.compose-spec"])
+        .arg(&compose));
+    assert!(out.contains("ok -- validation done"), "{out}");
+    let text = std::fs::read_to_string(&compose).expect("compose");
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("yaml");
+    for svc in [
+        "kafka",
+        "topics",
+        "elasticsearch",
+        "kibana",
+        "ingress",
+        "worker",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(!doc["services"][svc].is_null(), "service {svc}");
+    }
+    assert_eq!(doc["services"]["ingress"]["deploy"]["replicas"].as_u64(), Some(2));
+    assert_eq!(doc["services"]["worker"]["deploy"]["replicas"].as_u64(), Some(2));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        text.replace(
+            "    deploy: { replicas: 2 }\n  prometheus:",
+            "    deploy: { replicas: 2 }\n    replicaz: 2\n  prometheus:",
+        ),
+    )
+    .expect("write");
+    let refused = Command::new(&check)
+        .args(["--builtin-schema", "vendor.compose-spec"])
+        .arg(&bad)
+        .output()
+        .expect("check-jsonschema");
+    assert!(!refused.status.success(), "an unknown key is refused");
+}
+
+/// compose's Prometheus configuration (scraping every replica, wafstream's rules) checks with
+/// promtool, rules included; Grafana is provisioned with the dashboard file itself.
+#[test]
+fn compose_prometheus_and_grafana_use_the_shipped_rules_and_dashboard() {
+    let same = |link: &str, target: &str| {
+        let a = std::fs::canonicalize(root(link)).unwrap_or_else(|e| panic!("{link}: {e}"));
+        assert_eq!(
+            a,
+            std::fs::canonicalize(root(target)).expect("target"),
+            "{link} is {target}"
+        );
+    };
+    same("compose/prometheus/alerts.yaml", "helm/wafstream/files/alerts.yaml");
+    same(
+        "compose/grafana/dashboards/wafstream.json",
+        "helm/wafstream/files/dashboard.json",
+    );
+    let Some(promtool) = tool("WAFSTREAM_PROMTOOL", "tests/services/install-promtool.sh") else {
+        return;
+    };
+    let out = run(Command::new(&promtool)
+        .args(["check", "config"])
+        .arg(root("compose/prometheus/prometheus.yml")));
+    assert!(out.contains("SUCCESS: 12 rules found"), "{out}");
 }
