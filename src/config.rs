@@ -131,6 +131,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     ("elasticsearch.backoff_max_ms", "WAFSTREAM_ES_BACKOFF_MAX_MS"),
     ("telemetry.metrics_addr", "WAFSTREAM_METRICS_ADDR"),
+    ("telemetry.otlp_endpoint", "WAFSTREAM_OTLP_ENDPOINT"),
+    ("telemetry.otlp_interval_ms", "WAFSTREAM_OTLP_INTERVAL_MS"),
     ("telemetry.log_format", "WAFSTREAM_LOG_FORMAT"),
     ("telemetry.log_level", "WAFSTREAM_LOG_LEVEL"),
     ("processors", "WAFSTREAM_PROCESSORS"),

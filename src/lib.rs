@@ -42,6 +42,7 @@ pub mod embedded;
 pub mod generate;
 pub mod ingress;
 pub mod kafka;
+pub mod otlp;
 pub mod parse;
 pub mod pipeline;
 pub mod sink;

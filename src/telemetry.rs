@@ -110,6 +110,15 @@ impl Registry {
 
     /// The scrape, in Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding our own well-formed families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.families(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Every metric family of every registered source, read now (the scrape, and the OTLP
+    /// export).
+    pub fn families(&self) -> Vec<MetricFamily> {
         let mut m = Metrics::default();
         let sources: Vec<Arc<dyn Source>> = self
             .sources
@@ -119,10 +128,7 @@ impl Registry {
         for s in sources {
             s.collect(&mut m);
         }
-        let mut out = Vec::new();
-        // Encoding our own well-formed families into a Vec cannot fail.
-        let _ = TextEncoder::new().encode(&m.0, &mut out);
-        String::from_utf8(out).unwrap_or_default()
+        m.0
     }
 }
 

@@ -150,6 +150,8 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
     assert!(support::pki(pki_dir.path()), "openssl could not make the test PKI");
     let cert = pki_dir.path().join("server.pem").to_string_lossy().into_owned();
     let key = pki_dir.path().join("server.key").to_string_lossy().into_owned();
+    // Both roles export over OTLP: traces of publish (ingress) and core (worker) batches.
+    let (otlp, otlp_got) = support::otlp::start();
     let (mut ingress, irx) = wafstream(
         "ingress",
         &b,
@@ -171,6 +173,10 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
             &key,
             "--metrics-addr",
             "127.0.0.1:0",
+            "--otlp-endpoint",
+            &otlp,
+            "--otlp-interval-ms",
+            "200",
         ],
     );
     let at = support::listening(&irx, &["tcp", "udp", "tls", "metrics"]);
@@ -180,7 +186,21 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
         at["tls"].as_str(),
         at["metrics"].as_str(),
     );
-    let (mut worker, wrx) = wafstream("worker", &b, &t, &["--group", "g-e2e", "--metrics-addr", "127.0.0.1:0"]);
+    let (mut worker, wrx) = wafstream(
+        "worker",
+        &b,
+        &t,
+        &[
+            "--group",
+            "g-e2e",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--otlp-endpoint",
+            &otlp,
+            "--otlp-interval-ms",
+            "200",
+        ],
+    );
     let wmetrics = support::listening(&wrx, &["metrics"])
         .remove("metrics")
         .unwrap_or_default();
@@ -212,6 +232,28 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
         Some(0.0),
         "{lag}"
     );
+    // Every frame is in a batch span of each role: publish (ingress) and core (worker).
+    let frames_traced = |service: &str| -> i64 {
+        otlp_got
+            .spans()
+            .iter()
+            .filter(|(svc, s)| svc == service && s.name == "wafstream.batch")
+            .filter_map(|(_, s)| match support::otlp::attr(&s.attributes, "wafstream.frames") {
+                Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(n)) => Some(*n),
+                _ => None,
+            })
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while frames_traced("wafstream-ingress") != total as i64 || frames_traced("wafstream-worker") != total as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "traced frames: ingress {}, worker {}, of {total}",
+            frames_traced("wafstream-ingress"),
+            frames_traced("wafstream-worker")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     sigterm(&mut ingress);
     sigterm(&mut worker);
     let v = |scrape: &str, series: &str| {

@@ -757,3 +757,73 @@ fn landing_directory_waits_for_the_rename_and_moves_or_deletes_finished_files() 
     assert_eq!(docs.len(), 11, "each line once across the restart");
     assert!(docs.iter().all(|d| d["event"]["kind"] != "pipeline_error"), "{docs:?}");
 }
+
+/// `--otlp-endpoint`: the metrics and a trace per batch reach an OTLP/HTTP receiver (decoded
+/// with the protocol's own types): `wafstream_documents_total` as a cumulative sum with its
+/// dataset attribute, and `wafstream.batch` spans whose `wafstream.map` child ends inside them.
+#[test]
+fn otlp_export_sends_metrics_and_batch_traces() {
+    let (url, got) = support::otlp::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.ndjson");
+    let r = start(&out, &["--otlp-endpoint", &url, "--otlp-interval-ms", "200"]);
+    let mut t = TcpStream::connect(&r.tcp).expect("tcp");
+    for i in 0..5 {
+        writeln!(t, "<14>{SS} cs2={i} cs2Label=n").expect("write");
+    }
+    drop(t);
+    assert_eq!(wait_for_lines(&out, 5).len(), 5);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.last_value("wafstream_documents_total", Some(("dataset", "imperva.securesphere"))) != Some(5) {
+        assert!(Instant::now() < deadline, "no metrics export with the 5 documents");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    {
+        use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+        let m = got.metrics.lock().expect("lock");
+        let docs = m
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .find(|x| x.name == "wafstream_documents_total")
+            .expect("documents metric");
+        match docs.data.as_ref() {
+            Some(Data::Sum(s)) => assert!(s.is_monotonic && s.aggregation_temporality == 2),
+            other => panic!("a counter is a cumulative monotonic sum: {other:?}"),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let spans = loop {
+        let spans = got.spans();
+        let frames: i64 = spans
+            .iter()
+            .filter(|(_, s)| s.name == "wafstream.batch")
+            .filter_map(|(_, s)| match support::otlp::attr(&s.attributes, "wafstream.frames") {
+                Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(n)) => Some(*n),
+                _ => None,
+            })
+            .sum();
+        if frames == 5 {
+            break spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "batch spans cover {frames} of 5 frames: {spans:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    stop(r);
+    for (service, b) in spans.iter().filter(|(_, s)| s.name == "wafstream.batch") {
+        assert_eq!(service, "wafstream-run");
+        assert_eq!(b.trace_id.len(), 16);
+        assert!(b.end_time_unix_nano >= b.start_time_unix_nano);
+        let map = spans
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| s.name == "wafstream.map" && s.parent_span_id == b.span_id)
+            .expect("a map child for every batch");
+        assert_eq!(map.trace_id, b.trace_id);
+        assert!(map.start_time_unix_nano >= b.start_time_unix_nano && map.end_time_unix_nano <= b.end_time_unix_nano);
+    }
+}

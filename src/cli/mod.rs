@@ -548,6 +548,18 @@ pub struct TelemetryArgs {
         value_parser = addr_or_off
     )]
     pub metrics_addr: String,
+    /// Send the metrics and a trace per batch to this OTLP/HTTP receiver
+    /// (`http://collector:4318`; protobuf to `/v1/metrics` and `/v1/traces`); off unless set.
+    #[arg(long = "otlp-endpoint", value_name = "URL", env = "WAFSTREAM_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// How often the OTLP export runs.
+    #[arg(
+        long = "otlp-interval-ms",
+        default_value_t = 10_000,
+        value_name = "MS",
+        env = "WAFSTREAM_OTLP_INTERVAL_MS"
+    )]
+    pub otlp_interval_ms: u64,
 }
 
 /// Kafka connection options.

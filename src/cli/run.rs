@@ -265,12 +265,37 @@ fn announce(kind: &str, a: SocketAddr) {
     tracing::info!(kind, addr = %a, "listening on {kind} {a}")
 }
 
-/// Start the `/metrics` endpoint on `rt` when `--metrics-addr` asks for one.
-fn metrics(args: &super::TelemetryArgs, rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+/// Start the `/metrics` endpoint on `rt` when `--metrics-addr` asks for one, and the OTLP
+/// export when `--otlp-endpoint` does. Keep the returned guard until the role is done: its drop
+/// makes the last export.
+fn metrics(args: &super::TelemetryArgs, rt: &tokio::runtime::Runtime, role: &str) -> anyhow::Result<LastExport> {
     if let Some(a) = rt.block_on(crate::telemetry::start(&args.metrics_addr))? {
         announce("metrics", a);
     }
-    Ok(())
+    let Some(endpoint) = args.otlp_endpoint.as_deref().filter(|e| !e.is_empty()) else {
+        return Ok(LastExport(None));
+    };
+    let _guard = rt.enter();
+    crate::otlp::start(crate::otlp::Config {
+        endpoint: endpoint.to_string(),
+        interval: Duration::from_millis(args.otlp_interval_ms.max(100)),
+        service: format!("wafstream-{role}"),
+    })?;
+    tracing::info!(endpoint, "exporting metrics and traces over OTLP");
+    Ok(LastExport(Some(rt.handle().clone())))
+}
+
+/// Makes a last OTLP export when dropped (what the drain counted and traced).
+struct LastExport(Option<tokio::runtime::Handle>);
+
+impl Drop for LastExport {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.block_on(async {
+                let _ = tokio::time::timeout(Duration::from_secs(5), crate::otlp::flush()).await;
+            });
+        }
+    }
 }
 
 pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -305,7 +330,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    metrics(&args.telemetry, &rt)?;
+    let _last_export = metrics(&args.telemetry, &rt, "run")?;
     let writer = WriterSink::new(docs, dlq);
     let (summary, stats) = if args.es.conn.urls.is_empty() {
         rt.block_on(embedded::run(
@@ -366,7 +391,7 @@ pub(super) fn ingress(args: IngressArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    metrics(&args.telemetry, &rt)?;
+    let _last_export = metrics(&args.telemetry, &rt, "ingress")?;
     let (stats, pstats) = rt.block_on(async move {
         let pstats = std::sync::Arc::new(kafka::producer::ProducerStats::default());
         crate::telemetry::global().register("producer", pstats.clone());
@@ -430,7 +455,7 @@ pub(super) fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    metrics(&args.telemetry, &rt)?;
+    let _last_export = metrics(&args.telemetry, &rt, "worker")?;
     if let Some(es) = &es {
         es_setup_at_start(&args.es, &es.client, &rt)?;
     }

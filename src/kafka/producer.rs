@@ -103,7 +103,11 @@ pub async fn publish(
                 continue;
             }
             f = rx.recv() => match f {
-                Some(f) => f,
+                Some(mut f) => {
+                    // Receive → every frame acknowledged by the broker (OTLP on only).
+                    let _ = crate::otlp::trace_batch("publish", &mut f);
+                    f
+                }
                 None => break,
             },
         };

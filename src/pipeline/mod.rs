@@ -192,6 +192,8 @@ pub async fn run<S: Sink>(
     let dead_mapper = Mapper::new(opts);
     let mut s = Summary::default();
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
+    // Batch spans in dispatch order (batches come back from the mapping threads in that order).
+    let mut traces: VecDeque<Option<std::sync::Arc<crate::otlp::BatchSpan>>> = VecDeque::new();
     let (mut dispatched, mut collected) = (0usize, 0usize);
     let max_batches = 2 * n;
     let mut closed = false;
@@ -207,6 +209,9 @@ pub async fn run<S: Sink>(
                 let Some(m) = m else { break Err(PipelineError::MapperStopped) };
                 let spare = &spares[collected % n.max(1)];
                 collected += 1;
+                if let Some(Some(t)) = traces.pop_front() {
+                    t.mapped();
+                }
                 match deliver(m, sink, &mut waiting, &mut s).await {
                     Ok(m) => {
                         let _ = spare.send(m);
@@ -234,6 +239,8 @@ pub async fn run<S: Sink>(
                         continue;
                     }
                     s.frames += batch.len() as u64;
+                    // Taken → every output acknowledged, with mapping as a child (OTLP on only).
+                    traces.push_back(crate::otlp::trace_batch("core", &mut batch));
                     if to_map[dispatched % n].send(batch).await.is_err() {
                         break Err(PipelineError::MapperStopped);
                     }

@@ -4,6 +4,7 @@
 
 pub mod imperva_api;
 pub mod inputs;
+pub mod otlp;
 
 use std::io::Write;
 use std::path::Path;
