@@ -2,9 +2,10 @@
 # The whole test suite: installs what the tests need into ${WAFSTREAM_CACHE:-~/.cache/wafstream}
 # (Apache Kafka 4.4.0 and OpenSearch 2.19.1 from Maven Central, noida-db, two Splunk HEC
 # clients and check-jsonschema from PyPI, the s3s-fs S3 server from crates.io, promtool from
-# Debian, typescript and @grafana/schema from npm), then runs
-# every test target. The tests start one broker / one node per test binary themselves, and fail
-# (instead of skipping) when a service is missing. This is README's test command and what
+# Debian, typescript and @grafana/schema from npm, Helm 3.22.0 built with `go install` and
+# kubernetes-validate 1.37.0 from PyPI for the chart checks), then runs every test target. The
+# tests start one broker / one node per test binary themselves, and fail (instead of skipping)
+# when a service is missing. This is README's test command and what
 # .ci/run calls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,10 @@ WAFSTREAM_HEC_PYTHON="$(install "HEC clients (splunk-handler 3.0.0, splunk-data-
 WAFSTREAM_PROMTOOL="$(install "promtool (Debian's prometheus 2.42)" bash tests/services/install-promtool.sh)"
 WAFSTREAM_GRAFANA_SCHEMA="$(install "typescript 5 + @grafana/schema 13.2.3" bash tests/services/install-grafana-schema.sh)"
 WAFSTREAM_CHECK_JSONSCHEMA="$(install "check-jsonschema 0.39.0" bash tests/services/install-check-jsonschema.sh)"
+WAFSTREAM_HELM="$(install "Helm 3.22.0" bash tests/services/install-helm.sh)"
+WAFSTREAM_K8S_VALIDATE="$(install "kubernetes-validate 1.37.0" bash tests/services/install-kubernetes-validate.sh)"
 export WAFSTREAM_KAFKA_LIB WAFSTREAM_OPENSEARCH_HOME WAFSTREAM_NOIDA WAFSTREAM_S3S_FS WAFSTREAM_HEC_PYTHON
+export WAFSTREAM_HELM WAFSTREAM_K8S_VALIDATE
 export WAFSTREAM_PROMTOOL WAFSTREAM_GRAFANA_SCHEMA WAFSTREAM_CHECK_JSONSCHEMA
 export WAFSTREAM_REQUIRE_SERVICES=1
 cargo test --all-targets "$@"
