@@ -279,3 +279,88 @@ fn compose_prometheus_and_grafana_use_the_shipped_rules_and_dashboard() {
         .arg(root("compose/prometheus/prometheus.yml")));
     assert!(out.contains("SUCCESS: 12 rules found"), "{out}");
 }
+
+/// A real Prometheus (Debian's 2.42, from the package promtool comes with) scrapes a running
+/// `wafstream run`, loads the shipped alert rules (all healthy) and answers a query with the
+/// documents the pipeline counted.
+#[test]
+fn prometheus_scrapes_a_running_pipeline_and_loads_the_rules() {
+    let Some(promtool) = tool("WAFSTREAM_PROMTOOL", "tests/services/install-promtool.sh") else {
+        return;
+    };
+    let prometheus = promtool.with_file_name("prometheus");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.ndjson");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wafstream"));
+    cmd.args([
+        "run",
+        "--listen-tcp",
+        "127.0.0.1:0",
+        "--listen-udp",
+        "off",
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--output",
+    ])
+    .arg(&out);
+    let (mut run, rx) = support::spawn_with_stderr(cmd);
+    let at = support::listening(&rx, &["tcp", "metrics"]);
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&at["tcp"]).expect("tcp");
+        s.write_all(support::inputs::securesphere(7, 3).as_bytes())
+            .expect("write");
+    }
+    std::fs::copy(root("helm/wafstream/files/alerts.yaml"), dir.path().join("alerts.yaml")).expect("copy rules");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [alerts.yaml]\nscrape_configs:\n  - job_name: wafstream\n    static_configs: [{{targets: ['{}']}}]\n",
+            at["metrics"]
+        ),
+    )
+    .expect("write config");
+    let web = format!("127.0.0.1:{}", support::services::free_port());
+    let mut cmd = Command::new(&prometheus);
+    cmd.arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address={web}"));
+    let (mut prom, _prx) = support::spawn_with_stderr(cmd);
+    let get = |path: &str| -> Value {
+        let o = Command::new("curl")
+            .args(["-s", "--max-time", "5", &format!("http://{web}{path}")])
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let query = "/api/v1/query?query=sum(wafstream_documents_total)";
+    loop {
+        let v = get(query);
+        if v["data"]["result"][0]["value"][1] == "7" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Prometheus never saw the 7 documents: {v}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let rules = get("/api/v1/rules");
+    let all: Vec<&Value> = rules["data"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+        .collect();
+    assert_eq!(all.len(), 12, "{rules}");
+    assert!(
+        all.iter().all(|r| r["health"] == "ok" || r["health"] == "unknown"),
+        "{rules}"
+    );
+    let _ = prom.kill();
+    let _ = prom.wait();
+    let _ = run.kill();
+    let _ = run.wait();
+}
