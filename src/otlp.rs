@@ -304,6 +304,8 @@ pub fn start(cfg: Config) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let _ = EXPORTER.set(exporter.clone());
     Ok(tokio::spawn(async move {
         let mut tick = tokio::time::interval(cfg.interval.max(Duration::from_millis(100)));
+        // A slow or unreachable endpoint must not make exports run back to back afterwards.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;

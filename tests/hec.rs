@@ -268,27 +268,35 @@ fn each_endpoint_answers_as_hec_does_and_keeps_exactly_what_it_accepts() {
         )
     };
     let (s, b) = with_channel(&envelope(json!(cloud(7)), json!({})));
-    assert_eq!((s, &b), (200, &json!({"text": "Success", "code": 0, "ackId": 0})));
+    assert_eq!((s, &b["text"], &b["code"]), (200, &json!("Success"), &json!(0)), "{b}");
+    let first = b["ackId"].as_u64().expect("ackId");
     let (s, b) = with_channel(&envelope(json!(cloud(8)), json!({})));
-    assert_eq!((s, b["ackId"].as_u64()), (200, Some(1)));
-    let ack_query = |ids: &str| {
+    assert_eq!((s, b["ackId"].as_u64()), (200, Some(first + 1)));
+    let ack_query = |ids: &[u64]| {
+        let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
         request(
             a,
             "POST",
             &format!("/services/collector/ack?channel={ch}"),
             &[("Authorization", &splunk())],
-            format!("{{\"acks\":[{ids}]}}").as_bytes(),
+            format!("{{\"acks\":[{}]}}", ids.join(",")).as_bytes(),
         )
     };
-    // A `true` is reported once, then forgotten: collect them.
+    // A `true` is reported once, then forgotten: collect them. An id the channel never gave
+    // (one below its first) is never acknowledged.
+    let never = first.wrapping_sub(1);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut acked = std::collections::BTreeSet::new();
     while acked.len() < 2 {
-        let (s, b) = ack_query("0,1,7");
+        let (s, b) = ack_query(&[first, first + 1, never]);
         assert_eq!(s, 200, "{b}");
-        assert_eq!(b["acks"]["7"], false, "an unknown id is never acknowledged: {b}");
-        for id in ["0", "1"] {
-            if b["acks"][id] == true {
+        assert_eq!(
+            b["acks"][never.to_string()],
+            false,
+            "an unknown id is never acknowledged: {b}"
+        );
+        for id in [first, first + 1] {
+            if b["acks"][id.to_string()] == true {
                 assert!(acked.insert(id), "{id} reported twice: {b}");
             }
         }
@@ -296,7 +304,7 @@ fn each_endpoint_answers_as_hec_does_and_keeps_exactly_what_it_accepts() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // An acknowledgement is reported once.
-    assert_eq!(ack_query("0").1, json!({"acks": {"0": false}}));
+    assert_eq!(ack_query(&[first]).1, json!({"acks": {first.to_string(): false}}));
 
     let scrape = support::http(&h.metrics, "GET", "/metrics").1;
     assert_eq!(

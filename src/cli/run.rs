@@ -146,7 +146,8 @@ fn hec_config(
         let text = std::fs::read_to_string(f).with_context(|| format!("reading --hec-token-file {}", f.display()))?;
         let mut t = HecToken::parse(text.trim(), tokens.len() + 1)
             .with_context(|| format!("--hec-token-file {}", f.display()))?;
-        if !text.contains('=') {
+        // A bare token (not `name=token`) is named after its file.
+        if t.secret == text.trim() {
             t.name = f
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())

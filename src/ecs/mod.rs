@@ -489,7 +489,7 @@ impl Mapper {
             s.document(dataset);
             // Senders choose the sourcetype: past 256 distinct ones, new ones count as `_other`.
             let mut by_type = s.siem_sourcetypes.lock().unwrap_or_else(|p| p.into_inner());
-            let st = meta.sourcetype.unwrap_or("");
+            let st = crate::ingress::hec::label_text(meta.sourcetype.unwrap_or(""));
             let key = if by_type.contains_key(st) || by_type.len() < 256 {
                 st
             } else {

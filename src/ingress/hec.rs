@@ -49,12 +49,22 @@ impl std::fmt::Debug for HecToken {
 }
 
 impl HecToken {
-    /// `name=secret`, or a bare secret named `token<n>` (n counted from 1).
+    /// `name=secret`, or a bare secret named `token<n>` (n counted from 1). A name is letters,
+    /// digits, `-`, `_` and `.`; a secret that ends in `=` (base64 padding) is taken whole.
     pub fn parse(spec: &str, n: usize) -> anyhow::Result<HecToken> {
         let spec = spec.trim();
-        let (name, secret) = match spec.split_once('=') {
-            Some((name, secret)) if !name.is_empty() => (name.trim().to_string(), secret.trim().to_string()),
-            _ => (format!("token{n}"), spec.to_string()),
+        let named = spec.split_once('=').filter(|(name, secret)| {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                && !secret.is_empty()
+                && !secret.starts_with('=')
+                && !spec.ends_with('=')
+        });
+        let (name, secret) = match named {
+            Some((name, secret)) => (name.trim().to_string(), secret.trim().to_string()),
+            None => (format!("token{n}"), spec.to_string()),
         };
         if secret.is_empty() {
             anyhow::bail!("HEC token {name:?} is empty");
@@ -85,6 +95,18 @@ pub struct Config {
     pub drain: Duration,
     /// How long a connection may take to send a request's headers.
     pub header_timeout: Duration,
+}
+
+/// A sender-chosen label value, cut to 128 bytes (at a character boundary).
+pub fn label_text(s: &str) -> &str {
+    if s.len() <= 128 {
+        return s;
+    }
+    let mut end = 128;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Most (token, sourcetype) pairs counted apart.
@@ -118,6 +140,7 @@ impl Stats {
     /// `sourcetype` as a label value: senders choose it, so past [`MAX_SOURCETYPES`] distinct
     /// values new ones are counted as `_other` (the series count stays bounded).
     fn sourcetype_label(c: &Counts, token: &str, st: &str) -> String {
+        let st = label_text(st);
         let key = (token.to_string(), st.to_string());
         if c.events.contains_key(&key) || c.events.len() < MAX_SOURCETYPES {
             st.to_string()
@@ -236,7 +259,7 @@ impl Drop for RequestAck {
 struct Channel {
     next: u64,
     /// ackId → acknowledged. Failed requests stay `false` until the channel expires.
-    status: HashMap<u64, bool>,
+    status: BTreeMap<u64, bool>,
     last_used: Instant,
 }
 
@@ -608,13 +631,25 @@ async fn serve_request(
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
-    let body = read_body(sh, req).await?;
-    let body = if gzip {
-        gunzip(&body, sh.cfg.max_body_bytes)?
-    } else {
-        body
+    // A body that trickles in must not hold a request slot for ever.
+    let body = match tokio::time::timeout(sh.cfg.header_timeout, read_body(sh, req)).await {
+        Ok(b) => b?,
+        Err(_) => {
+            return Err(Refusal {
+                status: StatusCode::REQUEST_TIMEOUT,
+                code: None,
+                text: "the request body did not arrive in time".into(),
+                reason: "body_timeout",
+                event: None,
+            });
+        }
     };
     if endpoint == Endpoint::Ack {
+        let body = if gzip {
+            gunzip(&body, sh.cfg.max_body_bytes)?
+        } else {
+            body
+        };
         let Some(c) = channel else {
             return Err(Refusal::new(
                 StatusCode::BAD_REQUEST,
@@ -625,10 +660,24 @@ async fn serve_request(
         };
         return ack_status(sh, &c, &body);
     }
-    let events = match endpoint {
-        Endpoint::Raw => raw_events(&body, &q),
-        _ => envelopes(&body)?,
-    };
+    // Inflating and parsing up to the body limit is CPU work: off the async workers.
+    let max_body = sh.cfg.max_body_bytes;
+    let events = tokio::task::spawn_blocking(move || {
+        let body = if gzip { gunzip(&body, max_body)? } else { body };
+        match endpoint {
+            Endpoint::Raw => Ok(raw_events(&body, &q)),
+            _ => envelopes(&body),
+        }
+    })
+    .await
+    .map_err(|_| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            8,
+            "Internal server error",
+            "internal_error",
+        )
+    })??;
     if events.is_empty() {
         return Err(Refusal::new(StatusCode::BAD_REQUEST, 5, "No data", "no_data"));
     }
@@ -684,8 +733,21 @@ async fn serve_request(
         });
     }
     drop(ack);
+    // With a channel, the ackId is taken before anything is admitted: a channel that cannot
+    // keep one more refuses the request whole.
+    let ack_id = match &channel {
+        Some(c) => Some(reserve_ack(sh, c).ok_or_else(Refusal::busy)?),
+        None => None,
+    };
     let n = frames.len();
-    admit(sh, frames).await?;
+    if let Err(r) = admit(sh, frames).await {
+        if let (Some(c), Some(id)) = (&channel, ack_id) {
+            if let Some(ch) = sh.channels.lock().unwrap_or_else(|p| p.into_inner()).get_mut(c) {
+                ch.status.remove(&id);
+            }
+        }
+        return Err(r);
+    }
     let admitted = Instant::now();
     sh.ingress.frames.fetch_add(n as u64, Ordering::Relaxed);
     sh.stats.with(|c| {
@@ -710,35 +772,7 @@ async fn serve_request(
             }
         }
     };
-    if let Some(c) = channel {
-        let id = {
-            let mut chans = sh.channels.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            chans.retain(|_, ch| now.duration_since(ch.last_used) < CHANNEL_IDLE);
-            if !chans.contains_key(&c) && chans.len() >= MAX_CHANNELS {
-                None
-            } else {
-                let ch = chans.entry(c.clone()).or_insert_with(|| Channel {
-                    next: 0,
-                    status: HashMap::new(),
-                    last_used: now,
-                });
-                ch.last_used = now;
-                if ch.status.len() >= MAX_ACKS_PER_CHANNEL {
-                    None
-                } else {
-                    let id = ch.next;
-                    ch.next += 1;
-                    ch.status.insert(id, false);
-                    Some(id)
-                }
-            }
-        };
-        let Some(id) = id else {
-            // The events are on their way; only their status cannot be kept. The sender
-            // resends after its own acknowledgement timeout (a duplicate, never a loss).
-            return Err(Refusal::busy());
-        };
+    if let (Some(c), Some(id)) = (channel, ack_id) {
         let shared_channels = sh.channels.clone();
         tokio::spawn(async move {
             let ok = rx.await.unwrap_or(false);
@@ -762,7 +796,7 @@ async fn serve_request(
             Ok(reply(StatusCode::OK, serde_json::json!({"text": "Success", "code": 0})))
         }
         Ok(_) => Err(Refusal::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::INTERNAL_SERVER_ERROR,
             8,
             "Internal server error",
             "delivery_failed",
@@ -775,6 +809,47 @@ async fn serve_request(
             event: None,
         }),
     }
+}
+
+/// A new ackId on channel `c`, or `None` when no more can be kept. A channel's ids start at a
+/// number drawn at random, so an id polled on another replica, or after a restart or the
+/// channel's expiry, does not name another request. At the per-channel limit, ids acknowledged
+/// and never asked about are forgotten, oldest first.
+fn reserve_ack(sh: &Shared, c: &str) -> Option<u64> {
+    let mut chans = sh.channels.lock().unwrap_or_else(|p| p.into_inner());
+    let now = Instant::now();
+    if !chans.contains_key(c) {
+        chans.retain(|_, ch| now.duration_since(ch.last_used) < CHANNEL_IDLE);
+        if chans.len() >= MAX_CHANNELS {
+            return None;
+        }
+    }
+    let ch = chans.entry(c.to_string()).or_insert_with(|| Channel {
+        // Below 2^52: exact as a JSON number in every client.
+        next: bus::next_occurrence() >> 12,
+        status: BTreeMap::new(),
+        last_used: now,
+    });
+    ch.last_used = now;
+    if ch.status.len() >= MAX_ACKS_PER_CHANNEL {
+        let done: Vec<u64> = ch
+            .status
+            .iter()
+            .filter(|(_, ok)| **ok)
+            .map(|(id, _)| *id)
+            .take(MAX_ACKS_PER_CHANNEL / 10)
+            .collect();
+        if done.is_empty() {
+            return None;
+        }
+        for id in done {
+            ch.status.remove(&id);
+        }
+    }
+    let id = ch.next;
+    ch.next += 1;
+    ch.status.insert(id, false);
+    Some(id)
 }
 
 fn valid_channel(c: &str) -> bool {
@@ -1057,7 +1132,11 @@ mod tests {
         assert_eq!((t.name.as_str(), t.secret.as_str()), ("imperva", "abc-123"));
         let t = HecToken::parse("abc", 2).unwrap();
         assert_eq!((t.name.as_str(), t.secret.as_str()), ("token2", "abc"));
-        assert!(HecToken::parse("x=", 1).is_err());
+        // Base64 padding is part of the secret, not a name separator.
+        let t = HecToken::parse("c2VjcmV0==", 3).unwrap();
+        assert_eq!((t.name.as_str(), t.secret.as_str()), ("token3", "c2VjcmV0=="));
+        let t = HecToken::parse("gw=c2VjcmV0", 4).unwrap();
+        assert_eq!((t.name.as_str(), t.secret.as_str()), ("gw", "c2VjcmV0"));
         assert!(!format!("{t:?}").contains("abc"));
     }
 }
