@@ -550,12 +550,11 @@ fn https_with_and_without_client_certificates() {
         Some(json!({"text": "Success", "code": 0}))
     );
     // Plain HTTP to the HTTPS port gets no HEC answer.
-    let s = TcpStream::connect(&h.addr).expect("connect");
-    let mut s2 = s.try_clone().expect("clone");
-    let _ = s2.write_all(b"GET /services/collector/health HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut plain = TcpStream::connect(&h.addr).expect("connect");
+    let _ = plain.write_all(b"GET /services/collector/health HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut buf = Vec::new();
-    s2.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
-    let _ = s2.read_to_end(&mut buf);
+    plain.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    let _ = plain.read_to_end(&mut buf);
     assert!(!String::from_utf8_lossy(&buf).contains("HEC is healthy"));
     assert_eq!(wait_for_docs(&out, 1).len(), 1);
     stop(h);

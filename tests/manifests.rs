@@ -17,6 +17,10 @@ use std::process::Command;
 
 use serde::Deserialize;
 
+mod support;
+
+use support::tool;
+
 fn wafstream(args: &[String]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_wafstream"))
         .args(args)
@@ -100,26 +104,6 @@ fn compose_commands_match_the_binary() {
     assert_eq!(checked, 2, "ingress and worker");
 }
 
-/// Whether a missing tool fails the test instead of skipping it (as `tests/support/services.rs`).
-fn required() -> bool {
-    std::env::var("WAFSTREAM_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
-        || std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// The tool in `var`, or `None` after printing SKIPPED (a panic when tools are required).
-fn tool(var: &str, what: &str) -> Option<PathBuf> {
-    match std::env::var_os(var) {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ => {
-            if required() {
-                panic!("{var} not set and WAFSTREAM_REQUIRE_SERVICES=1: run the tests with tests/suite.sh");
-            }
-            eprintln!("SKIPPED: {var} not set (tests/suite.sh installs {what} and sets it)");
-            None
-        }
-    }
-}
-
 /// Helm with its cache, config and data dirs (and HOME) in a temporary directory.
 struct Helm {
     bin: PathBuf,
@@ -128,7 +112,7 @@ struct Helm {
 
 impl Helm {
     fn new() -> Option<Helm> {
-        let bin = tool("WAFSTREAM_HELM", "Helm 3.22.0")?;
+        let bin = tool("WAFSTREAM_HELM", "tests/services/install-helm.sh")?;
         Some(Helm {
             bin,
             home: tempfile::tempdir().expect("tempdir"),
@@ -426,7 +410,10 @@ fn check_workloads(docs: &[serde_yaml::Value], what: &str) -> Vec<String> {
 fn helm_chart_lints_renders_and_validates() {
     let (Some(helm), Some(validator)) = (
         Helm::new(),
-        tool("WAFSTREAM_K8S_VALIDATE", "kubernetes-validate 1.37.0"),
+        tool(
+            "WAFSTREAM_K8S_VALIDATE",
+            "tests/services/install-kubernetes-validate.sh",
+        ),
     ) else {
         return;
     };
@@ -476,7 +463,10 @@ fn helm_chart_lints_renders_and_validates() {
 fn helm_chart_renders_every_option() {
     let (Some(helm), Some(validator)) = (
         Helm::new(),
-        tool("WAFSTREAM_K8S_VALIDATE", "kubernetes-validate 1.37.0"),
+        tool(
+            "WAFSTREAM_K8S_VALIDATE",
+            "tests/services/install-kubernetes-validate.sh",
+        ),
     ) else {
         return;
     };

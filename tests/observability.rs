@@ -22,20 +22,7 @@ fn root(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
 
-/// The tool a variable names; `None` (SKIPPED) when unset, unless services are required.
-fn tool(var: &str, installer: &str) -> Option<PathBuf> {
-    match std::env::var_os(var) {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            assert!(
-                !support::services::required(),
-                "{var} is not set: run tests/suite.sh ({installer})"
-            );
-            eprintln!("SKIPPED: {var} is not set");
-            None
-        }
-    }
-}
+use support::tool;
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

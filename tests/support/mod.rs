@@ -570,6 +570,23 @@ pub fn scrape_until(addr: &str, series: &str, want: f64) -> String {
     }
 }
 
+/// The tool (a path) a test needs, from the variable `tests/suite.sh` sets; `None` after
+/// printing SKIPPED when it is not set, a panic when services are required
+/// ([`services::required`]).
+pub fn tool(var: &str, installer: &str) -> Option<std::path::PathBuf> {
+    match std::env::var_os(var) {
+        Some(p) if !p.is_empty() => Some(std::path::PathBuf::from(p)),
+        _ => {
+            assert!(
+                !services::required(),
+                "{var} is not set: run the tests with tests/suite.sh ({installer})"
+            );
+            eprintln!("SKIPPED: {var} is not set (tests/suite.sh runs {installer})");
+            None
+        }
+    }
+}
+
 /// `../shared/conformance` (or `WAFSTREAM_CONFORMANCE_DIR`); `None` (the test says SKIPPED)
 /// when it is missing, a panic when CI or `WAFSTREAM_REQUIRE_CONFORMANCE=1` requires it.
 pub fn corpus_dir() -> Option<std::path::PathBuf> {
