@@ -621,7 +621,7 @@ fn broker_stopped_30s_mid_stream_and_restarted_loses_nothing() {
     };
     sigterm(&mut ingress);
     sigterm(&mut worker);
-    let ingress_report: Vec<String> = irx.try_iter().collect();
+    let ingress_report: Vec<String> = support::rest(&irx);
     assert!(
         ingress_report
             .iter()
@@ -802,7 +802,7 @@ fn worker_stopped_while_elasticsearch_is_down_exits_within_the_drain_timeout_and
     let code = w.0.wait().expect("wait");
     assert_eq!(code.code(), Some(2), "exit {code:?}");
     assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}", t0.elapsed());
-    let log: Vec<String> = wrx.try_iter().collect();
+    let log: Vec<String> = support::rest(&wrx);
     assert!(log.iter().any(|l| l.contains("drain timeout")), "{log:?}");
     assert!(
         b.committed(&group, &t.raw).is_empty(),
@@ -944,7 +944,7 @@ fn worker_waits_out_an_elasticsearch_outage_without_leaving_its_group() {
     );
     down.store(false, std::sync::atomic::Ordering::SeqCst);
     let code = w.0.wait().expect("exit");
-    let log: Vec<String> = wrx.try_iter().collect();
+    let log: Vec<String> = support::rest(&wrx);
     assert!(code.success(), "exit {code:?}\n{}", log.join("\n"));
     assert!(
         !log.iter()
@@ -1083,7 +1083,7 @@ fn documents_a_processor_drops_have_their_offsets_committed() {
         ],
     );
     assert!(w.0.wait().expect("exit").success());
-    let log: Vec<String> = wrx.try_iter().collect();
+    let log: Vec<String> = support::rest(&wrx);
     let got = read_all(&b, &[&t.cloud, &t.dlq], want.len(), 30);
     assert_eq!(got.len(), want.len(), "{}", log.join("\n"));
     assert_eq!(ids(&got), want);

@@ -345,7 +345,7 @@ fn json_logs_are_one_object_per_line_and_carry_no_event_contents() {
     sigterm(&child);
     let mut child = child;
     assert!(child.wait().expect("wait").success());
-    let lines: Vec<String> = rx.try_iter().collect();
+    let lines: Vec<String> = support::rest(&rx);
     assert!(lines.iter().any(|l| l.contains("1 dead-lettered")), "{lines:?}");
     for l in &lines {
         let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
@@ -518,7 +518,7 @@ fn secrets_are_never_printed() {
     std::thread::sleep(Duration::from_millis(800));
     sigterm(&child);
     assert!(child.wait().expect("wait").success());
-    let mut printed: Vec<String> = rx.try_iter().collect();
+    let mut printed: Vec<String> = support::rest(&rx);
     // And validate-config with the secrets in a file.
     let cfg = tmp.path().join("c.toml");
     std::fs::write(
@@ -640,7 +640,7 @@ fn udp_datagrams_survive_a_tcp_burst_that_fills_the_bus() {
     });
     sigterm(&child);
     assert!(child.wait().expect("wait").success());
-    let report: Vec<String> = rx.try_iter().collect();
+    let report: Vec<String> = support::rest(&rx);
     assert!(
         report.iter().any(|l| l.contains("0 UDP datagrams dropped")),
         "{report:?}"
@@ -689,7 +689,7 @@ fn a_new_sender_at_the_connection_limit_gets_in_at_once() {
     drop(idle);
     sigterm(&child);
     assert!(child.wait().expect("wait").success());
-    let report: Vec<String> = rx.try_iter().collect();
+    let report: Vec<String> = support::rest(&rx);
     assert!(report.iter().any(|l| l.contains("1 closed at the limit")), "{report:?}");
 }
 

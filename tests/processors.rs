@@ -406,7 +406,7 @@ fn dropped_documents_advance_the_checkpoint_in_run() {
     assert!(done, "the checkpoint marks the file done");
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(child.wait().expect("wait").success());
-    let log: Vec<String> = rx.try_iter().collect();
+    let log: Vec<String> = support::rest(&rx);
     let log = log.join("\n");
     let docs = std::fs::read_to_string(&out).expect("out");
     assert_eq!(docs.lines().count(), 100 - passed, "{log}");

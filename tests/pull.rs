@@ -50,7 +50,7 @@ fn run(url: &str, key: &str, dir: &Path, extra: &[&str]) -> Run {
 fn stop(mut r: Run) -> (Option<i32>, String) {
     let _ = Command::new("kill").args(["-TERM", &r.child.id().to_string()]).status();
     let code = r.child.wait().expect("wait").code();
-    let log: Vec<String> = r.stderr.try_iter().collect();
+    let log: Vec<String> = support::rest(&r.stderr);
     (code, log.join("\n"))
 }
 
@@ -201,7 +201,7 @@ fn wrong_credentials_stop_with_a_clear_error() {
         assert!(Instant::now() < deadline, "still running after a 401");
         std::thread::sleep(Duration::from_millis(50));
     };
-    let log: Vec<String> = r.stderr.try_iter().collect();
+    let log: Vec<String> = support::rest(&r.stderr);
     let log = log.join("\n");
     assert_eq!(code, Some(2), "{log}");
     assert!(log.contains("401") && log.contains("--pull-api-key"), "{log}");

@@ -212,6 +212,18 @@ pub fn spawn_with_stderr(mut cmd: Command) -> (std::process::Child, std::sync::m
     (child, rx)
 }
 
+/// Every stderr line of a process that has exited: what [`spawn_with_stderr`]'s reader thread
+/// has not forwarded yet is waited for until the pipe closes (at most 10 s), so the last lines
+/// (the exit report) are not missed.
+pub fn rest(rx: &std::sync::mpsc::Receiver<String>) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut out = Vec::new();
+    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+        out.push(l);
+    }
+    out
+}
+
 /// A real server speaking the Elasticsearch API (noida-db, installed by
 /// `tests/services/install-noida.sh`, path in `WAFSTREAM_NOIDA`), on a free 127.0.0.1 port.
 pub struct Noida {
