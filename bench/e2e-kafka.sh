@@ -11,6 +11,8 @@
 #   THREADS=2 CPUS=0,1 bench/e2e-kafka.sh   # the worker maps on two threads over two cores
 #   BIN=/path/to/other/wafstream bench/e2e-kafka.sh   # another build (e.g. an older commit;
 #                                                     # THREADS must stay unset before --threads)
+#   WORKER_EXTRA="--kafka statistics.interval.ms=0" bench/e2e-kafka.sh   # extra worker flags
+# It also reports the ingress's own rate (INGRESS_CPUS, default cpu 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines="${LINES:-200000}"; kind="${KIND:-cloud-waf}"; parts="${PARTITIONS:-4}"; broker_kind="${BROKER:-kafka}"
@@ -59,16 +61,27 @@ case "$broker_kind" in
 esac
 echo "$broker_kind broker ready with topics in $(printf '%.1f' "$(echo "$(date +%s.%N) - $t0" | bc)") s" >&2
 "$bin" generate --kind "$kind" --count "$lines" > "$tmp/lines"
-"$bin" ingress --brokers 127.0.0.1:$port --raw-topic raw --listen-tcp 127.0.0.1:0 --listen-udp off 2>"$tmp/ingress.log" &
+# The ingress on its own core (INGRESS_CPUS, default 1; the broker shares the machine): its rate
+# is from the first byte sent to the broker's acknowledgement of the last frame (polled on its
+# /metrics), over one TCP connection.
+taskset -c "${INGRESS_CPUS:-1}" "$bin" ingress --brokers 127.0.0.1:$port --raw-topic raw --listen-tcp 127.0.0.1:0 --listen-udp off \
+  --metrics-addr 127.0.0.1:0 2>"$tmp/ingress.log" &
 ingress=$!
-for _ in $(seq 100); do grep -q "listening on tcp" "$tmp/ingress.log" && break; sleep 0.1; done
+for _ in $(seq 100); do grep -q "listening on metrics" "$tmp/ingress.log" && break; sleep 0.1; done
 iport=$(sed -n 's/.*listening on tcp 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/ingress.log")
+mport=$(sed -n 's/.*listening on metrics 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/ingress.log")
+produced() { curl -s "http://127.0.0.1:$mport/metrics" | awk '$1 == "wafstream_raw_produced_total" { print $2 }'; }
+i0=$(date +%s.%N)
 cat "$tmp/lines" > /dev/tcp/127.0.0.1/$iport
-sleep 1
+for _ in $(seq 6000); do [ "$(produced)" = "$lines" ] && break; sleep 0.01; done
+i1=$(date +%s.%N)
+[ "$(produced)" = "$lines" ] || { echo "the ingress published $(produced) of $lines"; exit 1; }
+awk -v n="$lines" -v s="$(echo "$i1 - $i0" | bc)" -v c="${INGRESS_CPUS:-1}" \
+  'BEGIN { printf "ingress (TCP, one connection, cpu %s): %d frames acknowledged by the broker in %.2f s = %.0f frames/s\n", c, n, s, n/s }'
 kill -TERM $ingress; wait $ingress || true
 grep -q "$lines frames published, 0 failed" "$tmp/ingress.log" || { cat "$tmp/ingress.log"; exit 1; }
 /usr/bin/time -f "%M" -o "$tmp/rss" taskset -c "$cpus" "$bin" worker "${threads_arg[@]}" --brokers 127.0.0.1:$port --raw-topic raw \
-  --topic-securesphere ss --topic-cloud-waf cloud --dlq-topic dlq --group bench --exit-when-idle-ms 3000 \
+  --topic-securesphere ss --topic-cloud-waf cloud --dlq-topic dlq --group bench --exit-when-idle-ms 3000 ${WORKER_EXTRA:-} \
   2>"$tmp/worker.log"
 grep -q "worker consumed $lines, " "$tmp/worker.log" || { cat "$tmp/worker.log"; exit 1; }
 echo "$kind, $lines lines, $parts raw partitions, $broker_kind broker, worker on $threads mapping thread(s) pinned to cpu(s) $cpus, peak RSS $(( $(cat "$tmp/rss") / 1024 )) MiB:"

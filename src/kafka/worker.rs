@@ -462,6 +462,10 @@ fn polled<'c>(r: Option<KafkaResult<BorrowedMessage<'c>>>) -> Option<BorrowedMes
     }
 }
 
+/// How long a full bus is waited for before the partitions are paused (well under
+/// `max.poll.interval.ms`, well over a batch's mapping time).
+const PAUSE_AFTER: Duration = Duration::from_millis(250);
+
 /// Hand what is batched to the core. While the core has no room (outputs are not being
 /// acknowledged: Elasticsearch or the brokers are away), the assigned partitions are paused
 /// and the consumer keeps polling, as it must to stay in its group (`max.poll.interval.ms`);
@@ -470,7 +474,16 @@ fn hand_over(tx: &mut bus::Batcher, intake: &mut Intake) -> Result<(), bus::Clos
     let consumer = intake.consumer.clone();
     let mut paused = false;
     let mut late = Vec::new();
+    let full_since = Instant::now();
     let r = tx.flush_waiting(|| {
+        // A full bus under load frees a slot within a batch's mapping time: wait for it
+        // without touching the consumer (pausing drops what librdkafka has fetched, and a
+        // poll of paused partitions waits its whole timeout). Only when no room comes for a
+        // while (outputs not acknowledged) are the partitions paused, polling on.
+        if !paused && full_since.elapsed() < PAUSE_AFTER {
+            std::thread::sleep(Duration::from_micros(200));
+            return;
+        }
         if !paused {
             paused = true;
             intake.counts.pauses.fetch_add(1, Ordering::Relaxed);
@@ -478,7 +491,7 @@ fn hand_over(tx: &mut bus::Batcher, intake: &mut Intake) -> Result<(), bus::Clos
                 let _ = consumer.pause(&a);
             }
         }
-        if let Some(m) = polled(consumer.poll(Duration::from_millis(100))) {
+        if let Some(m) = polled(consumer.poll(Duration::from_millis(10))) {
             late.push(intake.take(&m));
         }
     });
