@@ -233,17 +233,7 @@ fn syslog_through_ingress_raw_topic_and_worker_to_dataset_topics_and_dlq() {
         "{lag}"
     );
     // Every frame is in a batch span of each role: publish (ingress) and core (worker).
-    let frames_traced = |service: &str| -> i64 {
-        otlp_got
-            .spans()
-            .iter()
-            .filter(|(svc, s)| svc == service && s.name == "wafstream.batch")
-            .filter_map(|(_, s)| match support::otlp::attr(&s.attributes, "wafstream.frames") {
-                Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(n)) => Some(*n),
-                _ => None,
-            })
-            .sum()
-    };
+    let frames_traced = |service: &str| otlp_got.frames_traced(service);
     let deadline = Instant::now() + Duration::from_secs(20);
     while frames_traced("wafstream-ingress") != total as i64 || frames_traced("wafstream-worker") != total as i64 {
         assert!(

@@ -796,14 +796,7 @@ fn otlp_export_sends_metrics_and_batch_traces() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let spans = loop {
         let spans = got.spans();
-        let frames: i64 = spans
-            .iter()
-            .filter(|(_, s)| s.name == "wafstream.batch")
-            .filter_map(|(_, s)| match support::otlp::attr(&s.attributes, "wafstream.frames") {
-                Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(n)) => Some(*n),
-                _ => None,
-            })
-            .sum();
+        let frames = support::otlp::frames_in(&spans, "wafstream-run");
         if frames == 5 {
             break spans;
         }

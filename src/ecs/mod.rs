@@ -487,10 +487,11 @@ impl Mapper {
         } else {
             let s = stats();
             s.document(dataset);
-            // Senders choose the sourcetype: past 256 distinct ones, new ones count as `_other`.
+            // Senders choose the sourcetype: past MAX_SOURCETYPES distinct ones, new ones count as
+            // `_other`.
             let mut by_type = s.siem_sourcetypes.lock().unwrap_or_else(|p| p.into_inner());
             let st = crate::ingress::hec::label_text(meta.sourcetype.unwrap_or(""));
-            let key = if by_type.contains_key(st) || by_type.len() < 256 {
+            let key = if by_type.contains_key(st) || by_type.len() < crate::ingress::hec::MAX_SOURCETYPES {
                 st
             } else {
                 "_other"

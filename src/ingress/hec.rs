@@ -110,7 +110,7 @@ pub fn label_text(s: &str) -> &str {
 }
 
 /// Most (token, sourcetype) pairs counted apart.
-const MAX_SOURCETYPES: usize = 256;
+pub const MAX_SOURCETYPES: usize = 256;
 
 /// Label values and counts of one metric family.
 type Rows = Vec<(Vec<String>, u64)>;
@@ -157,28 +157,24 @@ impl Stats {
 impl crate::telemetry::Source for Stats {
     fn collect(&self, out: &mut crate::telemetry::Metrics) {
         let c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let rows = |m: Vec<(Vec<String>, u64)>| m;
-        let requests = rows(c.requests.iter().map(|(t, n)| (vec![t.clone()], *n)).collect());
-        let events = rows(
-            c.events
-                .iter()
-                .map(|((t, s), (n, _))| (vec![t.clone(), s.clone()], *n))
-                .collect(),
-        );
-        let bytes = rows(
-            c.events
-                .iter()
-                .map(|((t, s), (_, b))| (vec![t.clone(), s.clone()], *b))
-                .collect(),
-        );
-        let refused = rows(
-            c.refused
-                .iter()
-                .map(|((t, r), n)| (vec![t.clone(), r.to_string()], *n))
-                .collect(),
-        );
-        let acked = rows(c.acked.iter().map(|(t, (n, _))| (vec![t.clone()], *n)).collect());
-        let ack_ms = rows(c.acked.iter().map(|(t, (_, ms))| (vec![t.clone()], *ms)).collect());
+        let requests: Rows = c.requests.iter().map(|(t, n)| (vec![t.clone()], *n)).collect();
+        let events: Rows = c
+            .events
+            .iter()
+            .map(|((t, s), (n, _))| (vec![t.clone(), s.clone()], *n))
+            .collect();
+        let bytes: Rows = c
+            .events
+            .iter()
+            .map(|((t, s), (_, b))| (vec![t.clone(), s.clone()], *b))
+            .collect();
+        let refused: Rows = c
+            .refused
+            .iter()
+            .map(|((t, r), n)| (vec![t.clone(), r.to_string()], *n))
+            .collect();
+        let acked: Rows = c.acked.iter().map(|(t, (n, _))| (vec![t.clone()], *n)).collect();
+        let ack_ms: Rows = c.acked.iter().map(|(t, (_, ms))| (vec![t.clone()], *ms)).collect();
         drop(c);
         let families: [(&str, &str, &[&str], Rows); 6] = [
             (
@@ -306,6 +302,18 @@ impl Refusal {
             status,
             code: Some(code),
             text: text.to_string(),
+            reason,
+            event: None,
+        }
+    }
+
+    /// An answer outside HEC's numbered codes (Splunk answers these with the HTTP status
+    /// alone).
+    fn plain(status: StatusCode, text: String, reason: &'static str) -> Refusal {
+        Refusal {
+            status,
+            code: None,
+            text,
             reason,
             event: None,
         }
@@ -465,13 +473,11 @@ fn endpoint(method: &Method, path: &str) -> Result<Endpoint, Refusal> {
         _ => method == Method::POST,
     };
     if !allowed {
-        return Err(Refusal {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            code: None,
-            text: format!("{method} is not allowed here"),
-            reason: "method_not_allowed",
-            event: None,
-        });
+        return Err(Refusal::plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed here"),
+            "method_not_allowed",
+        ));
     }
     Ok(e)
 }
@@ -635,13 +641,11 @@ async fn serve_request(
     let body = match tokio::time::timeout(sh.cfg.header_timeout, read_body(sh, req)).await {
         Ok(b) => b?,
         Err(_) => {
-            return Err(Refusal {
-                status: StatusCode::REQUEST_TIMEOUT,
-                code: None,
-                text: "the request body did not arrive in time".into(),
-                reason: "body_timeout",
-                event: None,
-            });
+            return Err(Refusal::plain(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body did not arrive in time".into(),
+                "body_timeout",
+            ));
         }
     };
     if endpoint == Endpoint::Ack {
@@ -682,17 +686,15 @@ async fn serve_request(
         return Err(Refusal::new(StatusCode::BAD_REQUEST, 5, "No data", "no_data"));
     }
     if events.len() > sh.cfg.max_events {
-        return Err(Refusal {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            code: None,
-            text: format!(
+        return Err(Refusal::plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
                 "{} events in one request (maximum is {})",
                 events.len(),
                 sh.cfg.max_events
             ),
-            reason: "too_many_events",
-            event: None,
-        });
+            "too_many_events",
+        ));
     }
     let (tx, rx) = oneshot::channel();
     let ack = Arc::new(RequestAck {
@@ -880,12 +882,12 @@ async fn admit(sh: &Shared, mut frames: Vec<RawFrame>) -> Result<(), Refusal> {
 
 async fn read_body(sh: &Shared, req: Request<Incoming>) -> Result<Bytes, Refusal> {
     let max = sh.cfg.max_body_bytes;
-    let too_large = |len: String| Refusal {
-        status: StatusCode::PAYLOAD_TOO_LARGE,
-        code: None,
-        text: format!("Content-Length of {len} too large (maximum is {max})"),
-        reason: "body_too_large",
-        event: None,
+    let too_large = |len: String| {
+        Refusal::plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("Content-Length of {len} too large (maximum is {max})"),
+            "body_too_large",
+        )
     };
     if let Some(len) = req
         .headers()
@@ -923,13 +925,11 @@ fn gunzip(body: &[u8], max: usize) -> Result<Bytes, Refusal> {
         });
     }
     if out.len() > max {
-        return Err(Refusal {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            code: None,
-            text: format!("decoded body larger than {max} bytes"),
-            reason: "body_too_large",
-            event: None,
-        });
+        return Err(Refusal::plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("decoded body larger than {max} bytes"),
+            "body_too_large",
+        ));
     }
     Ok(out.into())
 }
@@ -969,7 +969,7 @@ fn epoch_ms(v: &serde_json::Value) -> Option<i64> {
 /// Every envelope of an `/event` body, all checked before any is admitted.
 fn envelopes(body: &[u8]) -> Result<Vec<Event>, Refusal> {
     let mut out = Vec::new();
-    let mut last: Option<(Arc<str>, Option<Arc<str>>)> = None;
+    let mut last: Option<Arc<str>> = None;
     let mut last_source: Option<(String, Arc<str>)> = None;
     let stream = serde_json::Deserializer::from_slice(body).into_iter::<&RawValue>();
     for (i, item) in stream.enumerate() {
@@ -1005,10 +1005,10 @@ fn envelopes(body: &[u8]) -> Result<Vec<Event>, Refusal> {
         };
         // Senders repeat the same sourcetype and source: share one allocation.
         let sourcetype = env.sourcetype.map(|s| match &last {
-            Some((st, _)) if **st == *s => st.clone(),
+            Some(st) if **st == *s => st.clone(),
             _ => {
                 let st: Arc<str> = s.into();
-                last = Some((st.clone(), None));
+                last = Some(st.clone());
                 st
             }
         });

@@ -115,6 +115,11 @@ impl Received {
         })
     }
 
+    /// Frames covered by the `wafstream.batch` spans of `service` (its `service.name`).
+    pub fn frames_traced(&self, service: &str) -> i64 {
+        frames_in(&self.spans(), service)
+    }
+
     /// Every span received: (service.name, span).
     pub fn spans(&self) -> Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)> {
         let t = self.traces.lock().expect("lock");
@@ -137,4 +142,16 @@ impl Received {
             })
             .collect()
     }
+}
+
+/// Frames covered by the `wafstream.batch` spans of `service` among `spans`.
+pub fn frames_in(spans: &[(String, opentelemetry_proto::tonic::trace::v1::Span)], service: &str) -> i64 {
+    spans
+        .iter()
+        .filter(|(svc, s)| svc == service && s.name == "wafstream.batch")
+        .filter_map(|(_, s)| match attr(&s.attributes, "wafstream.frames") {
+            Some(any_value::Value::IntValue(n)) => Some(*n),
+            _ => None,
+        })
+        .sum()
 }
