@@ -226,11 +226,7 @@ fn metrics_request(service: &str, start: u64) -> ExportMetricsServiceRequest {
             mf.get_metric()
                 .iter()
                 .map(|m| pm::NumberDataPoint {
-                    attributes: m
-                        .get_label()
-                        .iter()
-                        .map(|l| kv(l.name(), any_value::Value::StringValue(l.value().into())))
-                        .collect(),
+                    attributes: labels(m),
                     start_time_unix_nano: start,
                     time_unix_nano: now,
                     value: Some(pm::number_data_point::Value::AsInt(value(m) as i64)),
@@ -246,6 +242,10 @@ fn metrics_request(service: &str, start: u64) -> ExportMetricsServiceRequest {
             }),
             MetricType::GAUGE => pm::metric::Data::Gauge(pm::Gauge {
                 data_points: points(&|m| m.get_gauge().get_value()),
+            }),
+            MetricType::HISTOGRAM => pm::metric::Data::Histogram(pm::Histogram {
+                data_points: mf.get_metric().iter().map(|m| histogram_point(m, start, now)).collect(),
+                aggregation_temporality: pm::AggregationTemporality::Cumulative as i32,
             }),
             _ => continue,
         };
@@ -266,6 +266,41 @@ fn metrics_request(service: &str, start: u64) -> ExportMetricsServiceRequest {
             }],
             ..Default::default()
         }],
+    }
+}
+
+/// A series' labels as OTLP attributes.
+fn labels(m: &prometheus::proto::Metric) -> Vec<KeyValue> {
+    m.get_label()
+        .iter()
+        .map(|l| kv(l.name(), any_value::Value::StringValue(l.value().into())))
+        .collect()
+}
+
+/// A Prometheus histogram (cumulative buckets) as an OTLP data point (a count per bucket, the
+/// last one above every bound).
+fn histogram_point(m: &prometheus::proto::Metric, start: u64, now: u64) -> pm::HistogramDataPoint {
+    let h = m.get_histogram();
+    let mut explicit_bounds = Vec::new();
+    let mut bucket_counts = Vec::new();
+    let mut below = 0;
+    for b in h.get_bucket() {
+        if b.upper_bound().is_finite() {
+            explicit_bounds.push(b.upper_bound());
+            bucket_counts.push(b.cumulative_count().saturating_sub(below));
+            below = b.cumulative_count();
+        }
+    }
+    bucket_counts.push(h.get_sample_count().saturating_sub(below));
+    pm::HistogramDataPoint {
+        attributes: labels(m),
+        start_time_unix_nano: start,
+        time_unix_nano: now,
+        count: h.get_sample_count(),
+        sum: Some(h.get_sample_sum()),
+        bucket_counts,
+        explicit_bounds,
+        ..Default::default()
     }
 }
 

@@ -52,6 +52,11 @@ impl Metrics {
         }
     }
 
+    /// A histogram, as it stands now.
+    pub fn histogram(&mut self, h: &prometheus::Histogram) {
+        self.0.extend(h.collect());
+    }
+
     /// One counter family with one label.
     pub fn counter_vec(&mut self, name: &str, help: &str, label: &str, values: &[(&str, u64)]) {
         self.0.extend(counter_vec(name, help, label, values));

@@ -165,6 +165,27 @@ fn metrics_endpoint_counts_documents_dead_letters_and_ingress() {
     assert_eq!(v("wafstream_ingress_frames_total"), 5.0);
     assert_eq!(v("wafstream_ingress_truncated_total"), 1.0);
     assert_eq!(v("wafstream_ingress_connections_total"), 1.0);
+    // Every frame's receive → written latency, documents and dead letters alike (observed just
+    // after the write, so give the last one a moment).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let scrape = loop {
+        let (_, scrape) = support::http(&r.metrics, "GET", "/metrics");
+        if support::sample(&scrape, "wafstream_delivery_latency_seconds_count") == Some(5.0)
+            || Instant::now() > deadline
+        {
+            break scrape;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        scrape.contains("# TYPE wafstream_delivery_latency_seconds histogram"),
+        "{scrape}"
+    );
+    let v = |series: &str| support::sample(&scrape, series).unwrap_or_else(|| panic!("{series} missing in\n{scrape}"));
+    assert_eq!(v("wafstream_delivery_latency_seconds_count"), 5.0);
+    assert_eq!(v("wafstream_delivery_latency_seconds_bucket{le=\"+Inf\"}"), 5.0);
+    // Local writes: well under the 10 s bucket on any machine.
+    assert_eq!(v("wafstream_delivery_latency_seconds_bucket{le=\"10\"}"), 5.0);
     // No Kafka or Elasticsearch in this mode: their series are absent, not zero.
     assert!(
         !scrape.contains("wafstream_worker_") && !scrape.contains("wafstream_es_"),
@@ -792,6 +813,40 @@ fn otlp_export_sends_metrics_and_batch_traces() {
             Some(Data::Sum(s)) => assert!(s.is_monotonic && s.aggregation_temporality == 2),
             other => panic!("a counter is a cumulative monotonic sum: {other:?}"),
         }
+    }
+    // The delivery latency histogram (observed just after the write, so it may take one more
+    // export to count the fifth frame): per-bucket counts, one more than the bounds.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+        let last = {
+            let m = got.metrics.lock().expect("lock");
+            m.iter()
+                .flat_map(|r| &r.resource_metrics)
+                .flat_map(|r| &r.scope_metrics)
+                .flat_map(|s| &s.metrics)
+                .filter(|x| x.name == "wafstream_delivery_latency_seconds")
+                .last()
+                .cloned()
+        };
+        let h = match last.and_then(|l| l.data) {
+            Some(Data::Histogram(h)) => h,
+            other => panic!("the latency histogram is an OTLP histogram: {other:?}"),
+        };
+        assert_eq!(h.aggregation_temporality, 2);
+        let p = &h.data_points[0];
+        assert_eq!(p.bucket_counts.len(), p.explicit_bounds.len() + 1, "{p:?}");
+        assert_eq!(p.bucket_counts.iter().sum::<u64>(), p.count, "{p:?}");
+        assert!(p.explicit_bounds.windows(2).all(|w| w[0] < w[1]), "{p:?}");
+        if p.count == 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "latency histogram counts {} of 5 frames",
+            p.count
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     let spans = loop {

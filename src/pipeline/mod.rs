@@ -81,8 +81,49 @@ impl PipelineError {
     }
 }
 
+/// Upper bounds (seconds) of the delivery latency histogram's buckets.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+/// Receive → output acknowledged, per frame, for every core of the process (registered with
+/// the metrics on first use).
+struct Latency(prometheus::Histogram);
+
+impl crate::telemetry::Source for Latency {
+    fn collect(&self, out: &mut crate::telemetry::Metrics) {
+        out.histogram(&self.0);
+    }
+}
+
+fn latency() -> &'static prometheus::Histogram {
+    static LATENCY: std::sync::OnceLock<std::sync::Arc<Latency>> = std::sync::OnceLock::new();
+    &LATENCY
+        .get_or_init(|| {
+            let opts = prometheus::HistogramOpts::new(
+                "wafstream_delivery_latency_seconds",
+                "Time from a frame's receipt (by this process; in a worker, by the ingress that published it, so the two clocks' difference counts too) to its output's acknowledgement (written, indexed, or acknowledged by Kafka).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec());
+            // Fixed, valid options: creating the histogram cannot fail.
+            let h = prometheus::Histogram::with_opts(opts).expect("valid histogram options");
+            let l = std::sync::Arc::new(Latency(h));
+            crate::telemetry::global().register("delivery_latency", l.clone());
+            l
+        })
+        .0
+}
+
+/// A frame is done: observe its delivery latency (`now` read once per group) and settle it.
+fn done(token: Token, received_ms: i64, now_ms: i64, s: &mut Summary) {
+    latency().observe((now_ms - received_ms).max(0) as f64 / 1000.0);
+    token.settle();
+    s.settled += 1;
+}
+
 /// One mapped frame in a batch's output buffer.
 struct Item {
+    received_ms: i64,
     dataset: Option<Dataset>,
     dropped: bool,
     id: DocId,
@@ -123,6 +164,7 @@ fn map_batch(mapper: &Mapper, batch: Vec<RawFrame>, m: &mut Mapped) {
     for f in batch {
         let r = map_frame(mapper, &f, &mut m.out);
         m.items.push(Item {
+            received_ms: f.received_ms,
             dataset: r.dataset,
             dropped: r.dropped,
             id: r.id,
@@ -156,6 +198,7 @@ fn mapping_thread(
 /// An output handed to the sink, waiting for its verdict.
 struct Waiting {
     token: Token,
+    received_ms: i64,
     ack: Ack,
 }
 
@@ -221,7 +264,7 @@ pub async fn run<S: Sink>(
             }
             r = front(&mut waiting), if !waiting.is_empty() => {
                 let Some(w) = waiting.pop_front() else { continue };
-                if let Err(e) = settle(w.token, r, sink, &dead_mapper, &mut s).await {
+                if let Err(e) = settle(w.token, w.received_ms, r, sink, &dead_mapper, &mut s).await {
                     break Err(e);
                 }
             }
@@ -251,7 +294,7 @@ pub async fn run<S: Sink>(
         // Settle what is already known without waiting, oldest first.
         while let Some(r) = waiting.front_mut().and_then(|w| w.ack.try_take()) {
             let Some(w) = waiting.pop_front() else { break };
-            if let Err(e) = settle(w.token, r, sink, &dead_mapper, &mut s).await {
+            if let Err(e) = settle(w.token, w.received_ms, r, sink, &dead_mapper, &mut s).await {
                 return finish(Err(e), to_map, threads);
             }
         }
@@ -368,10 +411,11 @@ async fn deliver<S: Sink>(
             // Nothing to send: the frame is done, in its turn.
             s.dropped += 1;
             if waiting.is_empty() {
-                ready.push(item.token);
+                ready.push((item.token, item.received_ms));
             } else {
                 waiting.push_back(Waiting {
                     token: item.token,
+                    received_ms: item.received_ms,
                     ack: Ack::ready(Ok(Delivery::Accepted)),
                 });
             }
@@ -393,19 +437,23 @@ async fn deliver<S: Sink>(
         if waiting.is_empty() {
             match ack.try_take() {
                 Some(Ok(Delivery::Accepted)) => {
-                    ready.push(item.token);
+                    ready.push((item.token, item.received_ms));
                     continue;
                 }
                 Some(r) => ack = Ack::ready(r),
                 None => {}
             }
         }
-        waiting.push_back(Waiting { token: item.token, ack });
+        waiting.push_back(Waiting {
+            token: item.token,
+            received_ms: item.received_ms,
+            ack,
+        });
     }
     sink.write_through()?;
-    for t in ready {
-        t.settle();
-        s.settled += 1;
+    let now = crate::bus::now_ms();
+    for (t, received_ms) in ready {
+        done(t, received_ms, now, s);
     }
     Ok(m)
 }
@@ -414,6 +462,7 @@ async fn deliver<S: Sink>(
 /// dead-letter output.
 async fn settle<S: Sink>(
     token: Token,
+    received_ms: i64,
     verdict: Result<Delivery, SinkError>,
     sink: &S,
     dead_mapper: &Mapper,
@@ -448,8 +497,7 @@ async fn settle<S: Sink>(
             }
         }
     }
-    token.settle();
-    s.settled += 1;
+    done(token, received_ms, crate::bus::now_ms(), s);
     Ok(())
 }
 
