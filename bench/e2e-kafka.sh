@@ -44,7 +44,7 @@ case "$broker_kind" in
     broker=$!
     for _ in $(seq 1200); do grep -qs "Kafka Server started" "$tmp/kafka/server.log" && break; sleep 0.1; done
     grep -qs "Kafka Server started" "$tmp/kafka/server.log" || { cat "$tmp/kafka.out"; tail -50 "$tmp/kafka/server.log"; exit 1; }
-    java -cp "$lib/*" tests/services/kafka/CreateTopics.java "127.0.0.1:$port" raw:$parts ss:1 cloud:1 dlq:1
+    java -cp "$lib/*" tests/services/kafka/CreateTopics.java "127.0.0.1:$port" raw:$parts ss:${OUT_PARTITIONS:-1} cloud:${OUT_PARTITIONS:-1} dlq:1
     ;;
   tansu)
     tansu="$(bash tests/services/install-tansu.sh)"
