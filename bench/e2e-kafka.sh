@@ -80,9 +80,11 @@ awk -v n="$lines" -v s="$(echo "$i1 - $i0" | bc)" -v c="${INGRESS_CPUS:-1}" \
   'BEGIN { printf "ingress (TCP, one connection, cpu %s): %d frames acknowledged by the broker in %.2f s = %.0f frames/s\n", c, n, s, n/s }'
 kill -TERM $ingress; wait $ingress || true
 grep -q "$lines frames published, 0 failed" "$tmp/ingress.log" || { cat "$tmp/ingress.log"; exit 1; }
-/usr/bin/time -f "%M" -o "$tmp/rss" taskset -c "$cpus" "$bin" worker "${threads_arg[@]}" --brokers 127.0.0.1:$port --raw-topic raw \
+/usr/bin/time -f "%M %U %S" -o "$tmp/rss" taskset -c "$cpus" "$bin" worker "${threads_arg[@]}" --brokers 127.0.0.1:$port --raw-topic raw \
   --topic-securesphere ss --topic-cloud-waf cloud --dlq-topic dlq --group bench --exit-when-idle-ms 3000 ${WORKER_EXTRA:-} \
   2>"$tmp/worker.log"
 grep -q "worker consumed $lines, " "$tmp/worker.log" || { cat "$tmp/worker.log"; exit 1; }
-echo "$kind, $lines lines, $parts raw partitions, $broker_kind broker, worker on $threads mapping thread(s) pinned to cpu(s) $cpus, peak RSS $(( $(cat "$tmp/rss") / 1024 )) MiB:"
+read -r rss_kb user sys < "$tmp/rss"
+echo "$kind, $lines lines, $parts raw partitions, $broker_kind broker, worker on $threads mapping thread(s) pinned to cpu(s) $cpus, peak RSS $(( rss_kb / 1024 )) MiB," \
+  "CPU $(awk -v u="$user" -v s="$sys" -v n="$lines" 'BEGIN { printf "%.1f µs per event (%.2f s user, %.2f s system)", (u + s) * 1e6 / n, u, s }'):"
 grep "worker consumed" "$tmp/worker.log"

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use rdkafka::Message;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
@@ -51,22 +52,22 @@ impl KafkaSink {
     }
 }
 
-/// Enqueue a record, waiting while the producer queue is full.
+/// Enqueue a record, waiting while the producer queue is full (the headers come back with a
+/// refused record, so they are built once).
 async fn enqueue(
     producer: &FutureProducer,
     topic: &str,
     key: &[u8],
     payload: &[u8],
-    headers: &OwnedHeaders,
+    mut headers: Option<OwnedHeaders>,
 ) -> Result<DeliveryFuture, SinkError> {
     loop {
-        let rec = FutureRecord::to(topic)
-            .key(key)
-            .payload(payload)
-            .headers(headers.clone());
+        let mut rec = FutureRecord::to(topic).key(key).payload(payload);
+        rec.headers = headers.take();
         match producer.send_result(rec) {
             Ok(d) => return Ok(d),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
+                headers = rec.headers;
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Err((e, _)) => return Err(SinkError::Fatal(format!("producing to {topic}: {e}"))),
@@ -77,12 +78,12 @@ async fn enqueue(
 impl Sink for KafkaSink {
     async fn send(&self, out: Output<'_>) -> Result<Ack, SinkError> {
         let topic = match out.dataset {
-            Some(Dataset::SecureSphere) => self.topics.securesphere.clone(),
-            Some(Dataset::CloudWaf) => self.topics.cloud_waf.clone(),
-            Some(Dataset::Siem) => self.topics.siem.clone(),
-            None => self.topics.dlq.clone(),
+            Some(Dataset::SecureSphere) => &self.topics.securesphere,
+            Some(Dataset::CloudWaf) => &self.topics.cloud_waf,
+            Some(Dataset::Siem) => &self.topics.siem,
+            None => &self.topics.dlq,
         };
-        let mut headers = OwnedHeaders::new().insert(Header {
+        let mut headers = OwnedHeaders::new_with_capacity(3).insert(Header {
             key: H_ID,
             value: Some(out.id.as_bytes()),
         });
@@ -98,9 +99,9 @@ impl Sink for KafkaSink {
                 value: Some(e.as_bytes()),
             });
         }
-        let key = out.id.as_bytes().to_vec();
-        let body = out.body.to_vec();
-        let first = enqueue(&self.producer, &topic, &key, &body, &headers).await?;
+        // librdkafka copies key and payload; a failed delivery hands its copy back, and that
+        // is what is produced again, so nothing is kept here per record.
+        let first = enqueue(&self.producer, topic, out.id.as_bytes(), out.body, Some(headers)).await?;
         let producer = self.producer.clone();
         let give_up_after = self.give_up_after;
         Ok(Ack::later(async move {
@@ -108,14 +109,21 @@ impl Sink for KafkaSink {
             let mut attempt = 1u32;
             let since = std::time::Instant::now();
             loop {
-                let why = match delivery.await {
+                let (why, msg) = match delivery.await {
                     Ok(Ok(_)) => return Ok(Delivery::Accepted),
-                    Ok(Err((e, _))) if !super::producer::retriable(&e) => {
-                        return Err(SinkError::Fatal(format!("{topic}: refused: {e}")));
+                    Ok(Err((e, msg))) if !super::producer::retriable(&e) => {
+                        return Err(SinkError::Fatal(format!("{}: refused: {e}", msg.topic())));
                     }
-                    Ok(Err((e, _))) => e.to_string(),
-                    Err(_) => "delivery canceled".to_string(),
+                    Ok(Err((e, msg))) => (e.to_string(), msg),
+                    // The producer dropped the delivery report without a verdict (it is gone):
+                    // nothing is left to produce again; the frame stays unsettled.
+                    Err(_) => {
+                        return Err(SinkError::Fatal(
+                            "output delivery canceled: the producer is gone".into(),
+                        ));
+                    }
                 };
+                let topic = msg.topic();
                 if give_up_after.is_some_and(|g| since.elapsed() >= g) {
                     return Err(SinkError::GaveUp(format!(
                         "{topic}: not acknowledged after {attempt} attempts in {:.0} s: {why}",
@@ -125,7 +133,8 @@ impl Sink for KafkaSink {
                 tracing::warn!(%topic, reason = %why, attempt, "output not acknowledged; producing it again");
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt.min(50)))).await;
                 attempt += 1;
-                delivery = enqueue(&producer, &topic, &key, &body, &headers).await?;
+                let (key, payload) = (msg.key().unwrap_or_default(), msg.payload().unwrap_or_default());
+                delivery = enqueue(&producer, topic, key, payload, msg.headers().cloned()).await?;
             }
         }))
     }

@@ -77,6 +77,10 @@ pub fn raw_producer(settings: &ClientSettings) -> anyhow::Result<FutureProducer>
             ("compression.type", "lz4"),
             ("linger.ms", "5"),
             ("batch.size", "1000000"),
+            // At most 32 MiB of frames queued for the brokers (librdkafka allows 100,000 messages
+            // up to 1 GiB): ~0.2 s at full speed, and the ingress within its memory budget. A
+            // full queue is waited for, as when the brokers are away.
+            ("queue.buffering.max.kbytes", "32768"),
             // Never expire a frame the ingress accepted: an outage stops intake instead.
             ("message.timeout.ms", "0"),
         ])
