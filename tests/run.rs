@@ -822,11 +822,11 @@ fn otlp_export_sends_metrics_and_batch_traces() {
         let last = {
             let m = got.metrics.lock().expect("lock");
             m.iter()
+                .rev()
                 .flat_map(|r| &r.resource_metrics)
                 .flat_map(|r| &r.scope_metrics)
                 .flat_map(|s| &s.metrics)
-                .filter(|x| x.name == "wafstream_delivery_latency_seconds")
-                .last()
+                .find(|x| x.name == "wafstream_delivery_latency_seconds")
                 .cloned()
         };
         let h = match last.and_then(|l| l.data) {
