@@ -14,7 +14,7 @@ pub mod producer;
 pub mod worker;
 
 use rdkafka::ClientConfig;
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 
 use crate::bus::RawFrame;
 
@@ -142,14 +142,4 @@ pub fn raw_headers(f: &RawFrame, tz: Option<&str>) -> OwnedHeaders {
         });
     }
     h
-}
-
-/// A header's value as text.
-pub fn header<'h, H: Headers>(h: Option<&'h H>, key: &str) -> Option<&'h str> {
-    let h = h?;
-    (0..h.count())
-        .map(|i| h.get(i))
-        .find(|x| x.key == key)
-        .and_then(|x| x.value)
-        .and_then(|v| std::str::from_utf8(v).ok())
 }

@@ -21,7 +21,6 @@ use rdkafka::message::BorrowedMessage;
 use super::output::{KafkaSink, Topics};
 use super::{
     ClientSettings, H_INPUT, H_OFFSET, H_PEER, H_RECEIVED, H_SOURCE, H_SOURCETYPE, H_TIME, H_TRUNCATED, H_TZ, H_W3C,
-    header,
 };
 use crate::bus::{self, Progress, RawFrame, Token};
 use crate::ecs::Options;
@@ -389,10 +388,54 @@ fn input_kind(v: Option<&str>) -> &'static str {
     }
 }
 
+/// The raw-topic headers of one record, read in one pass over them (the first of a repeated
+/// header counts; a value that is not UTF-8 is left out).
+#[derive(Default)]
+struct RawHeaders<'h> {
+    received: Option<&'h str>,
+    input: Option<&'h str>,
+    peer: Option<&'h str>,
+    truncated: Option<&'h str>,
+    source: Option<&'h str>,
+    offset: Option<&'h str>,
+    tz: Option<&'h str>,
+    w3c: Option<&'h str>,
+    sourcetype: Option<&'h str>,
+    time: Option<&'h str>,
+}
+
+impl<'h> RawHeaders<'h> {
+    fn of(h: Option<&'h rdkafka::message::BorrowedHeaders>) -> Self {
+        use rdkafka::message::Headers;
+        let mut r = RawHeaders::default();
+        let Some(h) = h else { return r };
+        for i in 0..h.count() {
+            let x = h.get(i);
+            let slot = match x.key {
+                H_RECEIVED => &mut r.received,
+                H_INPUT => &mut r.input,
+                H_PEER => &mut r.peer,
+                H_TRUNCATED => &mut r.truncated,
+                H_SOURCE => &mut r.source,
+                H_OFFSET => &mut r.offset,
+                H_TZ => &mut r.tz,
+                H_W3C => &mut r.w3c,
+                H_SOURCETYPE => &mut r.sourcetype,
+                H_TIME => &mut r.time,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = x.value.and_then(|v| std::str::from_utf8(v).ok());
+            }
+        }
+        r
+    }
+}
+
 /// A raw record and its headers → a frame (the raw-topic contract, read side).
 fn frame(m: &BorrowedMessage<'_>, recent: &mut Recent, token: Token) -> RawFrame {
-    let h = m.headers();
-    let w3c = header(h, H_W3C).and_then(|names| match &recent.w3c {
+    let h = RawHeaders::of(m.headers());
+    let w3c = h.w3c.and_then(|names| match &recent.w3c {
         Some((n, cols)) if n == names => Some(cols.clone()),
         _ => {
             let cols = Arc::new(W3cFields::from_directive(names)?);
@@ -400,27 +443,25 @@ fn frame(m: &BorrowedMessage<'_>, recent: &mut Recent, token: Token) -> RawFrame
             Some(cols)
         }
     });
-    let offset = header(h, H_OFFSET).and_then(|v| v.parse().ok());
-    let source = shared(&mut recent.source, header(h, H_SOURCE));
+    let offset = h.offset.and_then(|v| v.parse().ok());
+    let source = shared(&mut recent.source, h.source);
     // Frames without a file position are told apart by their place in the raw topic, which a
     // redelivery keeps.
     let occurrence =
         (offset.is_none() || source.is_none()).then(|| ((m.partition() as u64) << 48) ^ (m.offset() as u64));
     RawFrame {
         bytes: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-        received_ms: header(h, H_RECEIVED)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(bus::now_ms),
-        input: input_kind(header(h, H_INPUT)),
-        peer: shared(&mut recent.peer, header(h, H_PEER)),
-        truncated_from: header(h, H_TRUNCATED).and_then(|v| v.parse().ok()),
+        received_ms: h.received.and_then(|v| v.parse().ok()).unwrap_or_else(bus::now_ms),
+        input: input_kind(h.input),
+        peer: shared(&mut recent.peer, h.peer),
+        truncated_from: h.truncated.and_then(|v| v.parse().ok()),
         source,
         offset,
         occurrence,
-        tz: shared(&mut recent.tz, header(h, H_TZ)),
+        tz: shared(&mut recent.tz, h.tz),
         w3c,
-        sourcetype: shared(&mut recent.sourcetype, header(h, H_SOURCETYPE)),
-        time_ms: header(h, H_TIME).and_then(|v| v.parse().ok()),
+        sourcetype: shared(&mut recent.sourcetype, h.sourcetype),
+        time_ms: h.time.and_then(|v| v.parse().ok()),
         token,
         ..RawFrame::default()
     }
