@@ -116,20 +116,21 @@ pub async fn publish(
             },
         };
         for frame in batch {
-            let headers = raw_headers(&frame, tz.as_deref());
+            let mut headers = Some(raw_headers(&frame, tz.as_deref()));
             loop {
                 // No key: librdkafka's sticky partitioner fills one partition's batch, then
                 // moves to another at random, so even one long-lived connection spreads over
                 // every partition (a key from the sender would pin it to one).
-                let rec: FutureRecord<'_, (), [u8]> = FutureRecord::to(&topic)
-                    .payload(&frame.bytes[..])
-                    .headers(headers.clone());
+                let mut rec: FutureRecord<'_, (), [u8]> = FutureRecord::to(&topic).payload(&frame.bytes[..]);
+                rec.headers = headers.take();
                 match producer.send_result(rec) {
                     Ok(delivery) => {
                         inflight.push_back((Either::Left(delivery), frame.token.clone()));
                         break;
                     }
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
+                        // The headers come back with the refused record, for the next try.
+                        headers = rec.headers;
                         // Backpressure: settle the oldest delivery (or wait a moment), then retry.
                         match tokio::time::timeout(Duration::from_millis(50), front(&mut inflight)).await {
                             Ok(r) => settle_front(&producer, &topic, &stats, &mut inflight, r).await?,
