@@ -20,30 +20,13 @@ threads="${THREADS:-1}"; cpus="${CPUS:-0}"
 # --threads exists since the pipeline core; older builds map on one thread whatever is asked.
 threads_arg=(--threads "$threads"); [ -n "${BIN:-}" ] && [ -z "${THREADS:-}" ] && threads_arg=()
 [ -n "${BIN:-}" ] || cargo build --release --quiet
-tmp="$(mktemp -d)"
-broker=""
-cleanup() {
-  set +e
-  [ -n "${ingress:-}" ] && kill "$ingress" 2>/dev/null
-  [ -n "$broker" ] && kill "$broker" 2>/dev/null && wait "$broker" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-# A copy, so another build in the same target dir cannot swap the binary mid-run.
-cp "${BIN:-${CARGO_TARGET_DIR:-target}/release/wafstream}" "$tmp/wafstream"
-bin="$tmp/wafstream"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/kafka-lib.sh
+bench_init
 port=$(free_port)
 t0=$(date +%s.%N)
 case "$broker_kind" in
   kafka)
-    lib="$(bash tests/services/install-kafka.sh)"
-    # A benchmark broker: a larger heap and the full JIT (the tests' defaults favour start time).
-    WAFSTREAM_KAFKA_LIB="$lib" WAFSTREAM_KAFKA_JVM_OPTS="${WAFSTREAM_KAFKA_JVM_OPTS:--Xms512m -Xmx512m}" \
-      bash tests/services/kafka.sh "$tmp/kafka" "$port" "$(free_port)" $$ >"$tmp/kafka.out" 2>&1 &
-    broker=$!
-    for _ in $(seq 1200); do grep -qs "Kafka Server started" "$tmp/kafka/server.log" && break; sleep 0.1; done
-    grep -qs "Kafka Server started" "$tmp/kafka/server.log" || { cat "$tmp/kafka.out"; tail -50 "$tmp/kafka/server.log"; exit 1; }
+    start_kafka "$port"
     java -cp "$lib/*" tests/services/kafka/CreateTopics.java "127.0.0.1:$port" raw:$parts ss:${OUT_PARTITIONS:-1} cloud:${OUT_PARTITIONS:-1} dlq:1
     ;;
   tansu)

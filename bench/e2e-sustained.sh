@@ -17,25 +17,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rate="${RATE:-150000}"; secs="${SECONDS_:-60}"; kind="${KIND:-cloud-waf}"; parts="${PARTITIONS:-4}"
 [ -n "${BIN:-}" ] || cargo build --release --quiet
-tmp="$(mktemp -d)"
-broker=""; ingress=""; worker=""
-cleanup() {
-  set +e
-  for p in $worker $ingress; do kill "$p" 2>/dev/null; done
-  [ -n "$broker" ] && kill "$broker" 2>/dev/null && wait "$broker" 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-cp "${BIN:-${CARGO_TARGET_DIR:-target}/release/wafstream}" "$tmp/wafstream"
-bin="$tmp/wafstream"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/kafka-lib.sh
+bench_init
 port=$(free_port)
-lib="$(bash tests/services/install-kafka.sh)"
-WAFSTREAM_KAFKA_LIB="$lib" WAFSTREAM_KAFKA_JVM_OPTS="${WAFSTREAM_KAFKA_JVM_OPTS:--Xms512m -Xmx512m}" \
-  bash tests/services/kafka.sh "$tmp/kafka" "$port" "$(free_port)" $$ >"$tmp/kafka.out" 2>&1 &
-broker=$!
-for _ in $(seq 1200); do grep -qs "Kafka Server started" "$tmp/kafka/server.log" && break; sleep 0.1; done
-grep -qs "Kafka Server started" "$tmp/kafka/server.log" || { cat "$tmp/kafka.out"; exit 1; }
+start_kafka "$port"
 java -cp "$lib/*" tests/services/kafka/CreateTopics.java "127.0.0.1:$port" raw:$parts ss:${OUT_PARTITIONS:-1} cloud:${OUT_PARTITIONS:-1} siem:1 dlq:1
 "$bin" generate --kind "$kind" --count "${FILE_LINES:-200000}" > "$tmp/lines"
 
