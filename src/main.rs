@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 // Mapping allocates many small short-lived values per event; mimalloc's thread-local free
-// lists make that markedly cheaper than glibc malloc (see bench/README.md).
+// lists make that markedly cheaper than glibc malloc (see bench/README.md). With the crate's
+// `override` feature the C libraries' malloc/free (librdkafka) use it too: the ingress spends
+// ~17 % less CPU per frame than on glibc malloc.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
