@@ -50,12 +50,11 @@ echo "$broker_kind broker ready with topics in $(printf '%.1f' "$(echo "$(date +
 taskset -c "${INGRESS_CPUS:-1}" "$bin" ingress --brokers 127.0.0.1:$port --raw-topic raw --listen-tcp 127.0.0.1:0 --listen-udp off \
   --metrics-addr 127.0.0.1:0 2>"$tmp/ingress.log" &
 ingress=$!
-for _ in $(seq 100); do grep -q "listening on metrics" "$tmp/ingress.log" && break; sleep 0.1; done
-iport=$(sed -n 's/.*listening on tcp 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/ingress.log")
-mport=$(sed -n 's/.*listening on metrics 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/ingress.log")
-produced() { curl -s "http://127.0.0.1:$mport/metrics" | awk '$1 == "wafstream_raw_produced_total" { print $2 }'; }
+iaddr=$(listening_on tcp "$tmp/ingress.log")
+maddr=$(listening_on metrics "$tmp/ingress.log")
+produced() { metric "$maddr" wafstream_raw_produced_total; }
 i0=$(date +%s.%N)
-cat "$tmp/lines" > /dev/tcp/127.0.0.1/$iport
+cat "$tmp/lines" > /dev/tcp/${iaddr%:*}/${iaddr##*:}
 for _ in $(seq 6000); do [ "$(produced)" = "$lines" ] && break; sleep 0.01; done
 i1=$(date +%s.%N)
 [ "$(produced)" = "$lines" ] || { echo "the ingress published $(produced) of $lines"; exit 1; }

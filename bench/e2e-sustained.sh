@@ -9,7 +9,8 @@
 # - receive → output-acknowledged latency p50/p99/max bucket, from the worker's
 #   wafstream_delivery_latency_seconds histogram (the ingress stamps the receive time);
 # - the worker's rate, and the peak RSS of the ingress and the worker;
-# - first partition assignment → first document acknowledged, from the worker's log.
+# - a new worker's start → partitions assigned (its /readyz) → first document acknowledged (its
+#   first offset stored), polled every 20 ms.
 #   bench/e2e-sustained.sh                      # 150k Cloud WAF lines/s for 60 s
 #   RATE=100000 SECONDS_=30 bench/e2e-sustained.sh
 #   WORKER_EXTRA="--threads 1" bench/e2e-sustained.sh
@@ -31,15 +32,13 @@ ingress=$!
   --topic-securesphere ss --topic-cloud-waf cloud --topic-siem siem --dlq-topic dlq --group bench \
   --metrics-addr 127.0.0.1:0 --exit-when-idle-ms 5000 ${WORKER_EXTRA:-} 2>"$tmp/worker.log" &
 worker=$!
-for _ in $(seq 100); do grep -q "listening on metrics" "$tmp/ingress.log" && grep -q "listening on metrics" "$tmp/worker.log" && break; sleep 0.1; done
-iport=$(sed -n 's/.*listening on tcp 127.0.0.1:\([0-9]*\).*/\1/p' "$tmp/ingress.log")
-wmetrics=$(sed -n 's/.*listening on metrics \(127.0.0.1:[0-9]*\).*/\1/p' "$tmp/worker.log")
+iaddr=$(listening_on tcp "$tmp/ingress.log")
+imetrics=$(listening_on metrics "$tmp/ingress.log")
+wmetrics=$(listening_on metrics "$tmp/worker.log")
 # Wait for the worker's partitions before sending, so the latency is the pipeline's, not the group join's.
 for _ in $(seq 300); do curl -sf "http://$wmetrics/readyz" >/dev/null && break; sleep 0.1; done
-imetrics=$(sed -n 's/.*listening on metrics \(127.0.0.1:[0-9]*\).*/\1/p' "$tmp/ingress.log")
 # A timeline every TICK seconds (default 5): frames the ingress got and Kafka acknowledged,
 # records the worker consumed and settled, its outputs in flight and pauses.
-metric() { curl -s "http://$1/metrics" | awk -v n="$2" '$1 == n { print $2 }'; }
 (
   t=0
   while sleep "${TICK:-5}"; do
@@ -50,7 +49,7 @@ metric() { curl -s "http://$1/metrics" | awk -v n="$2" '$1 == n { print $2 }'; }
   done
 ) &
 timeline=$!
-python3 bench/pace.py "127.0.0.1:$iport" "$tmp/lines" "$rate" "$secs" | tee "$tmp/pace.out"
+python3 bench/pace.py "$iaddr" "$tmp/lines" "$rate" "$secs" | tee "$tmp/pace.out"
 sent=$(awk '{ print $2 }' "$tmp/pace.out")
 # Peak RSS (kB) of a running process.
 hwm() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
@@ -84,12 +83,11 @@ grep "worker consumed" "$tmp/worker.log" | sed 's/.*INFO wafstream: //'
   --topic-siem siem --dlq-topic dlq --group bench-first --metrics-addr 127.0.0.1:0 2>"$tmp/worker2.log" &
 worker=$!
 t0=$(date +%s.%N)
-for _ in $(seq 100); do grep -q "listening on metrics" "$tmp/worker2.log" && break; sleep 0.05; done
-w2=$(sed -n 's/.*listening on metrics \(127.0.0.1:[0-9]*\).*/\1/p' "$tmp/worker2.log")
+w2=$(listening_on metrics "$tmp/worker2.log")
 for _ in $(seq 1500); do curl -sf "http://$w2/readyz" >/dev/null && break; sleep 0.02; done
 t1=$(date +%s.%N)
 for _ in $(seq 1500); do
-  [ "$(curl -s "http://$w2/metrics" | awk '$1 == "wafstream_worker_offsets_stored_total" { print $2 }')" -gt 0 ] 2>/dev/null && break
+  [ "$(metric "$w2" wafstream_worker_offsets_stored_total)" -gt 0 ] 2>/dev/null && break
   sleep 0.02
 done
 t2=$(date +%s.%N)

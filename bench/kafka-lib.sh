@@ -38,3 +38,13 @@ start_kafka() {
   for _ in $(seq 1200); do grep -qs "Kafka Server started" "$tmp/kafka/server.log" && break; sleep 0.1; done
   grep -qs "Kafka Server started" "$tmp/kafka/server.log" || { cat "$tmp/kafka.out"; tail -50 "$tmp/kafka/server.log"; exit 1; }
 }
+
+# listening_on KIND LOG: the address (127.0.0.1:PORT) a wafstream process logged for its KIND
+# listener (tcp, metrics, ...), waiting up to 10 s for the line.
+listening_on() {
+  for _ in $(seq 200); do grep -q "listening on $1 " "$2" && break; sleep 0.05; done
+  sed -n "s/.*listening on $1 \(127.0.0.1:[0-9]*\).*/\1/p" "$2" | head -1
+}
+
+# metric ADDR NAME: the value of an unlabelled series on ADDR's /metrics (empty when absent).
+metric() { curl -s "http://$1/metrics" | awk -v n="$2" '$1 == n { print $2 }'; }
