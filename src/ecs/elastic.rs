@@ -13,8 +13,8 @@
 use std::borrow::Cow;
 
 use super::doc::{Doc, TsStyle, Val};
-use super::json;
 use super::paths::P;
+use super::rules::{Conv, Step, rule, text};
 use super::{Ctx, extension_key, parse_ip, trim};
 use crate::p;
 use crate::parse::Key;
@@ -199,16 +199,6 @@ const SS_CS: ([P; 21], [P; 21]) = ss_cs!(
 const SS_CS_LABEL: [P; 21] = SS_CS.0;
 const SS_CS_VALUE: [P; 21] = SS_CS.1;
 
-macro_rules! cloud_cs {
-    ($($n:literal),*) => {
-        [$((
-            p!(concat!("imperva_cloud_waf.event.extensions.device.custom_string", $n)),
-            p!(concat!("imperva_cloud_waf.event.extensions.device.custom_string", $n, "_label")),
-        )),*]
-    };
-}
-const CLOUD_CS: [(P, P); 6] = cloud_cs!(1, 2, 3, 4, 5, 6);
-
 /// `imperva.securesphere`.
 pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     let dup = ctx.opts.preserve_duplicate_custom_fields;
@@ -365,79 +355,94 @@ fn envelope_or_received(ctx: &Ctx<'_, '_>) -> i64 {
         .unwrap_or(now)
 }
 
-/// Parse JSON text for a `json` processor, dropping empty values like the pipeline's final
-/// clean-up does. Valid JSON with nothing to drop is written as sent (no tree is built).
-fn json_value(text: &str) -> Result<Cow<'_, str>, String> {
-    let raw: &serde_json::value::RawValue = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let t = raw.get();
-    if !may_prune(t) {
-        return Ok(Cow::Borrowed(t));
-    }
-    let mut v: serde_json::Value = serde_json::from_str(t).map_err(|e| e.to_string())?;
-    prune(&mut v);
-    serde_json::to_string(&v).map(Cow::Owned).map_err(|e| e.to_string())
+/// Shorthand for the Cloud WAF extension paths.
+macro_rules! x {
+    ($s:literal) => {
+        p!(concat!("imperva_cloud_waf.event.extensions.", $s))
+    };
 }
 
-/// Whether valid JSON `t` may hold something [`prune`] drops (`null`, `""`, an empty array or
-/// object) or a line break (the text is then re-serialised on one line). One pass; it may say
-/// `true` when nothing would change, never `false` when something would.
-fn may_prune(t: &str) -> bool {
-    let b = t.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'"' => {
-                if b.get(i + 1) == Some(&b'"') {
-                    return true;
-                }
-                // Skip the string (it is valid JSON: it ends at an unescaped quote).
-                i += 1;
-                while i < b.len() && b[i] != b'"' {
-                    i += if b[i] == b'\\' { 2 } else { 1 };
-                }
-            }
-            // Outside strings an `n` only starts `null`.
-            b'n' | b'\n' | b'\r' => return true,
-            b'[' | b'{' => {
-                let mut j = i + 1;
-                while j < b.len() && matches!(b[j], b' ' | b'\t') {
-                    j += 1;
-                }
-                if matches!(b.get(j), Some(b']' | b'}')) {
-                    return true;
-                }
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    false
-}
+/// `imperva_cloud_waf.event`: the whole mapping, in order.
+pub(super) const CLOUD_WAF: &[Step] = &[
+    Step::Code(cloud_header),
+    Step::Code(cloud_times),
+    rule(Key::Act, Conv::Action, p!("event.action")).dup(x!("action")),
+    Step::Code(cloud_addresses),
+    Step::Code(cloud_user),
+    text(Key::SourceServiceName, p!("source.service.name")),
+    text(Key::SourceServiceName, x!("source.service_name")),
+    text(Key::Dhost, p!("destination.domain")),
+    // Counts and codes.
+    rule(Key::In, Conv::Int("bytesIn"), p!("source.bytes")).dup(x!("bytes_in")),
+    rule(
+        Key::Cn(1),
+        Conv::Int("deviceCustomNumber1"),
+        p!("http.response.status_code"),
+    )
+    .dup(x!("device.custom_number1")),
+    text(Key::CnLabel(1), x!("device.custom_number1_label")),
+    // Geo.
+    text(Key::Ccode, p!("source.geo.country_iso_code")).dup(x!("ccode")),
+    text(Key::Cicode, x!("cicode")),
+    rule(Key::Cs(7), Conv::Decimal("cs7"), p!("source.geo.location.lat")).dup(x!("cs7")),
+    text(Key::CsLabel(7), x!("cs7Label")),
+    rule(Key::Cs(8), Conv::Decimal("cs8"), p!("source.geo.location.lon")).dup(x!("cs8")),
+    text(Key::CsLabel(8), x!("cs8Label")),
+    // HTTP.
+    text(Key::RequestMethod, p!("http.request.method")).dup(x!("request.method")),
+    rule(Key::App, Conv::Lower, p!("network.application")).dup(x!("application_protocol")),
+    text(Key::Postbody, p!("http.request.body.content")).dup(x!("postbody")),
+    Step::Code(cloud_request),
+    text(Key::Qstr, p!("url.query")).dup(x!("qstr")),
+    text(Key::Ref, x!("ref")),
+    Step::Code(cloud_user_agent),
+    rule(
+        Key::AdditionalReqHeaders,
+        Conv::Json("additionalReqHeaders"),
+        x!("additional.req_headers"),
+    ),
+    rule(
+        Key::AdditionalResHeaders,
+        Conv::Json("additionalResHeaders"),
+        x!("additional.res_headers"),
+    ),
+    rule(Key::Cs(10), Conv::Json("cs10"), x!("cs10")),
+    rule(Key::Cs(11), Conv::Json("cs11"), x!("cs11")),
+    text(Key::CsLabel(10), x!("cs10Label")),
+    text(Key::CsLabel(11), x!("cs11Label")),
+    text(Key::CsLabel(9), x!("cs9Label")),
+    text(Key::Cs(9), p!("rule.name")).dup(x!("cs9")),
+    // Device custom strings 1..6 (2 and 3 are booleans).
+    text(Key::Cs(1), x!("device.custom_string1")),
+    text(Key::CsLabel(1), x!("device.custom_string1_label")),
+    rule(Key::Cs(2), Conv::Bool("cs2"), x!("device.custom_string2")),
+    text(Key::CsLabel(2), x!("device.custom_string2_label")),
+    rule(Key::Cs(3), Conv::Bool("cs3"), x!("device.custom_string3")),
+    text(Key::CsLabel(3), x!("device.custom_string3_label")),
+    text(Key::Cs(4), x!("device.custom_string4")),
+    text(Key::CsLabel(4), x!("device.custom_string4_label")),
+    text(Key::Cs(5), x!("device.custom_string5")),
+    text(Key::CsLabel(5), x!("device.custom_string5_label")),
+    text(Key::Cs(6), x!("device.custom_string6")),
+    text(Key::CsLabel(6), x!("device.custom_string6_label")),
+    text(Key::DeviceExternalId, x!("device.externalId")),
+    text(Key::DeviceFacility, x!("device.facility")),
+    text(Key::Dproc, p!("destination.process.name")),
+    text(Key::Dproc, x!("destination_process_name")),
+    text(Key::FileId, p!("file.inode")).dup(x!("file_id")),
+    text(Key::FileType, p!("file.type")).dup(x!("file.type")),
+    text(Key::FilePermission, p!("file.group")).dup(x!("file.permission")),
+    text(Key::Customer, x!("customer")),
+    text(Key::SiteId, x!("site.id")),
+    text(Key::SiteTag, x!("site.tag")),
+    text(Key::Tag, x!("tag")),
+    Step::Code(cloud_tls),
+    Step::Code(cloud_rest),
+];
 
-/// Elastic's "drop null/empty values recursively".
-fn prune(v: &mut serde_json::Value) -> bool {
-    use serde_json::Value;
-    match v {
-        Value::Null => true,
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => {
-            a.retain_mut(|x| !prune(x));
-            a.is_empty()
-        }
-        Value::Object(o) => {
-            o.retain(|_, x| !prune(x));
-            o.is_empty()
-        }
-        _ => false,
-    }
-}
-
-/// `imperva_cloud_waf.event`.
-pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
-    let dup = ctx.opts.preserve_duplicate_custom_fields;
-    const X: &str = "imperva_cloud_waf.event.extensions";
-    let rec = ctx.rec;
-    let h = &rec.header;
+/// Header facts: kind, category, observer, code, name, severity (and their copies).
+fn cloud_header<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    let h = &ctx.rec.header;
     d.str(p!("ecs.version"), "8.11.0");
     d.str(p!("event.kind"), if h.name == "Normal" { "event" } else { "alert" });
     d.statics(p!("event.category"), &["web"]);
@@ -449,11 +454,10 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     d.str(p!("message"), trim(&h.name));
     d.str(p!("imperva_cloud_waf.event.name"), trim(&h.name));
     d.str(p!("imperva_cloud_waf.event.version"), h.version.clone());
-    let sev = severity_number(&h.severity);
-    if let Some(n) = sev {
+    if let Some(n) = severity_number(&h.severity) {
         d.int(p!("event.severity"), n);
     }
-    if dup {
+    if ctx.opts.preserve_duplicate_custom_fields {
         d.str(p!("imperva_cloud_waf.event.device.event_class_id"), h.class_id.clone());
         d.str(p!("imperva_cloud_waf.event.device.product"), h.product.clone());
         d.str(p!("imperva_cloud_waf.event.device.vendor"), h.vendor.clone());
@@ -462,48 +466,34 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
             d.int(p!("imperva_cloud_waf.event.severity"), n);
         }
     }
+}
 
-    // Times.
-    let start = ctx.val_ne(Key::Start);
-    let start_ms = match start.as_deref().map(|s| (s, parse_epoch_ms(s))) {
-        Some((_, Some(ms))) => Some(ms),
-        Some((s, None)) => {
-            let s = s.to_string();
+/// `startTime` / `endTime` (epoch ms) to `event.start` / `event.end`; `@timestamp` from `rt`,
+/// else the start, else the envelope or the receive time.
+fn cloud_times<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    let dup = ctx.opts.preserve_duplicate_custom_fields;
+    let epoch = |ctx: &mut Ctx<'r, '_>, k: Key, name: &str| {
+        let s = ctx.val_ne(k)?;
+        let ms = parse_epoch_ms(&s);
+        if ms.is_none() {
             ctx.error(format!(
-                "error in field 'startTime': value {s:?} is not epoch milliseconds"
+                "error in field '{name}': value {s:?} is not epoch milliseconds"
             ));
-            None
         }
-        None => None,
+        ms
     };
-    let end = ctx.val_ne(Key::End);
-    let end_ms = match end.as_deref().map(|s| (s, parse_epoch_ms(s))) {
-        Some((_, Some(ms))) => Some(ms),
-        Some((s, None)) => {
-            let s = s.to_string();
-            ctx.error(format!(
-                "error in field 'endTime': value {s:?} is not epoch milliseconds"
-            ));
-            None
-        }
-        None => None,
-    };
+    let start_ms = epoch(ctx, Key::Start, "startTime");
+    let end_ms = epoch(ctx, Key::End, "endTime");
     if let Some(ms) = start_ms {
         d.ts(p!("event.start"), ms, TsStyle::Millis);
         if dup {
-            d.put(
-                p!("imperva_cloud_waf.event.extensions.start_time"),
-                Val::Ts(ms, TsStyle::Millis),
-            );
+            d.put(x!("start_time"), Val::Ts(ms, TsStyle::Millis));
         }
     }
     if let Some(ms) = end_ms {
         d.ts(p!("event.end"), ms, TsStyle::Millis);
         if dup {
-            d.put(
-                p!("imperva_cloud_waf.event.extensions.end_time"),
-                Val::Ts(ms, TsStyle::Millis),
-            );
+            d.put(x!("end_time"), Val::Ts(ms, TsStyle::Millis));
         }
     }
     // Elastic's pipeline leaves @timestamp at ingest time; the request's start is the event's
@@ -515,15 +505,12 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
             d.ts(p!("@timestamp"), ms, TsStyle::Millis);
         }
     }
+}
 
-    if let Some(act) = ctx.val_ne(Key::Act) {
-        d.str(p!("event.action"), action_name(&act));
-        if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.action"), act);
-        }
-    }
-
-    // Addresses and ports (Imperva: sip/spt = origin server, src/cpt = client).
+/// Addresses and ports (Imperva: `sip`/`spt` = origin server, `src`/`cpt` = client), the
+/// forwarded-for chain, and `related.ip`.
+fn cloud_addresses<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    let dup = ctx.opts.preserve_duplicate_custom_fields;
     let mut related_ip = d.list();
     let dst = parse_ip_field(ctx, Key::Dst, "destinationAddress");
     let sip = parse_ip_field(ctx, Key::Sip, "sip");
@@ -533,12 +520,12 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
     if dup {
         if let Some(ip) = sip {
-            d.str(p!("imperva_cloud_waf.event.extensions.sip"), ip);
+            d.str(x!("sip"), ip);
         }
     }
     if let Some(ip) = parse_ip_field(ctx, Key::Src, "sourceAddress") {
         if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.source.address"), ip.clone());
+            d.str(x!("source.address"), ip.clone());
         }
         push_unique(&mut related_ip, ip.clone());
         d.str(p!("source.ip"), ip);
@@ -549,12 +536,12 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         d.int(p!("destination.port"), p);
     }
     if let (Some(p), true) = (spt, dup) {
-        d.int(p!("imperva_cloud_waf.event.extensions.source.port"), p);
+        d.int(x!("source.port"), p);
     }
     if let Some(p) = parse_port(ctx, Key::Cpt, "cpt") {
         d.int(p!("source.port"), p);
         if dup {
-            d.int(p!("imperva_cloud_waf.event.extensions.cpt"), p);
+            d.int(x!("cpt"), p);
         }
     }
     if let Some(xff) = ctx.val_ne(Key::Xff) {
@@ -577,12 +564,12 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         // One address is a string, several a list.
         if ips.len() > 1 {
             if dup {
-                d.strs(p!("imperva_cloud_waf.event.extensions.xff"), ips.clone());
+                d.strs(x!("xff"), ips.clone());
             }
             d.strs(p!("network.forwarded_ip"), ips);
         } else if let Some(ip) = ips.pop() {
             if dup {
-                d.string(p!("imperva_cloud_waf.event.extensions.xff"), ip.clone());
+                d.string(x!("xff"), ip.clone());
             }
             d.string(p!("network.forwarded_ip"), ip);
             d.spare(ips);
@@ -591,100 +578,23 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if !related_ip.is_empty() {
         d.strs(p!("related.ip"), related_ip);
     }
+}
+
+/// `suid` to `source.user.id` and `related.user`.
+fn cloud_user<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(u) = ctx.val_ne(Key::Suid) {
         d.str(p!("source.user.id"), u.clone());
         let mut users = d.list();
         users.push(u.clone());
         d.strs(p!("related.user"), users);
-        if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.source.user_id"), u);
+        if ctx.opts.preserve_duplicate_custom_fields {
+            d.str(x!("source.user_id"), u);
         }
     }
-    if let Some(v) = ctx.val_ne(Key::SourceServiceName) {
-        d.str(p!("source.service.name"), v.clone());
-        d.str(p!("imperva_cloud_waf.event.extensions.source.service_name"), v);
-    }
-    if let Some(v) = ctx.val_ne(Key::Dhost) {
-        d.str(p!("destination.domain"), v);
-    }
+}
 
-    // Counts and codes.
-    if let Some(v) = ctx.val_ne(Key::In) {
-        match trim(&v).parse::<i64>() {
-            Ok(n) => {
-                d.int(p!("source.bytes"), n);
-                if dup {
-                    d.int(p!("imperva_cloud_waf.event.extensions.bytes_in"), n);
-                }
-            }
-            Err(_) => ctx.error(format!("error in field 'bytesIn': value {v:?} is not an integer")),
-        }
-    }
-    if let Some(v) = ctx.val_ne(Key::Cn(1)) {
-        match trim(&v).parse::<i64>() {
-            Ok(n) => {
-                d.int(p!("http.response.status_code"), n);
-                if dup {
-                    d.int(p!("imperva_cloud_waf.event.extensions.device.custom_number1"), n);
-                }
-            }
-            Err(_) => ctx.error(format!(
-                "error in field 'deviceCustomNumber1': value {v:?} is not an integer"
-            )),
-        }
-    }
-    if let Some(v) = ctx.val_ne(Key::CnLabel(1)) {
-        d.str(p!("imperva_cloud_waf.event.extensions.device.custom_number1_label"), v);
-    }
-
-    // Geo.
-    if let Some(cc) = ctx.val_ne(Key::Ccode) {
-        if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.ccode"), cc.clone());
-        }
-        d.str(p!("source.geo.country_iso_code"), cc);
-    }
-    if let Some(v) = ctx.val_ne(Key::Cicode) {
-        d.str(p!("imperva_cloud_waf.event.extensions.cicode"), v);
-    }
-    // Helper calls, not a loop over an array of tuples: the array would be staged on the
-    // stack and read back with wider loads than wrote it (a stall per item).
-    geo_field(
-        ctx,
-        d,
-        7,
-        p!("source.geo.location.lat"),
-        p!("imperva_cloud_waf.event.extensions.cs7"),
-        p!("imperva_cloud_waf.event.extensions.cs7Label"),
-    );
-    geo_field(
-        ctx,
-        d,
-        8,
-        p!("source.geo.location.lon"),
-        p!("imperva_cloud_waf.event.extensions.cs8"),
-        p!("imperva_cloud_waf.event.extensions.cs8Label"),
-    );
-
-    // HTTP.
-    if let Some(m) = ctx.val_ne(Key::RequestMethod) {
-        if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.request.method"), m.clone());
-        }
-        d.str(p!("http.request.method"), m);
-    }
-    if let Some(app) = ctx.val_ne(Key::App) {
-        d.str(p!("network.application"), lower(&app));
-        if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.application_protocol"), app);
-        }
-    }
-    if let Some(body) = ctx.val_ne(Key::Postbody) {
-        if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.postbody"), body.clone());
-        }
-        d.str(p!("http.request.body.content"), body);
-    }
+/// `request` to `url.original` and the URL's parts (Elasticsearch's `uri_parts`).
+fn cloud_request<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(req) = ctx.val_ne(Key::Request) {
         d.str(p!("url.original"), req.clone());
         let parts = match &req {
@@ -694,19 +604,14 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         if let Err(e) = parts {
             ctx.error(format!("uri_parts on url.original failed: {e}"));
         }
-        if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.request.url"), req);
+        if ctx.opts.preserve_duplicate_custom_fields {
+            d.str(x!("request.url"), req);
         }
     }
-    if let Some(q) = ctx.val_ne(Key::Qstr) {
-        if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.qstr"), q.clone());
-        }
-        d.str(p!("url.query"), q);
-    }
-    if let Some(r) = ctx.val_ne(Key::Ref) {
-        d.str(p!("imperva_cloud_waf.event.extensions.ref"), r);
-    }
+}
+
+/// `requestClientApplication` to `user_agent.*`, parsed.
+fn cloud_user_agent<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(ua) = ctx.val_ne(Key::RequestClientApplication) {
         if let Some(p) = ctx.user_agent(&ua) {
             d.string(p!("user_agent.name"), Cow::Borrowed(&p.name));
@@ -722,119 +627,15 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
             }
             d.string(p!("user_agent.device.name"), Cow::Borrowed(&p.device_name));
         }
-        if dup {
-            d.str(
-                p!("imperva_cloud_waf.event.extensions.request.client_application"),
-                ua.clone(),
-            );
+        if ctx.opts.preserve_duplicate_custom_fields {
+            d.str(x!("request.client_application"), ua.clone());
         }
         d.str(p!("user_agent.original"), ua);
     }
-    json_field(
-        ctx,
-        d,
-        Key::AdditionalReqHeaders,
-        p!("imperva_cloud_waf.event.extensions.additional.req_headers"),
-        "additionalReqHeaders",
-    );
-    json_field(
-        ctx,
-        d,
-        Key::AdditionalResHeaders,
-        p!("imperva_cloud_waf.event.extensions.additional.res_headers"),
-        "additionalResHeaders",
-    );
-    json_field(
-        ctx,
-        d,
-        Key::Cs(10),
-        p!("imperva_cloud_waf.event.extensions.cs10"),
-        "cs10",
-    );
-    json_field(
-        ctx,
-        d,
-        Key::Cs(11),
-        p!("imperva_cloud_waf.event.extensions.cs11"),
-        "cs11",
-    );
-    if let Some(v) = ctx.val_ne(Key::CsLabel(10)) {
-        d.str(p!("imperva_cloud_waf.event.extensions.cs10Label"), v);
-    }
-    if let Some(v) = ctx.val_ne(Key::CsLabel(11)) {
-        d.str(p!("imperva_cloud_waf.event.extensions.cs11Label"), v);
-    }
-    if let Some(v) = ctx.val_ne(Key::CsLabel(9)) {
-        d.str(p!("imperva_cloud_waf.event.extensions.cs9Label"), v);
-    }
-    if let Some(v) = ctx.val_ne(Key::Cs(9)) {
-        if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.cs9"), v.clone());
-        }
-        d.str(p!("rule.name"), v);
-    }
+}
 
-    // Device custom strings 1..6 (2 and 3 are booleans).
-    for n in 1..=6u8 {
-        let (path, label_path) = CLOUD_CS[n as usize - 1];
-        if let Some(v) = ctx.val_ne(Key::Cs(n)) {
-            if n == 2 || n == 3 {
-                let t = trim(&v);
-                if t.eq_ignore_ascii_case("true") {
-                    d.bool(path, true);
-                } else if t.eq_ignore_ascii_case("false") {
-                    d.bool(path, false);
-                } else {
-                    ctx.error(format!("error in field 'cs{n}': value {v:?} is not a boolean"));
-                }
-            } else {
-                d.string(path, v);
-            }
-        }
-        if let Some(l) = ctx.val_ne(Key::CsLabel(n)) {
-            d.string(label_path, l);
-        }
-    }
-    if let Some(v) = ctx.val_ne(Key::DeviceExternalId) {
-        d.str(p!("imperva_cloud_waf.event.extensions.device.externalId"), v);
-    }
-    if let Some(v) = ctx.val_ne(Key::DeviceFacility) {
-        d.str(p!("imperva_cloud_waf.event.extensions.device.facility"), v);
-    }
-    if let Some(v) = ctx.val_ne(Key::Dproc) {
-        d.str(p!("destination.process.name"), v.clone());
-        d.str(p!("imperva_cloud_waf.event.extensions.destination_process_name"), v);
-    }
-    if let Some(v) = ctx.val_ne(Key::FileId) {
-        if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.file_id"), v.clone());
-        }
-        d.str(p!("file.inode"), v);
-    }
-    if let Some(v) = ctx.val_ne(Key::FileType) {
-        if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.file.type"), v.clone());
-        }
-        d.str(p!("file.type"), v);
-    }
-    if let Some(v) = ctx.val_ne(Key::FilePermission) {
-        if dup {
-            d.str(p!("imperva_cloud_waf.event.extensions.file.permission"), v.clone());
-        }
-        d.str(p!("file.group"), v);
-    }
-    if let Some(v) = ctx.val_ne(Key::Customer) {
-        d.str(p!("imperva_cloud_waf.event.extensions.customer"), v);
-    }
-    if let Some(v) = ctx.val_ne(Key::SiteId) {
-        d.str(p!("imperva_cloud_waf.event.extensions.site.id"), v);
-    }
-    if let Some(v) = ctx.val_ne(Key::SiteTag) {
-        d.str(p!("imperva_cloud_waf.event.extensions.site.tag"), v);
-    }
-    if let Some(v) = ctx.val_ne(Key::Tag) {
-        d.str(p!("imperva_cloud_waf.event.extensions.tag"), v);
-    }
+/// `ver` (`TLSv1.2 ECDHE-…`) to `tls.version` and `tls.cipher`, and kept whole.
+fn cloud_tls<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(v) = ctx.val_ne(Key::Ver) {
         let tls = |s: &str| -> Option<(usize, usize)> {
             let rest = s.strip_prefix("TLSv")?;
@@ -849,103 +650,14 @@ pub(super) fn cloud_waf<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
             d.str(p!("tls.version"), ver);
             d.str(p!("tls.cipher"), cipher);
         }
-        d.str(p!("imperva_cloud_waf.event.extensions.ver"), v);
+        d.str(x!("ver"), v);
     }
-    // Mark consumed-but-empty keys so they are not reported as unknown.
-    for k in [Key::Cs(7), Key::Cs(8), Key::Cs(9), Key::Cs(10), Key::Cs(11)] {
-        let _ = ctx.raw(k);
-    }
-    keep_unused(ctx, d, X);
+}
+
+/// Keys no step read, kept under `extensions`; then the common tail.
+fn cloud_rest<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    keep_unused(ctx, d, "imperva_cloud_waf.event.extensions");
     finish(ctx, d, "imperva_cloud_waf.event", KindOnError::Append);
-}
-
-/// `cs7`/`cs8` (latitude/longitude) into `geo`, with the label and the `dup` copy.
-#[inline(always)]
-fn geo_field<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, n: u8, geo: P, dup_path: P, label_path: P) {
-    let dup = ctx.opts.preserve_duplicate_custom_fields;
-    if let Some(v) = ctx.val_ne(Key::Cs(n)) {
-        if json::plain_decimal(&v) {
-            // Printed as sent: the same text the parsed float would be written as.
-            if dup {
-                d.decimal_text(dup_path, v.clone());
-            }
-            d.decimal_text(geo, v);
-        } else {
-            match v.trim().parse::<f64>() {
-                Ok(f) if f.is_finite() => {
-                    d.float(geo, f);
-                    if dup {
-                        d.float(dup_path, f);
-                    }
-                }
-                _ => ctx.error(format!("error in field 'cs{n}': value {v:?} is not a number")),
-            }
-        }
-    }
-    if let Some(l) = ctx.val_ne(Key::CsLabel(n)) {
-        d.str(label_path, l);
-    }
-}
-
-/// A field holding JSON text (the pipeline's `json` processor), pruned like the pipeline does.
-#[inline(always)]
-fn json_field<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, k: Key, path: P, name: &str) {
-    if let Some(v) = ctx.val_ne(k) {
-        let parsed = match v {
-            Cow::Borrowed(b) => json_value(b),
-            // Unescaped text: kept as it is when it is already its own JSON form.
-            Cow::Owned(o) => match json_value(&o) {
-                Ok(Cow::Borrowed(j)) if j.len() == o.len() => Ok(Cow::Owned(o)),
-                other => other.map(|j| Cow::Owned(j.into_owned())),
-            },
-        };
-        match parsed {
-            Ok(j) => d.json(path, j),
-            Err(e) => ctx.error(format!("json processor on {name} failed: {e}")),
-        }
-    }
-}
-
-/// `event.action` from Imperva's `act`: lower case, `_` → `-` (Elastic's pipeline). The
-/// actions Imperva documents come from a table; others are converted.
-fn action_name(act: &str) -> Cow<'static, str> {
-    const KNOWN: &[(&str, &str)] = &[
-        ("REQ_PASSED", "req-passed"),
-        ("REQ_CACHED_FRESH", "req-cached-fresh"),
-        ("REQ_CACHED_STALE", "req-cached-stale"),
-        ("REQ_CHALLENGED_CAPTCHA", "req-challenged-captcha"),
-        ("REQ_CHALLENGED_COOKIE", "req-challenged-cookie"),
-        ("REQ_CHALLENGED_JAVASCRIPT", "req-challenged-javascript"),
-        ("REQ_BLOCKED", "req-blocked"),
-        ("REQ_BLOCKED_SESSION", "req-blocked-session"),
-        ("REQ_BLOCKED_IP", "req-blocked-ip"),
-        ("REQ_BLOCKED_ABNORMALLY", "req-blocked-abnormally"),
-        ("REQ_BLOCKED_SECURITY", "req-blocked-security"),
-        ("REQ_BAD_REQUEST", "req-bad-request"),
-    ];
-    if let Some((_, a)) = KNOWN.iter().find(|(k, _)| *k == act) {
-        return Cow::Borrowed(a);
-    }
-    Cow::Owned(
-        act.chars()
-            .map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() })
-            .collect(),
-    )
-}
-
-/// ASCII lower case, borrowing when there is nothing to change (and for the protocols Imperva
-/// sends).
-fn lower<'r>(s: &Cow<'r, str>) -> Cow<'r, str> {
-    match s.as_ref() {
-        "HTTPS" => return Cow::Borrowed("https"),
-        "HTTP" => return Cow::Borrowed("http"),
-        _ => {}
-    }
-    if s.bytes().any(|c| c.is_ascii_uppercase()) {
-        Cow::Owned(s.to_ascii_lowercase())
-    } else {
-        s.clone()
-    }
 }
 
 /// Elastic splits `xff` on `,\s?`.
@@ -1110,66 +822,10 @@ mod tests {
     }
 
     #[test]
-    fn may_prune_finds_every_prunable_value() {
-        for (t, want) in [
-            (r#"[{"Accept":"*/*"},{"x-request-id":"a8"}]"#, false),
-            (r#"{"a":"nothing here","b":[1,2],"c":{"d":true}}"#, false),
-            (r#"{"a":""}"#, true),
-            (r#"{"a":null}"#, true),
-            (r#"{"a":[]}"#, true),
-            (r#"{"a":[ ]}"#, true),
-            (r#"{"a":{ }}"#, true),
-            ("{\"a\":\n1}", true),
-            (r#"{"null":"\"\"","x":"[]"}"#, false),
-            (r#"{"a":"\\"}"#, false),
-        ] {
-            assert_eq!(may_prune(t), want, "{t}");
-            // Whenever pruning changes the text, the check said so.
-            let mut v: serde_json::Value = serde_json::from_str(t).unwrap();
-            prune(&mut v);
-            let same = serde_json::to_string(&v).unwrap() == t;
-            assert!(may_prune(t) || same, "{t}");
-        }
-    }
-
-    #[test]
-    fn actions_from_the_table_follow_the_rule() {
-        for act in [
-            "REQ_PASSED",
-            "REQ_CHALLENGED_CAPTCHA",
-            "REQ_BLOCKED_SECURITY",
-            "REQ_BAD_REQUEST",
-            "Custom_Thing",
-            "req_passed",
-        ] {
-            let rule: String = act
-                .chars()
-                .map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() })
-                .collect();
-            assert_eq!(action_name(act), rule);
-        }
-        assert!(matches!(lower(&Cow::Borrowed("https")), Cow::Borrowed("https")));
-        assert_eq!(lower(&Cow::Borrowed("HTTPS")), "https");
-    }
-
-    #[test]
     fn severities() {
         assert_eq!(severity_number("High"), Some(7));
         assert_eq!(severity_number("Informative"), None);
         assert_eq!(severity_number("-1"), Some(-1));
         assert_eq!(severity_number("MAJOR"), None);
-    }
-
-    #[test]
-    fn prune_drops_empties() {
-        assert_eq!(
-            json_value(r#"[{"a":""},{"b":null,"c":"x"},[]]"#).unwrap(),
-            r#"[{"c":"x"}]"#
-        );
-        assert_eq!(json_value(r#"[{"a":"b"}]"#).unwrap(), r#"[{"a":"b"}]"#);
-        assert_eq!(json_value(r#" [ {"a" : "b"} ] "#).unwrap(), r#"[ {"a" : "b"} ]"#);
-        // Newlines between tokens would break NDJSON framing: re-serialised compactly.
-        assert_eq!(json_value("[\n{\"a\":\"b\"}\n]").unwrap(), r#"[{"a":"b"}]"#);
-        assert!(json_value("[{").is_err());
     }
 }

@@ -13,6 +13,7 @@ mod elastic;
 pub mod json;
 pub mod paths;
 pub mod processors;
+mod rules;
 mod sekoia;
 pub mod user_agent;
 
@@ -366,7 +367,7 @@ impl Mapper {
         match self.opts.profile {
             Profile::Elastic => match dataset {
                 Dataset::SecureSphere => elastic::securesphere(&mut ctx, &mut d),
-                Dataset::CloudWaf => elastic::cloud_waf(&mut ctx, &mut d),
+                Dataset::CloudWaf => rules::run(elastic::CLOUD_WAF, &mut ctx, &mut d),
                 // Only JSON events are `imperva.siem`; they do not come this way.
                 Dataset::Siem => {}
             },
