@@ -602,7 +602,14 @@ fn hex128(v: u128) -> DocId {
 /// else nothing (then the id is the content's alone).
 fn source_hash(meta: &FrameMeta<'_>) -> u128 {
     match (meta.source, meta.offset, meta.occurrence) {
-        (Some(s), Some(o), _) => xxhash_rust::xxh3::xxh3_128(format!("{s}\u{0}{o}").as_bytes()),
+        // The hash of `<source>\0<offset>`, streamed (the same digest, no string built).
+        (Some(s), Some(o), _) => {
+            let mut h = xxhash_rust::xxh3::Xxh3::new();
+            h.update(s.as_bytes());
+            h.update(b"\0");
+            h.update(itoa::Buffer::new().format(o).as_bytes());
+            h.digest128()
+        }
         (_, _, Some(k)) => xxhash_rust::xxh3::xxh3_128(&k.to_le_bytes()),
         _ => 0,
     }
@@ -874,6 +881,21 @@ pub(crate) fn extension_key(key: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_hash_is_the_hash_of_source_nul_offset() {
+        // The streamed hash must stay the digest ids were made with (ids are stable across
+        // versions: a redelivery after an upgrade is the same document).
+        for (src, off) in [("a.log", 0u64), ("/var/log/x", 42), ("", u64::MAX), ("é\0", 7)] {
+            let meta = FrameMeta {
+                source: Some(src),
+                offset: Some(off),
+                ..FrameMeta::default()
+            };
+            let want = xxhash_rust::xxh3::xxh3_128(format!("{src}\u{0}{off}").as_bytes());
+            assert_eq!(source_hash(&meta), want, "{src:?} {off}");
+        }
+    }
 
     #[test]
     fn hex_ids_are_32_lower_hex_digits() {
