@@ -199,11 +199,21 @@ const SS_CS: ([P; 21], [P; 21]) = ss_cs!(
 const SS_CS_LABEL: [P; 21] = SS_CS.0;
 const SS_CS_VALUE: [P; 21] = SS_CS.1;
 
-/// `imperva.securesphere`.
-pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
-    let dup = ctx.opts.preserve_duplicate_custom_fields;
-    let rec = ctx.rec;
-    let h = &rec.header;
+/// `imperva.securesphere`: the whole mapping, in order.
+pub(super) const SECURESPHERE: &[Step] = &[
+    Step::Code(ss_header),
+    Step::Code(ss_time),
+    Step::Code(ss_category),
+    text(Key::Act, p!("event.action")).dup(p!("imperva.securesphere.device.action")),
+    Step::Code(ss_endpoints),
+    rule(Key::Proto, Conv::Lower, p!("network.transport")).dup(p!("imperva.securesphere.transport_protocol")),
+    Step::Code(ss_custom_strings),
+    Step::Code(ss_rest),
+];
+
+/// Header facts: observer, code, message, severity (and their copies).
+fn ss_header<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    let h = &ctx.rec.header;
     d.str(p!("ecs.version"), "8.17.0");
     d.str(p!("observer.vendor"), h.vendor.clone());
     d.str(p!("observer.product"), h.product.clone());
@@ -215,13 +225,17 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
     d.str(p!("imperva.securesphere.severity"), h.severity.clone());
     d.str(p!("imperva.securesphere.version"), h.version.clone());
-    if dup {
+    if ctx.opts.preserve_duplicate_custom_fields {
         d.str(p!("imperva.securesphere.name"), h.name.clone());
         d.str(p!("imperva.securesphere.device.event.class_id"), h.class_id.clone());
         d.str(p!("imperva.securesphere.device.product"), h.product.clone());
         d.str(p!("imperva.securesphere.device.vendor"), h.vendor.clone());
         d.str(p!("imperva.securesphere.device.version"), h.device_version.clone());
     }
+}
+
+/// `@timestamp` from `rt` (else the envelope's or the receive time), and the zone used.
+fn ss_time<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     let now = ctx.meta.received_ms;
     let mut ts = None;
     if let Some(rt) = ctx.val_ne(Key::Rt) {
@@ -234,7 +248,7 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     }
     if let Some(ms) = ts {
         d.ts(p!("@timestamp"), ms, TsStyle::Millis);
-        if dup {
+        if ctx.opts.preserve_duplicate_custom_fields {
             d.put(
                 p!("imperva.securesphere.device.receipt_time"),
                 Val::Ts(ms, TsStyle::Millis),
@@ -246,6 +260,10 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(tz) = ctx.tz_name {
         d.str(p!("event.timezone"), tz);
     }
+}
+
+/// `event.kind` from the category's wording (`…Alert…` or `…Event…`), and the category.
+fn ss_category<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(cat) = ctx.val_ne(Key::Cat) {
         let lower = cat.to_ascii_lowercase();
         if lower.contains("alert") {
@@ -255,12 +273,11 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         }
         d.str(p!("imperva.securesphere.device.event.category"), cat);
     }
-    if let Some(act) = ctx.val_ne(Key::Act) {
-        if dup {
-            d.str(p!("imperva.securesphere.device.action"), act.clone());
-        }
-        d.str(p!("event.action"), act);
-    }
+}
+
+/// Destination and source: address, port and user, and `related.ip` / `related.user`.
+fn ss_endpoints<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    let dup = ctx.opts.preserve_duplicate_custom_fields;
     let mut related_ip = d.list();
     let mut related_user = d.list();
     if let Some(ip) = parse_ip_field(ctx, Key::Dst, "destinationAddress") {
@@ -303,13 +320,18 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
         push_unique(&mut related_user, u.clone());
         d.str(p!("source.user.name"), u);
     }
-    if let Some(p) = ctx.val_ne(Key::Proto) {
-        d.str(p!("network.transport"), p.to_ascii_lowercase());
-        if dup {
-            d.str(p!("imperva.securesphere.transport_protocol"), p);
-        }
+    if !related_ip.is_empty() {
+        d.strs(p!("related.ip"), related_ip);
     }
-    // Custom strings: 1..=6 always, 7.. while contiguous (DAM audit goes to cs21).
+    if !related_user.is_empty() {
+        d.strs(p!("related.user"), related_user);
+    }
+}
+
+/// Custom strings: 1..=6 always, 7.. while contiguous (DAM audit goes to cs21); `cs3` is the
+/// service name.
+fn ss_custom_strings<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    let dup = ctx.opts.preserve_duplicate_custom_fields;
     for n in 1..=crate::parse::record::MAX_CUSTOM {
         let has = ctx.idx.has(Key::Cs(n)) || ctx.idx.has(Key::CsLabel(n));
         if n > 6 && !has {
@@ -334,12 +356,10 @@ pub(super) fn securesphere<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
             let _ = ctx.raw(Key::Cs(n));
         }
     }
-    if !related_ip.is_empty() {
-        d.strs(p!("related.ip"), related_ip);
-    }
-    if !related_user.is_empty() {
-        d.strs(p!("related.user"), related_user);
-    }
+}
+
+/// What no step read, under `extensions`; then the common tail.
+fn ss_rest<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     keep_unused(ctx, d, "imperva.securesphere.extensions");
     finish(ctx, d, "imperva.securesphere", KindOnError::Set);
 }
@@ -797,6 +817,25 @@ pub(crate) fn uri_parts(s: &str) -> Result<UriParts<'_>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_table_writes_a_path_from_one_rule() {
+        // Two rules writing one path would make the later silently win: the tables say
+        // what each path comes from, once.
+        for (name, table) in [("CLOUD_WAF", CLOUD_WAF), ("SECURESPHERE", SECURESPHERE)] {
+            let mut seen = std::collections::HashSet::new();
+            let mut rules = 0;
+            for step in table {
+                if let Step::Rule(r) = step {
+                    rules += 1;
+                    for path in std::iter::once(r.to).chain(r.dup) {
+                        assert!(seen.insert(path), "{name}: {path:?} written by two rules");
+                    }
+                }
+            }
+            assert!(rules > 0, "{name} has rules");
+        }
+    }
 
     #[test]
     fn uri_parts_like_elasticsearch() {

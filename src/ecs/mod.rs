@@ -366,7 +366,7 @@ impl Mapper {
         let mut d = Doc::from_storage(storage.recycle());
         match self.opts.profile {
             Profile::Elastic => match dataset {
-                Dataset::SecureSphere => elastic::securesphere(&mut ctx, &mut d),
+                Dataset::SecureSphere => rules::run(elastic::SECURESPHERE, &mut ctx, &mut d),
                 Dataset::CloudWaf => rules::run(elastic::CLOUD_WAF, &mut ctx, &mut d),
                 // Only JSON events are `imperva.siem`; they do not come this way.
                 Dataset::Siem => {}
