@@ -371,7 +371,10 @@ impl Mapper {
                 // Only JSON events are `imperva.siem`; they do not come this way.
                 Dataset::Siem => {}
             },
-            Profile::Sekoia => sekoia::map(&mut ctx, &mut d, dataset),
+            Profile::Sekoia => match dataset {
+                Dataset::SecureSphere => rules::run_all(sekoia::SECURESPHERE, &mut ctx, &mut d),
+                _ => rules::run_all(sekoia::CLOUD_WAF, &mut ctx, &mut d),
+            },
         }
         if !ctx.errors.is_empty() {
             self.counters.field_errors.set(self.counters.field_errors.get() + 1);
@@ -652,6 +655,9 @@ pub(crate) struct Ctx<'r, 'a> {
     ua_keep: &'r UaKeep,
     used: Used,
     pub errors: Vec<String>,
+    /// `related.ip` / `related.hosts` gathered by several steps of a profile's tables.
+    pub related_ip: Vec<Cow<'r, str>>,
+    pub related_hosts: Vec<Cow<'r, str>>,
 }
 
 impl<'r, 'a> Ctx<'r, 'a> {
@@ -677,6 +683,8 @@ impl<'r, 'a> Ctx<'r, 'a> {
             ua,
             ua_keep,
             errors: Vec::new(),
+            related_ip: Vec::new(),
+            related_hosts: Vec::new(),
         }
     }
 

@@ -32,6 +32,21 @@ pub(crate) enum Conv {
     Decimal(&'static str),
     /// JSON text, pruned as the ingest pipeline's `json` processor leaves it.
     Json(&'static str),
+    /// SEKOIA's reading: the raw value (backslash escapes kept), written when not empty.
+    Raw,
+    /// The raw value in ASCII lower case.
+    RawLower,
+    /// The raw value as an integer when it is one; nothing (and no error) otherwise.
+    RawInt,
+    /// A non-empty raw value as a boolean: `true` when it says so in any case, else `false`.
+    RawFlag,
+}
+
+impl Conv {
+    /// Reads the raw value (SEKOIA's conversions), not the unescaped one.
+    const fn is_raw(self) -> bool {
+        matches!(self, Conv::Raw | Conv::RawLower | Conv::RawInt | Conv::RawFlag)
+    }
 }
 
 /// One key's value to one path. The duplicate copy (`dup`) gets the converted value for
@@ -72,6 +87,8 @@ impl Step {
     /// The same rule, also writing `path` under `preserve_duplicate_custom_fields`.
     pub(crate) const fn dup(self, path: P) -> Step {
         match self {
+            // Raw conversions are SEKOIA's, which keeps no copies.
+            Step::Rule(r) if r.conv.is_raw() => panic!("a raw rule has no duplicate copy"),
             Step::Rule(mut r) => {
                 r.dup = Some(path);
                 Step::Rule(r)
@@ -80,6 +97,13 @@ impl Step {
             // tables are constants, so this panic is a compile-time error).
             Step::Code(_) => panic!("only a rule can have a duplicate copy"),
         }
+    }
+}
+
+/// Run a profile made of several tables (shared and per-dataset parts), in order.
+pub(crate) fn run_all<'r>(tables: &[&[Step]], ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    for steps in tables {
+        run(steps, ctx, d);
     }
 }
 
@@ -96,6 +120,9 @@ pub(crate) fn run<'r>(steps: &[Step], ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
 
 #[inline(always)]
 fn apply<'r>(r: &Rule, dup: bool, ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    if r.conv.is_raw() {
+        return apply_raw(r, ctx, d);
+    }
     let Some(v) = ctx.val_ne(r.key) else {
         return;
     };
@@ -180,6 +207,30 @@ fn apply<'r>(r: &Rule, dup: bool, ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
                 Err(e) => ctx.error(format!("json processor on {name} failed: {e}")),
             }
         }
+        // Handled by `apply_raw` before the value is read.
+        Conv::Raw | Conv::RawLower | Conv::RawInt | Conv::RawFlag => {}
+    }
+}
+
+/// The raw conversions: lenient, as SEKOIA's intake format reads values.
+#[inline(always)]
+fn apply_raw<'r>(r: &Rule, ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    let Some(v) = ctx.raw(r.key) else {
+        return;
+    };
+    match r.conv {
+        Conv::RawLower => d.str(r.to, v.to_ascii_lowercase()),
+        Conv::RawInt => {
+            if let Ok(n) = v.trim().parse::<i64>() {
+                d.int(r.to, n);
+            }
+        }
+        Conv::RawFlag => {
+            if !v.is_empty() {
+                d.bool(r.to, v.trim().eq_ignore_ascii_case("true"));
+            }
+        }
+        _ => d.str(r.to, v),
     }
 }
 
@@ -295,6 +346,32 @@ fn prune(v: &mut serde_json::Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_profile_writes_a_path_from_one_rule() {
+        // Two rules writing one path would make the later silently win: a profile's tables
+        // say what each path comes from, once.
+        use super::super::{elastic, sekoia};
+        let profiles: [(&str, &[&[Step]]); 4] = [
+            ("elastic cloud_waf", &[elastic::CLOUD_WAF]),
+            ("elastic securesphere", &[elastic::SECURESPHERE]),
+            ("sekoia cloud_waf", sekoia::CLOUD_WAF),
+            ("sekoia securesphere", sekoia::SECURESPHERE),
+        ];
+        for (name, tables) in profiles {
+            let mut seen = std::collections::HashSet::new();
+            let mut rules = 0;
+            for step in tables.iter().copied().flatten() {
+                if let Step::Rule(r) = step {
+                    rules += 1;
+                    for path in std::iter::once(r.to).chain(r.dup) {
+                        assert!(seen.insert(path), "{name}: {path:?} written by two rules");
+                    }
+                }
+            }
+            assert!(rules > 0, "{name} has rules");
+        }
+    }
 
     #[test]
     fn may_prune_finds_every_prunable_value() {

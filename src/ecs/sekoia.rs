@@ -7,7 +7,8 @@
 use std::borrow::Cow;
 
 use super::doc::{Doc, TsStyle, Val};
-use super::{Ctx, Dataset, domain, parse_ip};
+use super::rules::{Conv, Step, rule};
+use super::{Ctx, domain, parse_ip};
 use crate::p;
 use crate::parse::Key;
 use crate::parse::time::parse_device_time;
@@ -211,9 +212,64 @@ fn sorted_unique<'r>(mut v: Vec<Cow<'r, str>>) -> Vec<Cow<'r, str>> {
     v
 }
 
-pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) {
-    let rec = ctx.rec;
-    let h = &rec.header;
+/// Steps every dataset runs first, in order.
+const COMMON: &[Step] = &[
+    Step::Code(header),
+    Step::Code(times),
+    Step::Code(action),
+    rule(Key::Cicode, Conv::Raw, p!("client.geo.city_name")),
+    Step::Code(client_geo),
+    Step::Code(endpoints),
+    Step::Code(url),
+    rule(Key::Qstr, Conv::Raw, p!("url.query")),
+    rule(Key::Ref, Conv::Raw, p!("http.request.referrer")),
+    rule(Key::RequestMethod, Conv::Raw, p!("http.request.method")),
+    rule(Key::Cn(1), Conv::RawInt, p!("http.response.status_code")),
+    rule(Key::In, Conv::RawInt, p!("http.request.bytes")),
+    rule(Key::DeviceExternalId, Conv::Raw, p!("http.request.id")),
+    rule(Key::App, Conv::RawLower, p!("network.protocol")),
+    rule(Key::Xff, Conv::Raw, p!("network.forwarded_ip")),
+    rule(Key::Xff, Conv::Raw, p!("imperva.request.x_forwarded_for")),
+    Step::Code(user_agent),
+    Step::Code(tls),
+    rule(Key::Customer, Conv::Raw, p!("organization.name")),
+    Step::Code(rule_names),
+    // Imperva-specific.
+    rule(Key::DeviceFacility, Conv::Raw, p!("imperva.pop")),
+    Step::Code(headers),
+    Step::Code(session_id),
+    rule(Key::Cs(2), Conv::RawFlag, p!("imperva.client.js_support")),
+    rule(Key::Cs(3), Conv::RawFlag, p!("imperva.client.cookie_support")),
+    rule(Key::Cs(1), Conv::Raw, p!("imperva.client.captcha_support")),
+    rule(Key::Cs(4), Conv::Raw, p!("imperva.visitor.id")),
+    rule(Key::Dproc, Conv::Raw, p!("imperva.user_agent.type")),
+    Step::Code(attack),
+    rule(Key::Cs(11), Conv::Raw, p!("imperva.rule.additional_info")),
+];
+
+/// SecureSphere's own facts for the SEKOIA shape.
+const SECURESPHERE_EXTRAS: &[Step] = &[
+    Step::Code(destination_ip),
+    rule(Key::Dpt, Conv::RawInt, p!("destination.port")),
+    rule(Key::Spt, Conv::RawInt, p!("source.port")),
+    rule(Key::Duser, Conv::Raw, p!("destination.user.name")),
+    rule(Key::Suser, Conv::Raw, p!("source.user.name")),
+    rule(Key::Proto, Conv::RawLower, p!("network.transport")),
+    rule(Key::Cat, Conv::Raw, p!("imperva.event.category")),
+    Step::Code(securesphere_product),
+];
+
+/// Steps every dataset runs last.
+const TAIL: &[Step] = &[Step::Code(related_and_tags)];
+
+/// Cloud WAF (and anything not SecureSphere): the whole mapping.
+pub(super) const CLOUD_WAF: &[&[Step]] = &[COMMON, TAIL];
+/// SecureSphere: the whole mapping.
+pub(super) const SECURESPHERE: &[&[Step]] = &[COMMON, SECURESPHERE_EXTRAS, TAIL];
+
+/// The constants of SEKOIA's format, the line itself and the header's severity and name.
+fn header<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    let h = &ctx.rec.header;
     d.string(p!("message"), Cow::Borrowed(ctx.original));
     d.str(p!("observer.vendor"), "Imperva");
     d.str(p!("observer.product"), "Web Application Firewall");
@@ -225,8 +281,10 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
         d.int(p!("event.severity"), n);
     }
     d.str(p!("imperva.event.class_id"), h.name.trim().to_string());
+}
 
-    // Times.
+/// `@timestamp`, `event.start`/`end`/`duration` from `start`/`end` (else `rt`, else now).
+fn times<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     let start_raw = ctx.raw(Key::Start);
     let end_raw = ctx.raw(Key::End);
     let start = start_raw.and_then(epoch_ms);
@@ -249,8 +307,10 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
         let rt = ctx.raw(Key::Rt).and_then(|rt| parse_device_time(rt, &ctx.zone, now));
         d.ts(p!("@timestamp"), rt.unwrap_or(now), TsStyle::Python);
     }
+}
 
-    // Action → type, reason.
+/// Action → `event.type`, `event.action`, `event.reason`.
+fn action<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     let mut types: Vec<Cow<'r, str>> = vec!["connection".into(), "access".into()];
     if let Some(act) = ctx.raw(Key::Act).filter(|a| !a.is_empty()) {
         let (ty, action, reason) = classify(act);
@@ -261,13 +321,11 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
         }
     }
     d.strs(p!("event.type"), sorted_unique(types));
+}
 
-    // Client and source.
-    let mut related_ip: Vec<Cow<'r, str>> = Vec::new();
-    let mut related_hosts: Vec<Cow<'r, str>> = Vec::new();
-    if let Some(c) = ctx.raw(Key::Cicode) {
-        d.str(p!("client.geo.city_name"), c);
-    }
+/// The client's location (`cs7`/`cs8` when labelled as such) and country (`cs3` when labelled
+/// `ImpervaAACountry`).
+fn client_geo<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     let lat = ctx.raw(Key::Cs(7));
     let lon = ctx.raw(Key::Cs(8));
     let geo_labels = ctx
@@ -289,16 +347,20 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
             d.str(p!("client.geo.country_name"), c);
         }
     }
+}
+
+/// Source address and port, the site (`dhost`) and the service name, with their related facts.
+fn endpoints<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(ip) = ctx.raw(Key::Src).and_then(parse_ip) {
         let ip: Cow<'r, str> = Cow::Owned(ip.to_string());
         d.str(p!("source.ip"), ip.clone());
         d.str(p!("source.address"), ip.clone());
-        related_ip.push(ip);
+        ctx.related_ip.push(ip);
     }
     if let Some(host) = ctx.raw(Key::Dhost).filter(|h| !h.is_empty()) {
         put_domain(d, host, Which::Source);
         d.str(p!("source.address"), host);
-        related_hosts.push(host.into());
+        ctx.related_hosts.push(host.into());
     }
     if let Some(p) = ctx.raw(Key::Cpt).and_then(|p| p.trim().parse::<i64>().ok()) {
         d.int(p!("source.port"), p);
@@ -306,10 +368,12 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
     if let Some(host) = ctx.raw(Key::SourceServiceName).filter(|h| !h.is_empty()) {
         put_domain(d, host, Which::Destination);
         d.str(p!("destination.address"), host);
-        related_hosts.push(host.into());
+        ctx.related_hosts.push(host.into());
     }
+}
 
-    // URL and HTTP.
+/// The request URL and its parts.
+fn url<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(req) = ctx.raw(Key::Request).filter(|r| !r.is_empty()) {
         d.str(p!("url.full"), req);
         d.str(p!("url.original"), req);
@@ -324,33 +388,12 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
         let host_part = before_q.split_once("://").map_or(before_q, |(_, r)| r);
         let host = host_part.split('/').next().unwrap_or("");
         d.str(p!("url.domain"), host);
-        related_hosts.push(host.into());
+        ctx.related_hosts.push(host.into());
     }
-    if let Some(q) = ctx.raw(Key::Qstr).filter(|q| !q.is_empty()) {
-        d.str(p!("url.query"), q);
-    }
-    if let Some(r) = ctx.raw(Key::Ref) {
-        d.str(p!("http.request.referrer"), r);
-    }
-    if let Some(m) = ctx.raw(Key::RequestMethod) {
-        d.str(p!("http.request.method"), m);
-    }
-    if let Some(n) = ctx.raw(Key::Cn(1)).and_then(|v| v.trim().parse::<i64>().ok()) {
-        d.int(p!("http.response.status_code"), n);
-    }
-    if let Some(n) = ctx.raw(Key::In).and_then(|v| v.trim().parse::<i64>().ok()) {
-        d.int(p!("http.request.bytes"), n);
-    }
-    if let Some(id) = ctx.raw(Key::DeviceExternalId) {
-        d.str(p!("http.request.id"), id);
-    }
-    if let Some(app) = ctx.raw(Key::App) {
-        d.str(p!("network.protocol"), app.to_ascii_lowercase());
-    }
-    if let Some(xff) = ctx.raw(Key::Xff).filter(|x| !x.is_empty()) {
-        d.str(p!("network.forwarded_ip"), xff);
-        d.str(p!("imperva.request.x_forwarded_for"), xff);
-    }
+}
+
+/// The user agent and what ua-parser finds in it.
+fn user_agent<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(ua) = ctx.raw(Key::RequestClientApplication).filter(|u| !u.is_empty()) {
         d.str(p!("user_agent.original"), ua);
         if let Some(p) = ctx.user_agent(ua) {
@@ -365,6 +408,10 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
             d.string(p!("user_agent.device.name"), Cow::Borrowed(&p.device_name));
         }
     }
+}
+
+/// TLS version, protocol and cipher from `ver` (`TLSv1.2 ECDHE-RSA-…`).
+fn tls<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(v) = ctx.raw(Key::Ver) {
         if let (Some((proto, _)), Some((_, cipher))) = (v.split_once('v'), v.split_once(' ')) {
             let version = v
@@ -376,9 +423,10 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
             d.str(p!("tls.cipher"), cipher.split(' ').next().unwrap_or(""));
         }
     }
-    if let Some(c) = ctx.raw(Key::Customer) {
-        d.str(p!("organization.name"), c);
-    }
+}
+
+/// `rule.name` and its comma-separated names.
+fn rule_names<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(rule) = ctx.raw(Key::Cs(9)).filter(|r| !r.is_empty()) {
         d.str(p!("rule.name"), rule);
         let names: Vec<Cow<'r, str>> = rule.split(',').filter(|s| !s.is_empty()).map(Cow::Borrowed).collect();
@@ -386,11 +434,10 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
             d.strs(p!("imperva.rule.names"), names);
         }
     }
+}
 
-    // Imperva-specific.
-    if let Some(p) = ctx.raw(Key::DeviceFacility) {
-        d.str(p!("imperva.pop"), p);
-    }
+/// The additional request and response headers, as JSON when they read as JSON.
+fn headers<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     for (k, path) in [
         (Key::AdditionalReqHeaders, p!("imperva.request.headers")),
         (Key::AdditionalResHeaders, p!("imperva.response.headers")),
@@ -402,30 +449,20 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
             }
         }
     }
+}
+
+/// `fileId` as the session id: a number when it is one.
+fn session_id<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if let Some(id) = ctx.raw(Key::FileId).filter(|r| !r.is_empty()) {
         match id.trim().parse::<u64>() {
             Ok(n) => d.put(p!("imperva.session.id"), Val::UInt(n)),
             Err(_) => d.str(p!("imperva.session.id"), id),
         }
     }
-    for (n, path) in [
-        (2u8, p!("imperva.client.js_support")),
-        (3u8, p!("imperva.client.cookie_support")),
-    ] {
-        if let Some(v) = ctx.raw(Key::Cs(n)).filter(|v| !v.is_empty()) {
-            d.bool(path, v.trim().eq_ignore_ascii_case("true"));
-        }
-    }
-    if let Some(v) = ctx.raw(Key::Cs(1)) {
-        d.str(p!("imperva.client.captcha_support"), v);
-    }
-    if let Some(v) = ctx.raw(Key::Cs(4)) {
-        d.str(p!("imperva.visitor.id"), v);
-    }
-    if let Some(v) = ctx.raw(Key::Dproc) {
-        d.str(p!("imperva.user_agent.type"), v);
-    }
-    // SEKOIA reads these two keys in lower case only.
+}
+
+/// Attack type and id; SEKOIA reads these two keys in lower case only.
+fn attack<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     if ctx.key_of(Key::FileType) == Some("filetype") {
         if let Some(v) = ctx.raw(Key::FileType) {
             d.str(p!("imperva.attack.type"), v);
@@ -436,18 +473,29 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
             d.str(p!("imperva.attack.id"), v);
         }
     }
-    if let Some(v) = ctx.raw(Key::Cs(11)) {
-        d.str(p!("imperva.rule.additional_info"), v);
-    }
+}
 
-    if dataset == Dataset::SecureSphere {
-        securesphere_extras(ctx, d, &mut related_ip);
+/// SecureSphere's destination address.
+fn destination_ip<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    if let Some(ip) = ctx.raw(Key::Dst).and_then(parse_ip) {
+        let ip: Cow<'r, str> = Cow::Owned(ip.to_string());
+        d.str(p!("destination.ip"), ip.clone());
+        d.str(p!("destination.address"), ip.clone());
+        ctx.related_ip.push(ip);
     }
-    let related_ip = sorted_unique(related_ip);
+}
+
+fn securesphere_product<'r>(_: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    d.str(p!("observer.product"), "SecureSphere");
+}
+
+/// `related.ip` and `related.hosts` (sorted, unique) and the configured tags.
+fn related_and_tags<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+    let related_ip = sorted_unique(std::mem::take(&mut ctx.related_ip));
     if !related_ip.is_empty() {
         d.strs(p!("related.ip"), related_ip);
     }
-    let related_hosts = sorted_unique(related_hosts);
+    let related_hosts = sorted_unique(std::mem::take(&mut ctx.related_hosts));
     if !related_hosts.is_empty() {
         d.strs(p!("related.hosts"), related_hosts);
     }
@@ -458,35 +506,6 @@ pub(super) fn map<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, dataset: Dataset) 
             Val::Strs(o.tags.iter().map(|t| Cow::Owned(t.clone())).collect()),
         );
     }
-}
-
-/// SecureSphere's own facts for the SEKOIA shape.
-fn securesphere_extras<'r>(ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>, related_ip: &mut Vec<Cow<'r, str>>) {
-    if let Some(ip) = ctx.raw(Key::Dst).and_then(parse_ip) {
-        let ip: Cow<'r, str> = Cow::Owned(ip.to_string());
-        d.str(p!("destination.ip"), ip.clone());
-        d.str(p!("destination.address"), ip.clone());
-        related_ip.push(ip);
-    }
-    if let Some(p) = ctx.raw(Key::Dpt).and_then(|p| p.trim().parse::<i64>().ok()) {
-        d.int(p!("destination.port"), p);
-    }
-    if let Some(p) = ctx.raw(Key::Spt).and_then(|p| p.trim().parse::<i64>().ok()) {
-        d.int(p!("source.port"), p);
-    }
-    if let Some(u) = ctx.raw(Key::Duser) {
-        d.str(p!("destination.user.name"), u);
-    }
-    if let Some(u) = ctx.raw(Key::Suser) {
-        d.str(p!("source.user.name"), u);
-    }
-    if let Some(p) = ctx.raw(Key::Proto) {
-        d.str(p!("network.transport"), p.to_ascii_lowercase());
-    }
-    if let Some(c) = ctx.raw(Key::Cat) {
-        d.str(p!("imperva.event.category"), c);
-    }
-    d.str(p!("observer.product"), "SecureSphere");
 }
 
 #[cfg(test)]
