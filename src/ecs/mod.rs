@@ -364,18 +364,7 @@ impl Mapper {
         let ua_keep: UaKeep = Default::default();
         let mut ctx = Ctx::new(&rec, original, meta, &self.opts, (&self.ua, &ua_keep), zone, tz_name);
         let mut d = Doc::from_storage(storage.recycle());
-        match self.opts.profile {
-            Profile::Elastic => match dataset {
-                Dataset::SecureSphere => rules::run(elastic::SECURESPHERE, &mut ctx, &mut d),
-                Dataset::CloudWaf => rules::run(elastic::CLOUD_WAF, &mut ctx, &mut d),
-                // Only JSON events are `imperva.siem`; they do not come this way.
-                Dataset::Siem => {}
-            },
-            Profile::Sekoia => match dataset {
-                Dataset::SecureSphere => rules::run_all(sekoia::SECURESPHERE, &mut ctx, &mut d),
-                _ => rules::run_all(sekoia::CLOUD_WAF, &mut ctx, &mut d),
-            },
-        }
+        rules::run_all(rules::plan(self.opts.profile, dataset), &mut ctx, &mut d);
         if !ctx.errors.is_empty() {
             self.counters.field_errors.set(self.counters.field_errors.get() + 1);
             stats().field_errors.fetch_add(1, Relaxed);

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 
 use super::doc::Doc;
 use super::paths::P;
-use super::{Ctx, json, trim};
+use super::{Ctx, Dataset, Profile, elastic, json, sekoia, trim};
 use crate::parse::Key;
 
 /// How a rule converts the value it reads. The names are the CEF keys' long names, as the
@@ -100,7 +100,20 @@ impl Step {
     }
 }
 
-/// Run a profile made of several tables (shared and per-dataset parts), in order.
+/// The tables a profile runs for a dataset, in order (a profile shares some tables between
+/// datasets).
+pub(crate) fn plan(profile: Profile, dataset: Dataset) -> &'static [&'static [Step]] {
+    match (profile, dataset) {
+        (Profile::Elastic, Dataset::SecureSphere) => &[elastic::SECURESPHERE],
+        (Profile::Elastic, Dataset::CloudWaf) => &[elastic::CLOUD_WAF],
+        // Only JSON events are `imperva.siem`; they do not come this way.
+        (Profile::Elastic, Dataset::Siem) => &[],
+        (Profile::Sekoia, Dataset::SecureSphere) => sekoia::SECURESPHERE,
+        (Profile::Sekoia, _) => sekoia::CLOUD_WAF,
+    }
+}
+
+/// Run a profile's tables for one record, in order.
 pub(crate) fn run_all<'r>(tables: &[&[Step]], ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     for steps in tables {
         run(steps, ctx, d);
@@ -108,7 +121,7 @@ pub(crate) fn run_all<'r>(tables: &[&[Step]], ctx: &mut Ctx<'r, '_>, d: &mut Doc
 }
 
 /// Run a table on one record.
-pub(crate) fn run<'r>(steps: &[Step], ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
+fn run<'r>(steps: &[Step], ctx: &mut Ctx<'r, '_>, d: &mut Doc<'r>) {
     let dup = ctx.opts.preserve_duplicate_custom_fields;
     for step in steps {
         match step {
@@ -351,13 +364,12 @@ mod tests {
     fn each_profile_writes_a_path_from_one_rule() {
         // Two rules writing one path would make the later silently win: a profile's tables
         // say what each path comes from, once.
-        use super::super::{elastic, sekoia};
-        let profiles: [(&str, &[&[Step]]); 4] = [
-            ("elastic cloud_waf", &[elastic::CLOUD_WAF]),
-            ("elastic securesphere", &[elastic::SECURESPHERE]),
-            ("sekoia cloud_waf", sekoia::CLOUD_WAF),
-            ("sekoia securesphere", sekoia::SECURESPHERE),
-        ];
+        let mut profiles = Vec::new();
+        for profile in [Profile::Elastic, Profile::Sekoia] {
+            for dataset in [Dataset::CloudWaf, Dataset::SecureSphere] {
+                profiles.push((format!("{profile:?} {dataset:?}"), plan(profile, dataset)));
+            }
+        }
         for (name, tables) in profiles {
             let mut seen = std::collections::HashSet::new();
             let mut rules = 0;
